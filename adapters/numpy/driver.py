@@ -1,0 +1,351 @@
+"""Drive a hand-written NumPy network layer by layer, however its author laid out parameters and gradients.
+
+Forms taken without changes to the user's layers:
+- a network object with ``layers`` (list or dict) of objects with ``forward``/``backward``; a bare list of them;
+  or one object with ``forward``/``backward`` whose inside is marked with ``tap``/``tap_grad``;
+- ``forward(x)`` returning its output or storing ``self.output``, with an optional training flag;
+- ``backward(dout)`` returning the input gradient or storing it as ``dinputs``/``dX``/``dx``;
+- parameters in a dict (``params``/``parameters``) or as attributes (``W``, ``weights``, ``gamma``…), gradients in a
+  dict (``grads``/``gradients``) or as attributes (``dW``, ``dweights``, ``grad_W``…).
+A model file can say where things are for anything else (``params_of``, ``grads_of``, ``input_grad_of``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from layerdiff.adapter import Feed
+from layerdiff.errors import ModelFileError, raised_in
+from layerdiff.modelfile import Model
+from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot
+from layerdiff.tap import tapping
+
+PARAM_DICTS = ("params", "parameters")
+GRAD_DICTS = ("grads", "gradients")
+PARAM_ATTRS = ("W", "b", "weights", "biases", "weight", "bias", "kernel", "gamma", "beta", "scale")
+GRAD_PATTERNS = ("d{}", "d_{}", "grad_{}", "{}_grad", "grad{}")
+INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dX", "dx", "grad_input", "dout_prev")
+TRAINING_FLAGS = ("training", "train", "is_training", "train_mode")
+
+
+def _is_layer(obj: Any) -> bool:
+    return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
+
+
+@dataclass
+class Slot:
+    """Where a parameter lives, so that it can be read and replaced."""
+
+    holder: Any  # a dict or the layer object
+    key: str
+
+    def get(self) -> Any:
+        return self.holder[self.key] if isinstance(self.holder, dict) else getattr(self.holder, self.key)
+
+    def set(self, value: np.ndarray) -> None:
+        if isinstance(self.holder, dict):
+            self.holder[self.key] = value
+        else:
+            setattr(self.holder, self.key, value)
+
+
+@dataclass
+class Layer:
+    name: str
+    obj: Any
+
+
+class Network:
+    """The layers of one NumPy model, named, with their parameter slots found."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        obj = model.obj
+        if isinstance(obj, (list, tuple)):
+            self.layers = [Layer(str(i), layer) for i, layer in enumerate(obj)]
+            self.whole = None
+        elif isinstance(getattr(obj, "layers", None), (list, tuple, dict)) and _all_layers(obj.layers):
+            self.layers = _named_layers(obj)
+            self.whole = None
+        else:
+            self.layers = [Layer("model", obj)]
+            self.whole = obj
+
+    def slots(self, layer: Layer) -> dict[str, Slot]:
+        glue = self.model.glue.get("params_of")
+        if glue is not None:
+            found = glue(layer.obj)
+            if found is not None:
+                return {k: Slot(found, k) for k in found}
+        for attr in PARAM_DICTS:
+            d = getattr(layer.obj, attr, None)
+            if isinstance(d, dict) and d and all(isinstance(v, np.ndarray) for v in d.values()):
+                return {k: Slot(d, k) for k in d}
+        return {a: Slot(layer.obj, a) for a in PARAM_ATTRS if isinstance(getattr(layer.obj, a, None), np.ndarray)}
+
+    def grad(self, layer: Layer, pname: str) -> np.ndarray | None:
+        glue = self.model.glue.get("grads_of")
+        if glue is not None:
+            found = glue(layer.obj)
+            if found is not None:
+                return found.get(pname)
+        for attr in GRAD_DICTS:
+            d = getattr(layer.obj, attr, None)
+            if isinstance(d, dict) and pname in d:
+                return np.asarray(d[pname])
+        for pattern in GRAD_PATTERNS:
+            g = getattr(layer.obj, pattern.format(pname), None)
+            if isinstance(g, np.ndarray):
+                return g
+        return None
+
+    def params(self) -> list[tuple[str, Layer, str, Slot]]:
+        return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
+
+
+def _all_layers(layers: Any) -> bool:
+    items = list(layers.values()) if isinstance(layers, dict) else list(layers)
+    return bool(items) and all(_is_layer(layer) for layer in items)
+
+
+def _named_layers(obj: Any) -> list[Layer]:
+    if isinstance(obj.layers, dict):
+        return [Layer(str(k), v) for k, v in obj.layers.items()]
+    attr_names = {id(v): k for k, v in vars(obj).items() if _is_layer(v) and not k.startswith("_")}
+    return [Layer(attr_names.get(id(layer), f"layers.{i}"), layer) for i, layer in enumerate(obj.layers)]
+
+
+def _layout(name: str, value: np.ndarray, model: Model) -> str:
+    if name in model.layouts:
+        return model.layouts[name]
+    # The x @ W convention of from-scratch code (cs231n, nnfs, d2l); NCHW convolutions as cs231n writes them.
+    return {1: "out", 2: "in out", 4: "O I H W"}.get(value.ndim, "")
+
+
+class NumpyTapper:
+    """Collects ``tap``/``tap_grad`` calls made inside the user's code."""
+
+    def __init__(self, trace_layers: list[LayerRecord]) -> None:
+        self.layers = trace_layers
+        self.by_name: dict[str, LayerRecord] = {}
+
+    def tap(self, name: str, value: Any) -> Any:
+        record = LayerRecord(unique(name, self.by_name), "tap", {"output": snapshot(value)})
+        self.by_name[record.name] = record
+        self.layers.append(record)
+        return value
+
+    def tap_grad(self, name: str, grad: Any) -> None:
+        # A name tapped n times gets its gradients in reverse order, as backward visits them.
+        candidates = [r for r in self.layers if r.kind == "tap" and r.name.split("#")[0] == name]
+        pending = [r for r in candidates if "grad_output" not in r.tensors]
+        if not candidates:
+            return
+        (pending[-1] if pending else candidates[-1]).tensors["grad_output"] = snapshot(grad)
+
+
+def unique(name: str, taken: dict[str, Any]) -> str:
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}#{n}" in taken:
+        n += 1
+    return f"{name}#{n}"
+
+
+class NumpyAdapter:
+    name = "numpy"
+
+    def claims(self, obj: Any) -> bool:
+        if isinstance(obj, (list, tuple)):
+            return _all_layers(obj)
+        return _is_layer(obj)
+
+    def version(self) -> str:
+        return np.__version__
+
+    def prepare(self, model: Model, dtype: str) -> None:
+        if dtype != "float64":
+            return
+        for _, layer, _, slot in Network(model).params():
+            value = slot.get()
+            if value.dtype != np.float64:
+                _replace(layer.obj, slot, value, value.astype(np.float64))
+
+    def parameters(self, model: Model) -> list[ParamRecord]:
+        return [
+            ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()))
+            for full, layer, _, slot in Network(model).params()
+        ]
+
+    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
+        for full, layer, _, slot in Network(model).params():
+            if full in values:
+                current = slot.get()
+                if current.shape == values[full].shape:
+                    current[...] = values[full]  # in place: the layer may hold the array under two names
+                else:
+                    _replace(layer.obj, slot, current, values[full].astype(current.dtype))
+
+    def run(self, model: Model, feed: Feed) -> Trace:
+        net = Network(model)
+        records: list[LayerRecord] = []
+        tapper = NumpyTapper(records)
+        dtype = _dtype_of(net)
+        inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
+        with tapping(tapper):
+            outputs, layer_records = self._forward(net, model, inputs, records)
+            loss, douts = self._loss(model, outputs, feed, records)
+            self._backward(net, model, layer_records, douts)
+        for r in list(records):
+            if r.name == "model" and net.whole is not None and len(records) > 1:
+                records.remove(r)  # taps inside the network say more than its outer input and output
+        params = [
+            ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()), _snap(net.grad(layer, k)))
+            for full, layer, k, slot in net.params()
+        ]
+        for r in layer_records:
+            r.params = [p.name for p in params if p.layer == r.name]
+        return Trace(records, params, loss, upstream=[] if model.loss is not None else douts)
+
+    def _forward(
+        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord]
+    ) -> tuple[list[np.ndarray], list[LayerRecord]]:
+        layer_records = []
+        values: Any = inputs if net.whole is not None else inputs[:1]
+        for layer in net.layers:
+            record = LayerRecord(layer.name, type(layer.obj).__name__)
+            for i, v in enumerate(values):
+                record.tensors["input" if i == 0 else f"input.{i}"] = snapshot(v)
+            try:
+                out = _call_forward(layer.obj, values)
+            except ModelFileError:
+                raise
+            except Exception as exc:
+                raise raised_in(model.source, exc, f"in the forward pass of layer '{layer.name}'") from None
+            if out is None:
+                out = getattr(layer.obj, "output", None)
+                if out is None:
+                    raise ModelFileError(
+                        f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {model.source}: forward returned "
+                        "nothing and set no `output` attribute. Return the output from forward."
+                    )
+            values = list(out) if isinstance(out, tuple) else [out]
+            for i, v in enumerate(values):
+                record.tensors["output" if i == 0 else f"output.{i}"] = snapshot(v)
+            records.append(record)
+            layer_records.append(record)
+        return [np.asarray(v) for v in values], layer_records
+
+    def _loss(
+        self, model: Model, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord]
+    ) -> tuple[float, list[np.ndarray]]:
+        if model.loss is None:
+            douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
+            return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
+        logits = outputs[0]
+        try:
+            value, dlogits = _call_loss(model.loss, logits, feed.targets)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise raised_in(model.source, exc, "in its loss") from None
+        records.append(
+            LayerRecord(
+                "loss",
+                type(model.loss).__name__,
+                {
+                    "input": snapshot(logits),
+                    "output": np.asarray(value, dtype=logits.dtype),
+                    "grad_input": snapshot(dlogits),
+                    "grad_output": np.ones((), dtype=logits.dtype),
+                },
+            )
+        )
+        return value, [np.asarray(dlogits)]
+
+    def _backward(self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray]) -> None:
+        grads: list[np.ndarray] = douts
+        glue = model.glue.get("input_grad_of")
+        for layer, record in zip(reversed(net.layers), reversed(layer_records)):
+            for i, g in enumerate(grads):
+                record.tensors["grad_output" if i == 0 else f"grad_output.{i}"] = snapshot(g)
+            try:
+                returned = layer.obj.backward(*grads)
+            except Exception as exc:
+                raise raised_in(model.source, exc, f"in the backward pass of layer '{layer.name}'") from None
+            dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
+            if dx is None:
+                if layer is net.layers[0]:
+                    break  # some first layers skip the input gradient nobody needs
+                raise ModelFileError(
+                    f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {model.source}: backward returned no "
+                    f"input gradient and set none of {', '.join(INPUT_GRAD_ATTRS)}. Return it, or define "
+                    "input_grad_of(layer, returned) in the model file."
+                )
+            grads = list(dx) if isinstance(dx, list) else [dx]
+            for i, g in enumerate(grads):
+                record.tensors["grad_input" if i == 0 else f"grad_input.{i}"] = snapshot(g)
+
+
+def _call_forward(layer: Any, values: list[Any]) -> Any:
+    kwargs = {}
+    params = inspect.signature(layer.forward).parameters
+    for flag in TRAINING_FLAGS:
+        if flag in params:
+            kwargs[flag] = True
+    return layer.forward(*values, **kwargs)
+
+
+def _call_loss(loss: Any, logits: np.ndarray, targets: Any) -> tuple[float, np.ndarray]:
+    if not hasattr(loss, "forward"):
+        value, dlogits = loss(logits, targets)  # cs231n: softmax_loss(x, y) -> (loss, dx)
+        return float(value), np.asarray(dlogits)
+    value = np.asarray(loss.forward(logits, targets))
+    if value.ndim:
+        value = value.mean()  # per-sample losses, which nnfs averages in Loss.calculate
+    n_args = len([p for p in inspect.signature(loss.backward).parameters.values() if p.default is p.empty])
+    if n_args == 0:
+        returned = loss.backward()
+    else:
+        # nnfs: backward(dvalues, y_true), dvalues being the fused softmax's output when it keeps one.
+        returned = loss.backward(getattr(loss, "output", logits), targets)
+    dlogits = _input_grad(loss, returned)
+    return float(value), np.asarray(dlogits)
+
+
+def _input_grad(obj: Any, returned: Any) -> Any:
+    if isinstance(returned, tuple):
+        returned = returned[0]  # (dx, dw, db) as functional code returns it
+    if returned is not None:
+        return returned
+    for attr in INPUT_GRAD_ATTRS:
+        value = getattr(obj, attr, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _replace(layer: Any, slot: Slot, old: np.ndarray, new: np.ndarray) -> None:
+    """Swap an array everywhere the layer refers to it, so that aliases stay aliases."""
+    slot.set(new)
+    for holder in [layer.__dict__, *[v for v in vars(layer).values() if isinstance(v, dict)]]:
+        for k, v in list(holder.items()):
+            if v is old:
+                holder[k] = new
+
+
+def _dtype_of(net: Network) -> Any:
+    for _, _, _, slot in net.params():
+        value = slot.get()
+        if np.issubdtype(value.dtype, np.floating):
+            return value.dtype
+    return np.float64
+
+
+def _snap(value: Any) -> np.ndarray | None:
+    return None if value is None else snapshot(value)

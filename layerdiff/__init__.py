@@ -1,0 +1,21 @@
+"""layerdiff: find the layer where two implementations of the same network part ways."""
+
+__version__ = "0.1.0"
+
+from layerdiff.api import Result, compare_models, compare_paths, dump, run
+from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError
+from layerdiff.tap import tap, tap_grad
+
+__all__ = [
+    "AlignmentError",
+    "DumpError",
+    "LayerdiffError",
+    "ModelFileError",
+    "Result",
+    "compare_models",
+    "compare_paths",
+    "dump",
+    "run",
+    "tap",
+    "tap_grad",
+]

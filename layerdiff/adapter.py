@@ -1,0 +1,98 @@
+"""The adapter protocol and the registry that finds adapters through the ``layerdiff.adapters`` entry points.
+
+An adapter runs one framework's model for one iteration and hands back NumPy arrays; nothing past it sees a
+tensor. Only adapters whose framework is already imported (in ``sys.modules``) are loaded, so that
+``import layerdiff`` never imports a framework.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from layerdiff.errors import ModelFileError
+from layerdiff.records import ParamRecord, Trace
+
+if TYPE_CHECKING:
+    from layerdiff.modelfile import Model
+
+GROUP = "layerdiff.adapters"
+
+
+@dataclass
+class Feed:
+    """What both sides receive: the same inputs, targets, and upstream gradient.
+
+    ``upstream(index, shape)`` gives the seeded gradient on output ``index`` when the model has no loss.
+    """
+
+    inputs: list[np.ndarray]
+    targets: np.ndarray | None
+    upstream: Callable[[int, tuple[int, ...]], np.ndarray]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+
+    def claims(self, obj: Any) -> bool:
+        """Whether ``obj`` is a model of this framework."""
+
+    def version(self) -> str:
+        """The framework's version, recorded in dumps."""
+
+    def prepare(self, model: Model, dtype: str) -> None:
+        """Cast the model to float64 (``dtype == "float64"``) or leave it in its own precision (``"native"``)."""
+
+    def parameters(self, model: Model) -> list[ParamRecord]:
+        """Every parameter in a stable order, as the framework holds it, with its layout."""
+
+    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
+        """Overwrite parameters by name, each array already in this side's layout."""
+
+    def run(self, model: Model, feed: Feed) -> Trace:
+        """One forward and backward pass, every layer recorded in execution order."""
+
+
+REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")
+
+
+def verify(adapter: object, origin: str) -> Adapter:
+    """Check a plugin when it is loaded, naming what it lacks."""
+    missing = [m for m in REQUIRED if not callable(getattr(adapter, m, None))]
+    if missing or not isinstance(getattr(adapter, "name", None), str):
+        lacks = ", ".join(missing + ([] if isinstance(getattr(adapter, "name", None), str) else ["name"]))
+        raise ModelFileError(f"The layerdiff adapter {origin} lacks: {lacks}. Its package needs updating.")
+    return adapter  # type: ignore[return-value]
+
+
+_loaded: dict[str, Adapter] = {}
+
+
+def available() -> list[str]:
+    """Names of the installed adapters (their frameworks' import names)."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def loaded_adapters() -> list[Adapter]:
+    """The adapters whose framework the running process has already imported."""
+    found = []
+    for ep in entry_points(group=GROUP):
+        if ep.name not in sys.modules:
+            continue
+        if ep.name not in _loaded:
+            _loaded[ep.name] = verify(ep.load()(), f"'{ep.name}' ({ep.value})")
+        found.append(_loaded[ep.name])
+    # The NumPy adapter claims any object with forward/backward: frameworks get the first say.
+    return sorted(found, key=lambda a: a.name == "numpy")
+
+
+def adapter_for(obj: Any) -> Adapter | None:
+    for adapter in loaded_adapters():
+        if adapter.claims(obj):
+            return adapter
+    return None

@@ -1,0 +1,127 @@
+"""The command line: parses, calls the API, prints. Exit 0: the same within tolerance; 1: they diverge;
+2: could not compare (the reason on one line)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from layerdiff import api, store
+from layerdiff.errors import LayerdiffError
+
+EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
+
+
+def _pairs(option: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], dict[str, str]]:
+    def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+        mapping = {}
+        for v in values:
+            a, sep, b = v.partition("=")
+            if not sep or not a or not b:
+                raise click.BadParameter(f"'{v}' is not NAME_A=NAME_B, e.g. {option} fc3=head")
+            mapping[a] = b
+        return mapping
+
+    return parse
+
+
+def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True,
+                         help="float64: both sides cast to float64. native: each side in its own dtype."),
+            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
+            click.option("--rtol", type=float, default=None, help="Tolerance; by default from the compute dtype (1e-8 for float64)."),
+            click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
+                         help="Pair layer A of the first file with layer B of the second."),
+            click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
+                         help="Copy parameter A of the first file into parameter B of the second."),
+            click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+            click.option("--force", is_flag=True, help="Replace existing dumps; compare dumps whose hashes differ."),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+def _report(result: api.Result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.json(), indent=2, default=str))
+    else:
+        result.render(Console(highlight=False))
+    sys.exit(EXIT_MATCH if result.match else EXIT_DIVERGE)
+
+
+@click.group()
+@click.version_option(package_name="layerdiff")
+def main() -> None:
+    """Find the layer where two implementations of the same network part ways."""
+
+
+@main.command()
+@click.argument("file_a", metavar="A.py")
+@click.argument("file_b", metavar="B.py")
+@click.option("-o", "--out", default=None, help="Folder for the two dumps [default: a new layerdiff-out/run-N].")
+@comparison_options
+def run(file_a: str, file_b: str, out: str | None, as_json: bool, **kw: Any) -> None:
+    """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
+    _report(api.run(file_a, file_b, out=out, **kw), as_json)
+
+
+@main.command()
+@click.argument("x", metavar="X")
+@click.argument("y", metavar="Y")
+@comparison_options
+def compare(x: str, y: str, as_json: bool, **kw: Any) -> None:
+    """Compare X and Y, each a dump or a model file (a script runs with the dump's weights and inputs)."""
+    _report(api.compare_paths(x, y, **kw), as_json)
+
+
+@main.command()
+@click.argument("model_file", metavar="A.py")
+@click.option("-o", "--out", required=True, help="The dump to write (.h5).")
+@click.option("--weights-from", default=None, help="A dump whose weights, inputs and upstream gradient to use.")
+@click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace the dump if it exists.")
+def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: int, force: bool) -> None:
+    """Capture one model file's iteration to an HDF5 dump."""
+    path = api.dump(model_file, out, dtype=dtype, seed=seed, weights_from=weights_from, force=force)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("path", metavar="DUMP.h5")
+def show(path: str) -> None:
+    """List a dump's metadata, layers and parameters."""
+    with store.Dump(path) as d:
+        for k, v in sorted(d.meta.items()):
+            click.echo(f"{k}: {v}")
+        click.echo(f"layers ({len(d.layers)}, execution order):")
+        for layer in d.layers:
+            shapes = ", ".join(f"{k} {t.shape}" for k, t in layer.tensors.items())
+            click.echo(f"  {layer.index:4d} {layer.name} ({layer.kind}): {shapes}")
+        click.echo("parameters:")
+        for name in d.param_names():
+            p = d.param(name)
+            click.echo(f"  {name} {p.value.shape} {p.layout or ''}".rstrip())
+
+
+def entry() -> None:
+    """Run the CLI, turning the project's own errors into one line and exit code 2."""
+    try:
+        main.main(standalone_mode=False)
+    except LayerdiffError as exc:
+        if exc.details:
+            click.echo(exc.details, err=True)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_ERROR)

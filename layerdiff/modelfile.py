@@ -1,0 +1,201 @@
+"""Loading a model file: run the user's script and pick out the model and what it declares beside it.
+
+A model file defines, at module level:
+    model         the network (found automatically when it is the only one)
+    loss          optional; without it the upstream gradient is a seeded random array
+    inputs        optional array (or list of arrays); else ``input_shape`` gives seeded inputs
+    input_shape   tuple (or list of tuples)
+    targets       optional, for the loss
+    param_map     optional {this file's parameter name: the other file's parameter name}
+    layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
+    params_of, grads_of, input_grad_of
+                  optional glue for hand-written layers of unusual shape (see the README)
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from layerdiff.adapter import Adapter, adapter_for, available
+from layerdiff.errors import ModelFileError, raised_in
+
+DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts")
+GLUE = ("params_of", "grads_of", "input_grad_of")
+
+
+@dataclass
+class Model:
+    """A network ready to run: the user's object, its adapter, and what its file declared."""
+
+    obj: Any
+    adapter: Adapter
+    source: str
+    path: Path | None = None
+    loss: Any = None
+    inputs: list[np.ndarray] | None = None
+    input_shapes: list[tuple[int, ...]] | None = None
+    targets: np.ndarray | None = None
+    param_map: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)
+    glue: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+def from_object(
+    obj: Any,
+    *,
+    source: str = "<model>",
+    loss: Any = None,
+    inputs: Any = None,
+    input_shape: Any = None,
+    targets: Any = None,
+    param_map: dict[str, str] | None = None,
+    layouts: dict[str, str] | None = None,
+    glue: dict[str, Callable[..., Any]] | None = None,
+    path: Path | None = None,
+) -> Model:
+    """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
+    adapter = adapter_for(obj)
+    if adapter is None:
+        raise ModelFileError(
+            f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. "
+            "Give a torch.nn.Module, a NumPy network with forward/backward, or install the adapter for its framework."
+        )
+    return Model(
+        obj=obj,
+        adapter=adapter,
+        source=source,
+        path=path,
+        loss=loss,
+        inputs=None if inputs is None else _arrays(inputs, source),
+        input_shapes=None if input_shape is None else _shapes(input_shape, source),
+        targets=None if targets is None else np.asarray(targets),
+        param_map=dict(param_map or {}),
+        layouts=dict(layouts or {}),
+        glue=dict(glue or {}),
+    )
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Run a model file and return its model.
+
+    Raises:
+        ModelFileError: the file is missing, raises, or defines no model (or several).
+    """
+    path = Path(path)
+    source = path.name
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file. Give the path of a Python file that builds your network.")
+    namespace = _execute(path)
+    obj = _find_model(namespace, source)
+    declared = {k: namespace[k] for k in DECLARED if k in namespace}
+    glue = {k: namespace[k] for k in GLUE if callable(namespace.get(k))}
+    return from_object(obj, source=source, path=path.resolve(), glue=glue, **declared)
+
+
+def _execute(path: Path) -> dict[str, Any]:
+    """Run the script as ``python path`` would (its folder first on sys.path), isolated from the other side."""
+    folder = str(path.resolve().parent)
+    before = set(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        return runpy.run_path(str(path), run_name="__layerdiff_model__")
+    except SystemExit as exc:
+        raise ModelFileError(
+            f"{path.name} called exit({exc.code}) while loading. Move the script part under "
+            "`if __name__ == '__main__':`."
+        ) from None
+    except Exception as exc:
+        raise raised_in(path.name, exc, "while loading") from None
+    finally:
+        sys.path.remove(folder)
+        # Helper modules of this file (a.py's `layers.py`) must not stand in for the other file's namesakes.
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(folder + os.sep):
+                del sys.modules[name]
+
+
+def _find_model(namespace: dict[str, Any], source: str) -> Any:
+    if "model" in namespace:
+        return namespace["model"]
+    skip = set(DECLARED) | set(GLUE)
+    found = {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in skip
+        and not isinstance(value, type)
+        and not callable_only(value)
+        and adapter_for(value) is not None
+    }
+    if len(found) > 1:
+        with_params = {k: v for k, v in found.items() if _has_parameters(v)}
+        if len(with_params) == 1:
+            found = with_params
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if found:
+        raise ModelFileError(
+            f"{source} defines several models: {', '.join(found)}. Name the one to compare `model`."
+        )
+    raise ModelFileError(
+        f"{source} defines no model: expected a module-level torch.nn.Module, a NumPy network with "
+        "forward/backward (or a list of such layers), or a variable named `model`."
+    )
+
+
+def callable_only(value: Any) -> bool:
+    """Plain functions and modules are never models."""
+    import types
+
+    return isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.ModuleType))
+
+
+def _has_parameters(obj: Any) -> bool:
+    adapter = adapter_for(obj)
+    if adapter is None:
+        return False
+    try:
+        return bool(adapter.parameters(Model(obj=obj, adapter=adapter, source="")))
+    except Exception:
+        return False
+
+
+def _arrays(value: Any, source: str) -> list[np.ndarray]:
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        return [np.asarray(_numpy(v)) for v in items]
+    except Exception:
+        raise ModelFileError(f"`inputs` in {source} must be an array or a list of arrays.") from None
+
+
+def _numpy(value: Any) -> Any:
+    """Framework tensors declared as inputs become arrays (torch tensors and jax arrays both have these)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:
+    shapes = value if isinstance(value, list) else [value]
+    try:
+        result = [tuple(int(d) for d in s) for s in shapes]
+    except TypeError:
+        raise ModelFileError(
+            f"`input_shape` in {source} must be a tuple of ints such as (8, 16), or a list of them."
+        ) from None
+    if any(d <= 0 for s in result for d in s):
+        raise ModelFileError(f"`input_shape` in {source} has a non-positive dimension: {value}.")
+    return result
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
