@@ -8,7 +8,7 @@ tensor. Only adapters whose framework is already imported (in ``sys.modules``) a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
@@ -35,6 +35,20 @@ class Feed:
     upstream: Callable[[int, tuple[int, ...]], np.ndarray]
 
 
+@dataclass
+class Forcing:
+    """Teacher forcing for a replay: the other side's recorded values substituted at named layers.
+
+    ``outputs[name]``: after layer ``name`` has run, its output(s) take these values, so the layers after it receive
+    them; ``grad_outputs[name]``: in the backward pass, the gradient(s) arriving at its output are replaced by these.
+    What is recorded for a forced layer is its own result, computed from what it received: its local output, its
+    local input gradient, and parameter gradients from forced inputs and forced upstream gradient.
+    """
+
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    grad_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Adapter(Protocol):
     name: str
@@ -54,8 +68,8 @@ class Adapter(Protocol):
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name, each array already in this side's layout."""
 
-    def run(self, model: Model, feed: Feed) -> Trace:
-        """One forward and backward pass, every layer recorded in execution order."""
+    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says."""
 
 
 REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")
