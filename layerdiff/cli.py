@@ -56,7 +56,20 @@ def _report(result: api.Result, as_json: bool) -> None:
     sys.exit(EXIT_MATCH if result.match else EXIT_DIVERGE)
 
 
-@click.group()
+class Commands(click.Group):
+    """Turns the project's own errors into one line and exit code 2; a bug in layerdiff keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LayerdiffError as exc:
+            if exc.details:
+                click.echo(exc.details, err=True)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="layerdiff")
 def main() -> None:
     """Find the layer where two implementations of the same network part ways."""
@@ -110,18 +123,3 @@ def show(path: str) -> None:
             p = d.param(name)
             click.echo(f"  {name} {p.value.shape} {p.layout or ''}".rstrip())
 
-
-def entry() -> None:
-    """Run the CLI, turning the project's own errors into one line and exit code 2."""
-    try:
-        main.main(standalone_mode=False)
-    except LayerdiffError as exc:
-        if exc.details:
-            click.echo(exc.details, err=True)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_ERROR)
-    except click.exceptions.Abort:
-        sys.exit(EXIT_ERROR)

@@ -19,6 +19,13 @@ def tensor_key(kind: str, index: int) -> str:
     return kind if index == 0 else f"{kind}.{index}"
 
 
+def key_order(key: str) -> tuple[int, int]:
+    """Sorts tensor keys as a layer runs: inputs, outputs, then the gradients."""
+    kind, _, index = key.partition(".")
+    order = ("input", "output", "grad_output", "grad_input")
+    return (order.index(kind) if kind in order else len(order), int(index or 0))
+
+
 @dataclass
 class LayerRecord:
     name: str

@@ -107,15 +107,18 @@ def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[Param
 
 
 def _check_deterministic(model: Model, first: Trace, second: Trace) -> None:
-    for r1, r2 in zip(first.layers, second.layers):
-        for key, v1 in r1.tensors.items():
-            v2 = r2.tensors.get(key)
-            if v2 is None or v1.shape != v2.shape or not np.array_equal(v1, v2, equal_nan=True):
-                raise ModelFileError(
-                    f"{model.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
-                    "same weights and inputs (dropout or other randomness left on). Turn it off (p=0, eval mode, "
-                    "training=False) and run again."
-                )
+    """Name the first layer whose two runs differ: forward values in order, then gradients from the output."""
+    pairs = list(zip(first.layers, second.layers))
+    forward = [(r1, r2, k) for r1, r2 in pairs for k in r1.tensors if not k.startswith("grad")]
+    backward = [(r1, r2, k) for r1, r2 in reversed(pairs) for k in r1.tensors if k.startswith("grad")]
+    for r1, r2, key in forward + backward:
+        v1, v2 = r1.tensors[key], r2.tensors.get(key)
+        if v2 is None or v1.shape != v2.shape or not np.array_equal(v1, v2, equal_nan=True):
+            raise ModelFileError(
+                f"{model.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
+                "same weights and inputs (dropout or other randomness left on). Turn it off (p=0, eval mode, "
+                "training=False) and run again."
+            )
 
 
 def compute_dtype(trace: Trace) -> str:

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from layerdiff.errors import DumpError
-from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, summarize
+from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, key_order, summarize
 
 SCHEMA = 1
 
@@ -119,7 +119,10 @@ class Dump:
                 i,
                 str(g.attrs["name"]),
                 str(g.attrs["kind"]),
-                {k: TensorInfo(tuple(d.shape), str(d.dtype), float(d.attrs["norm"]), float(d.attrs["mean"])) for k, d in g.items()},
+                {
+                    k: TensorInfo(tuple(g[k].shape), str(g[k].dtype), float(g[k].attrs["norm"]), float(g[k].attrs["mean"]))
+                    for k in sorted(g, key=key_order)
+                },
                 tuple(json.loads(g.attrs["params"])),
             )
             for i, g in enumerate(self._groups)

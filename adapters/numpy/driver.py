@@ -122,6 +122,8 @@ def _named_layers(obj: Any) -> list[Layer]:
 def _layout(name: str, value: np.ndarray, model: Model) -> str:
     if name in model.layouts:
         return model.layouts[name]
+    if value.ndim == 2 and value.shape[0] == 1:
+        return ""  # nnfs's (1, out) bias: matched to (out,) by shape
     # The x @ W convention of from-scratch code (cs231n, nnfs, d2l); NCHW convolutions as cs231n writes them.
     return {1: "out", 2: "in out", 4: "O I H W"}.get(value.ndim, "")
 

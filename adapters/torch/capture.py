@@ -49,6 +49,7 @@ class Recorder:
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
         self.calls: dict[int, list[LayerRecord]] = {}
+        self.outputs: dict[str, Any] = {}
 
     def add(self, name: str, kind: str) -> LayerRecord:
         record = LayerRecord(_unique(name, self.by_name), kind)
@@ -65,6 +66,7 @@ class Recorder:
             for i, t in enumerate(o for o in outs if isinstance(o, torch.Tensor)):
                 record.tensors[tensor_key("output", i)] = _array(t)
             self.calls.setdefault(id(module), []).append(record)
+            self.outputs[record.name] = output
 
         return hook
 
@@ -79,8 +81,12 @@ class Recorder:
                     record.tensors[tensor_key(kind, i)] = _array(g)
 
     def tap(self, name: str, value: Any) -> Any:
-        record = self.add(name, "tap")
-        record.tensors["output"] = _array(value)
+        known = self.by_name.get(name)
+        if known is not None and self.outputs.get(known.name) is value:
+            record = known  # the module's own output, tapped under the module's name
+        else:
+            record = self.add(name, "tap")
+            record.tensors["output"] = _array(value)
         if isinstance(value, torch.Tensor) and value.requires_grad:
             value.register_hook(lambda g: record.tensors.__setitem__("grad_output", _array(g)))
         return value

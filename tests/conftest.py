@@ -1,0 +1,53 @@
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from layerdiff.cli import main
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+CLEAN_PAIRS = [("mlp_numpy.py", "mlp_torch.py"), ("cnn_numpy.py", "cnn_torch.py")]
+
+
+def bug_variants() -> list[Path]:
+    return sorted(FIXTURES.glob("bug_*.py"))
+
+
+def expected(path: Path) -> dict:
+    sys.path.insert(0, str(path.parent))
+    try:
+        return runpy.run_path(str(path))["EXPECTED"]
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run the CLI in-process from a fresh folder; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+@pytest.fixture
+def run_json(cli):
+    def invoke(*args: str):
+        code, out, err = cli("run", "--json", *args)
+        assert code in (0, 1), err
+        return code, json.loads(out)
+
+    return invoke
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path

@@ -1,0 +1,84 @@
+"""Capture records without changing the numbers, and keeps its own copy of each value."""
+
+import numpy as np
+import torch
+
+import layerdiff
+from layerdiff import modelfile, runner
+from layerdiff.adapter import Feed
+
+from conftest import FIXTURES
+
+
+def feed_for(shape, targets=None, seed=0):
+    rng = np.random.default_rng(seed)
+    return Feed([rng.standard_normal(shape)], targets, lambda i, s: np.random.default_rng([seed, 1, i]).standard_normal(s))
+
+
+def test_torch_capture_leaves_loss_and_gradients_bitwise_identical():
+    model = modelfile.load(FIXTURES / "cnn_torch.py")
+    model.adapter.prepare(model, "float64")
+    feed = feed_for((4, 3, 8, 8), model.targets)
+    trace = model.adapter.run(model, feed)
+
+    net = model.obj
+    net.zero_grad(set_to_none=True)
+    loss = model.loss(net(torch.from_numpy(feed.inputs[0])), torch.from_numpy(model.targets))
+    loss.backward()
+    assert float(loss.detach()) == trace.loss
+    for p in trace.params:
+        assert np.array_equal(net.get_parameter(p.name).grad.numpy(), p.grad), p.name
+
+
+def test_numpy_capture_leaves_loss_and_gradients_bitwise_identical():
+    model = modelfile.load(FIXTURES / "mlp_numpy.py")
+    feed = feed_for((8, 16), model.targets)
+    trace = model.adapter.run(model, feed)
+
+    net = model.obj
+    x = feed.inputs[0]
+    for layer in net.layers:
+        x = layer.forward(x)
+    loss = model.loss.forward(x, model.targets)
+    d = model.loss.backward()
+    for layer in reversed(net.layers):
+        d = layer.backward(d)
+    assert loss == trace.loss
+    assert np.array_equal(net.fc2.grads["W"], next(p.grad for p in trace.params if p.name == "fc2.W"))
+
+
+class Reuses:
+    """A layer that writes into the same buffer on every call, as hand-written code does to save memory."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def forward(self, x):
+        if self.buffer is None:
+            self.buffer = np.empty_like(x)
+        np.multiply(x, 2.0, out=self.buffer)
+        return self.buffer
+
+    def backward(self, dout):
+        return 2.0 * dout
+
+
+class Overwrites:
+    def forward(self, x):
+        x *= 0  # mutates the previous layer's output after it was returned
+        return x + 1
+
+    def backward(self, dout):
+        return np.zeros_like(dout)
+
+
+def test_values_are_copied_when_recorded():
+    trace = runner.run_one(modelfile.from_object([Reuses(), Overwrites()], input_shape=(2, 3)))
+    first = trace.layers[0]
+    assert np.array_equal(first.tensors["output"], 2.0 * first.tensors["input"])
+
+
+def test_tap_outside_a_run_returns_its_argument():
+    h = np.arange(3.0)
+    assert layerdiff.tap("fc1", h) is h
+    assert layerdiff.tap_grad("fc1", h) is h
