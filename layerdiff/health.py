@@ -1,0 +1,303 @@
+"""One network's health from one recording: gradient/weight ratios, vanishing and exploding gradients, NaN/Inf and
+where they start, saturated sigmoid/tanh units, dead ReLUs. Pure NumPy over a dump (or a trace in memory).
+
+Every threshold is a module constant; the README says where each comes from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from layerdiff.records import Recording
+
+# ‖grad‖/‖w‖ of a weight tensor: below, one step at any sane learning rate moves it by nothing; at or above, a step
+# of lr = 1 would move it by its own size.
+SLOW_RATIO = 1e-5
+UNSTABLE_RATIO = 1.0
+# ‖Δw‖/‖w‖ = lr·‖grad‖/‖w‖ per step: about 1e-3 is healthy (cs231n, "ratio of weights:updates"); a decade either way
+# is flagged.
+UPDATE_BAND = (1e-4, 1e-2)
+# RMS of the gradient arriving at the first layer over that at the last: two decades lost or gained through depth.
+VANISHING_RATIO = 1e-3
+EXPLODING_RATIO = 1e3
+# A sigmoid unit is saturated where σ'(x) = s(1-s) < 0.01 (|x| > 4.6), a tanh unit where |tanh(x)| > 0.99 (|x| > 2.65);
+# a layer is flagged when more than this fraction of its activations are.
+SIGMOID_SLOPE = 0.01
+TANH_LEVEL = 0.99
+SATURATED_FRACTION = 0.10
+# ReLU: a unit (feature; channel of an N C ... tensor) is dead when it is zero for every example of the batch.
+DEAD_FRACTION = 0.25
+INACTIVE_FRACTION = 0.90
+# With fewer examples a healthy unit is off for all of them by chance (2^-N): too few to call a unit dead.
+DEAD_MIN_BATCH = 7
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "none")
+_KIND = {"relu": r"relu6?", "sigmoid": r"sigmoid|logistic", "tanh": r"tanh"}
+_NAME = {"relu": r"relu6?", "sigmoid": r"sig|sigmoid|logistic", "tanh": r"tanh"}
+
+
+@dataclass
+class Flag:
+    """One problem: ``kind`` is one of slow, unstable, update, vanishing, exploding, nonfinite, saturated, dead."""
+
+    kind: str
+    where: str
+    message: str
+
+
+@dataclass
+class ParamHealth:
+    name: str
+    layer: str
+    shape: tuple[int, ...]
+    weight_norm: float
+    grad_norm: float
+    ratio: float | None  # ‖grad‖/‖w‖; None when ‖w‖ = 0 (a zero-initialized bias) or nothing is finite
+    update: float | None  # lr·ratio, when a learning rate is given
+    bias: bool  # biases start at zero and their ratio says little: shown, never flagged
+
+
+@dataclass
+class LayerHealth:
+    index: int
+    name: str
+    kind: str
+    activation: str  # relu, sigmoid, tanh or ""
+    grad_norm: float | None  # of the gradient arriving at the layer's output
+    grad_rms: float | None
+    zero_fraction: float | None  # exact zeros in that gradient
+    saturated: float | None = None  # sigmoid/tanh
+    dead: float | None = None  # relu: fraction of units zero over the whole batch
+    inactive: float | None = None  # relu: mean fraction of zero outputs
+
+
+@dataclass
+class NonFinite:
+    where: str  # "fc2 output", "param fc2.W grad"
+    nan: int
+    posinf: int
+    neginf: int
+
+
+@dataclass
+class Health:
+    """What ``inspect`` found; ``flags`` is empty for a healthy network."""
+
+    source: str
+    params: list[ParamHealth]
+    layers: list[LayerHealth]
+    nonfinite: list[NonFinite]
+    forward_origin: str | None  # first layer with finite inputs and a non-finite output ("inputs": the feed)
+    backward_origin: str | None  # first layer, from the loss, with a finite output gradient and a non-finite one out
+    backward_note: str
+    depth_ratio: float | None  # grad RMS at the first layer / at the last
+    depth_span: tuple[str, str] | None
+    lr: float | None
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.flags
+
+    def __str__(self) -> str:
+        from layerdiff.report import text
+
+        return text(self)
+
+
+def activation_of(name: str, kind: str, given: dict[str, str] | None = None) -> str:
+    """The activation a layer applies, from ``given`` (name -> kind), its class name, or its name.
+
+    >>> activation_of("relu1", "tap"), activation_of("0", "Sigmoid"), activation_of("fc1", "Linear")
+    ('relu', 'sigmoid', '')
+    """
+    if given and name in given:
+        return "" if given[name] == "none" else given[name]
+    for act, pattern in _KIND.items():
+        if re.fullmatch(pattern, kind, flags=re.IGNORECASE):
+            return act
+    last = name.split("#")[0].split(".")[-1]
+    for act, pattern in _NAME.items():
+        if re.fullmatch(rf"(?:{pattern})[_\d]*", last, flags=re.IGNORECASE):
+            return act
+    return ""
+
+
+def inspect(
+    rec: Recording,
+    *,
+    lr: float | None = None,
+    activations: dict[str, str] | None = None,
+    allow_neg_inf: Iterable[str] = (),
+) -> Health:
+    """Read a recording's health.
+
+    Args:
+        rec: a ``store.Dump`` or ``records.InMemory``.
+        lr: a learning rate, to report ‖Δw‖/‖w‖ of one plain SGD step.
+        activations: layer name -> relu, sigmoid, tanh or none, where the kind or name does not say.
+        allow_neg_inf: layers whose forward values may hold -inf (attention masks).
+
+    Returns:
+        A ``Health``; ``health.flags`` lists each problem found.
+    """
+    allowed = set(allow_neg_inf)
+    params = [_param(rec, name, lr) for name in rec.param_names()]
+    layers = [_layer(rec, info.index, activations) for info in rec.layers]
+    counts, forward_origin, backward_origin, note = _nonfinite(rec, allowed)
+    span = [h for h in layers if h.grad_rms is not None and np.isfinite(h.grad_rms)]
+    ratio = None
+    if len(span) >= 2 and span[-1].grad_rms:
+        ratio = float(span[0].grad_rms / span[-1].grad_rms) if span[0].grad_rms is not None else None
+    health = Health(
+        rec.source, params, layers, counts, forward_origin, backward_origin, note, ratio,
+        (span[0].name, span[-1].name) if len(span) >= 2 else None, lr,
+    )
+    health.flags = _flags(health, _batch(rec))
+    return health
+
+
+def _norm(a: np.ndarray) -> float:
+    return float(np.linalg.norm(a.ravel().astype(np.float64, copy=False)))
+
+
+def _param(rec: Recording, name: str, lr: float | None) -> ParamHealth:
+    p = rec.param(name)
+    w = p.value
+    g = p.grad if p.grad is not None else np.zeros_like(w)
+    wn, gn = _norm(w), _norm(g)
+    ratio = gn / wn if wn > 0 and np.isfinite(wn) and np.isfinite(gn) else None
+    bias = sum(d > 1 for d in w.shape) <= 1
+    return ParamHealth(name, p.layer, tuple(w.shape), wn, gn, ratio, None if ratio is None or lr is None else lr * ratio, bias)
+
+
+def _layer(rec: Recording, index: int, activations: dict[str, str] | None) -> LayerHealth:
+    info = rec.layers[index]
+    health = LayerHealth(index, info.name, info.kind, activation_of(info.name, info.kind, activations), None, None, None)
+    out = info.tensors.get("output")
+    if "grad_output" in info.tensors and out is not None and len(out.shape) > 0:
+        g = rec.tensor(index, "grad_output")
+        if g.size and np.isfinite(g).all():
+            health.grad_norm = _norm(g)
+            health.grad_rms = health.grad_norm / np.sqrt(g.size)
+            health.zero_fraction = float(np.mean(g == 0))
+    if health.activation and out is not None and len(out.shape) > 0:
+        y = rec.tensor(index, "output")
+        finite = y[np.isfinite(y)]
+        if finite.size == 0:
+            return health
+        if health.activation == "sigmoid":
+            health.saturated = float(np.mean(finite * (1 - finite) < SIGMOID_SLOPE))
+        elif health.activation == "tanh":
+            health.saturated = float(np.mean(np.abs(finite) > TANH_LEVEL))
+        else:
+            off = y == 0
+            health.inactive = float(np.mean(off))
+            # Units are features of a 2-D output, channels (axis 1) of an N C ... one.
+            units = off.reshape(off.shape[0], -1) if off.ndim <= 2 else np.moveaxis(off, 1, 0).reshape(off.shape[1], -1).T
+            health.dead = float(np.mean(units.all(axis=0))) if off.ndim >= 2 else None
+    return health
+
+
+def _counts(a: np.ndarray) -> tuple[int, int, int]:
+    if not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all():
+        return 0, 0, 0
+    return int(np.isnan(a).sum()), int(np.isposinf(a).sum()), int(np.isneginf(a).sum())
+
+
+def _clean(counts: tuple[int, int, int], neg_inf_allowed: bool) -> bool:
+    nan, pos, neg = counts
+    return nan == 0 and pos == 0 and (neg == 0 or neg_inf_allowed)
+
+
+def _nonfinite(rec: Recording, allowed: set[str]) -> tuple[list[NonFinite], str | None, str | None, str]:
+    found: list[NonFinite] = []
+    clean: dict[tuple[int, str], bool] = {}
+    for info in rec.layers:
+        for key in info.tensors:
+            c = _counts(rec.tensor(info.index, key))
+            forward = not key.startswith("grad")
+            clean[info.index, key] = _clean(c, forward and info.name in allowed)
+            if any(c):
+                found.append(NonFinite(f"{info.name} {key}", *c))
+    param_clean: dict[str, bool] = {}
+    for name in rec.param_names():
+        p = rec.param(name)
+        ok = True
+        for what, a in (("value", p.value), ("grad", p.grad)):
+            if a is None:
+                continue
+            c = _counts(a)
+            ok = ok and _clean(c, False)
+            if any(c):
+                found.append(NonFinite(f"param {name} {what}", *c))
+        param_clean[name] = ok
+
+    def all_clean(index: int, prefix: str) -> bool:
+        return all(v for (i, k), v in clean.items() if i == index and k.split(".")[0] == prefix)
+
+    forward_origin = None
+    for info in rec.layers:
+        if not all_clean(info.index, "output"):
+            forward_origin = info.name if all_clean(info.index, "input") else "inputs"
+            break
+    backward_origin, note = None, ""
+    for info in reversed(rec.layers):
+        own_params = all(param_clean.get(p, True) for p in info.params)
+        if not all_clean(info.index, "grad_input") or not own_params:
+            if all_clean(info.index, "grad_output"):
+                backward_origin = info.name
+                if not (all_clean(info.index, "input") and all_clean(info.index, "output")):
+                    note = "its forward values already hold NaN/Inf"
+            break
+    return found, forward_origin, backward_origin, note
+
+
+def _batch(rec: Recording) -> int:
+    for info in rec.layers:
+        t = info.tensors.get("input")
+        if t is not None and len(t.shape) > 0:
+            return int(t.shape[0])
+    return 0
+
+
+def _flags(h: Health, batch: int) -> list[Flag]:
+    flags = []
+    if h.forward_origin or h.backward_origin:
+        where = h.forward_origin or h.backward_origin or ""
+        forward = f"forward: first at {h.forward_origin}" if h.forward_origin else "forward: finite"
+        backward = f"backward: first at {h.backward_origin}" if h.backward_origin else "backward: finite"
+        if h.backward_note:
+            backward += f" ({h.backward_note})"
+        flags.append(Flag("nonfinite", where, f"NaN/Inf: {forward}; {backward}"))
+    for p in h.params:
+        if p.ratio is None or p.bias:
+            continue
+        if p.ratio < SLOW_RATIO:
+            flags.append(Flag("slow", p.name, f"learns slowly: ‖grad‖/‖w‖ = {p.ratio:.1e} < {SLOW_RATIO:g}"))
+        elif p.ratio >= UNSTABLE_RATIO:
+            flags.append(Flag("unstable", p.name, f"unstable: ‖grad‖/‖w‖ = {p.ratio:.1e} >= {UNSTABLE_RATIO:g}"))
+        if p.update is not None and not UPDATE_BAND[0] <= p.update <= UPDATE_BAND[1]:
+            side = "small" if p.update < UPDATE_BAND[0] else "large"
+            flags.append(Flag("update", p.name, f"update too {side} for lr {h.lr:g}: ‖Δw‖/‖w‖ = {p.update:.1e}"))
+    if h.depth_ratio is not None and h.depth_span is not None:
+        first, last = h.depth_span
+        if h.depth_ratio < VANISHING_RATIO:
+            # The weights that learn slowly are what vanishing gradients do: one problem, named once.
+            slow = [f.where for f in flags if f.kind == "slow"]
+            flags = [f for f in flags if f.kind != "slow"]
+            message = f"vanishing gradients: RMS at {first} is {h.depth_ratio:.1e} of that at {last}"
+            flags.append(Flag("vanishing", first, message + (f"; learning slowly: {', '.join(slow)}" if slow else "")))
+        elif h.depth_ratio > EXPLODING_RATIO:
+            flags.append(Flag("exploding", first, f"exploding gradients: RMS at {first} is {h.depth_ratio:.1e} times that at {last}"))
+    for layer in h.layers:
+        if layer.saturated is not None and layer.saturated > SATURATED_FRACTION:
+            flags.append(Flag("saturated", layer.name, f"{layer.activation} saturated: {layer.saturated:.0%} of activations"))
+        dead = layer.dead is not None and layer.dead > DEAD_FRACTION and batch >= DEAD_MIN_BATCH
+        if dead or (layer.inactive is not None and layer.inactive > INACTIVE_FRACTION):
+            flags.append(Flag("dead", layer.name, f"dead ReLU: {layer.dead or 0:.0%} of units off for the whole batch, {layer.inactive:.0%} of activations off"))
+    return flags
