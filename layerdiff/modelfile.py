@@ -10,6 +10,7 @@ A model file defines, at module level:
     layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
     params_of, grads_of, input_grad_of
                   optional glue for hand-written layers of unusual shape (see the README)
+    update        optional ``update(model, lr)``: the network's own SGD step, for ``overfit``
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from layerdiff.adapter import Adapter, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
 DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts")
-GLUE = ("params_of", "grads_of", "input_grad_of")
+GLUE = ("params_of", "grads_of", "input_grad_of", "update")
 
 
 @dataclass

@@ -135,12 +135,18 @@ def run_pair(a: Model, b: Model, dtype: str = "float64", seed: int = 0, param_ma
     for m in (a, b):
         m.adapter.prepare(m, dtype)
     feed, notes = make_feed([a, b], seed)
-    src = a.adapter.parameters(a)
-    links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
-    b.adapter.load_parameters(b, sync.carry(links, src))
+    src, links = share_weights(a, b, param_map)
     ta = capture(a, feed, dtype, seed, src)
     tb = capture(b, feed, dtype, seed, src)
     return Pair(ta, tb, links, a.source, notes)
+
+
+def share_weights(a: Model, b: Model, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
+    """Copy ``a``'s parameters into ``b`` (explicit map, then names, then order); ``a``'s parameters and the links used."""
+    src = a.adapter.parameters(a)
+    links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
+    b.adapter.load_parameters(b, sync.carry(links, src))
+    return src, links
 
 
 def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None) -> Pair:
