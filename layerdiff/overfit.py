@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from layerdiff import runner
+from layerdiff import runner, sync
 from layerdiff.adapter import Feed
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
@@ -75,7 +75,8 @@ def overfit(
     feed, notes = runner.make_feed(models, seed)
     feed = _first(feed, batch)
     if len(models) == 2:
-        _, links = runner.share_weights(models[0], models[1], param_map)
+        src, links = runner.weight_links(models[0], models[1], param_map)
+        models[1].adapter.load_parameters(models[1], sync.carry(links, src))
         notes.append(f"weights: {len(links)} tensors copied from {models[0].source}")
     curves = [_train(m, feed, steps, lr, dtype, seed) for m in models]
     parted = _parted(curves[0].losses, curves[1].losses) if len(curves) == 2 else None

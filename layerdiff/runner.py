@@ -7,6 +7,7 @@ and comparing it would be comparing noise.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import platform
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 
 from layerdiff import __version__, sync
 from layerdiff.adapter import Feed
+from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.records import ParamRecord, Trace
@@ -30,6 +32,8 @@ class Pair:
     links: list[sync.WeightLink]
     weights_from: str
     notes: list[str]
+    feed: Feed
+    reference: Trace | None = None  # side B rerun in float64, when it ran in a lower precision
 
 
 def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
@@ -80,11 +84,12 @@ def feed_from(recorded: Trace) -> Feed:
     return Feed(recorded.inputs, recorded.targets, upstream)
 
 
-def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None) -> Trace:
-    """Run ``model`` twice on ``feed`` and return the first run, checked against the second."""
+def capture(
+    model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None, twice: bool = True
+) -> Trace:
+    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false."""
     first = model.adapter.run(model, feed)
-    second = model.adapter.run(model, feed)
-    _check_deterministic(model, first, second)
+    noise = _run_to_run(model, first, model.adapter.run(model, feed)) if twice else None
     first.meta = {
         "framework": model.adapter.name,
         "framework_version": model.adapter.version(),
@@ -97,6 +102,7 @@ def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[Param
         "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
         "weights_sha256": sync.fingerprint(weights if weights is not None else first.params),
         "inputs_sha256": sync.digest(feed.inputs),
+        "run_to_run": "not measured" if noise is None else noise,
         "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
         if model.loss is not None
         else "random:" + sync.digest(first.upstream),
@@ -106,19 +112,30 @@ def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[Param
     return first
 
 
-def _check_deterministic(model: Model, first: Trace, second: Trace) -> None:
-    """Name the first layer whose two runs differ: forward values in order, then gradients from the output."""
+def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
+    """The largest relative difference between two identical runs; an error past what rounding explains.
+
+    Nondeterministic kernels stay under the noise floor and widen the tolerances; dropout left on does not.
+    Forward values are checked in order first, then gradients from the output, so the layer named is the source.
+    """
+    dtype = compute_dtype(first)
     pairs = list(zip(first.layers, second.layers))
     forward = [(r1, r2, k) for r1, r2 in pairs for k in r1.tensors if not k.startswith("grad")]
     backward = [(r1, r2, k) for r1, r2 in reversed(pairs) for k in r1.tensors if k.startswith("grad")]
+    worst = 0.0
     for r1, r2, key in forward + backward:
         v1, v2 = r1.tensors[key], r2.tensors.get(key)
-        if v2 is None or v1.shape != v2.shape or not np.array_equal(v1, v2, equal_nan=True):
+        if v2 is not None and v1.shape == v2.shape and np.array_equal(v1, v2, equal_nan=True):
+            continue
+        d = None if v2 is None else diff(key, v1, v2, noise_floor(dtype, v1.size))
+        if d is None or not d.ok:
             raise ModelFileError(
                 f"{model.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
                 "same weights and inputs (dropout or other randomness left on). Turn it off (p=0, eval mode, "
                 "training=False) and run again."
             )
+        worst = max(worst, d.max_rel)
+    return worst
 
 
 def compute_dtype(trace: Trace) -> str:
@@ -129,24 +146,43 @@ def compute_dtype(trace: Trace) -> str:
     return "float64"
 
 
-def run_pair(a: Model, b: Model, dtype: str = "float64", seed: int = 0, param_map: dict[str, str] | None = None) -> Pair:
+def run_pair(
+    a: Model, b: Model, dtype: str = "float64", seed: int = 0, param_map: dict[str, str] | None = None, twice: bool = True
+) -> Pair:
     """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each."""
     _check_dtype(dtype)
     for m in (a, b):
         m.adapter.prepare(m, dtype)
     feed, notes = make_feed([a, b], seed)
-    src, links = share_weights(a, b, param_map)
-    ta = capture(a, feed, dtype, seed, src)
-    tb = capture(b, feed, dtype, seed, src)
-    return Pair(ta, tb, links, a.source, notes)
+    src, links = weight_links(a, b, param_map)
+    # The float64 twin is made before B runs in its own precision, from the same weights.
+    twin = _float64_twin(b) if dtype == "native" else None
+    values = sync.carry(links, src)
+    b.adapter.load_parameters(b, values)
+    ta = capture(a, feed, dtype, seed, src, twice)
+    tb = capture(b, feed, dtype, seed, src, twice)
+    reference = None
+    if twin is not None and compute_dtype(tb) != "float64":
+        twin.adapter.load_parameters(twin, values)
+        reference = twin.adapter.run(twin, feed)
+        notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
+    return Pair(ta, tb, links, a.source, notes, feed, reference)
 
 
-def share_weights(a: Model, b: Model, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
-    """Copy ``a``'s parameters into ``b`` (explicit map, then names, then order); ``a``'s parameters and the links used."""
+def weight_links(a: Model, b: Model, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
+    """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
     src = a.adapter.parameters(a)
     links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
-    b.adapter.load_parameters(b, sync.carry(links, src))
     return src, links
+
+
+def _float64_twin(model: Model) -> Model | None:
+    try:
+        twin = copy.deepcopy(model)
+    except Exception:
+        return None  # some objects cannot be copied: then the tolerance rests on the noise floor alone
+    twin.adapter.prepare(twin, "float64")
+    return twin
 
 
 def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None) -> Pair:
@@ -158,7 +194,7 @@ def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str,
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     trace = capture(model, feed, dtype, seed, recorded.params)
-    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"])
+    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
 def run_one(model: Model, dtype: str = "float64", seed: int = 0, weights: Trace | None = None, weights_source: str = "") -> Trace:
