@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from layerdiff.api import Result, compare_models, compare_paths, dump, run
+from layerdiff.api import Result, compare_models, compare_paths, dump, gradcheck, inspect, overfit, run
 from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError
 from layerdiff.tap import tap, tap_grad
 
@@ -15,6 +15,9 @@ __all__ = [
     "compare_models",
     "compare_paths",
     "dump",
+    "gradcheck",
+    "inspect",
+    "overfit",
     "run",
     "tap",
     "tap_grad",

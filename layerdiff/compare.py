@@ -24,6 +24,7 @@ from layerdiff import sync
 from layerdiff.align import Alignment, align
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import DumpError
+from layerdiff.health import nonfinite_origin
 from layerdiff.isolate import keys_of
 from layerdiff.records import LayerInfo, ParamRecord, Recording
 
@@ -267,7 +268,7 @@ def compare(
         _first_forward(layers),
         _first_backward(layers),
         [c for _, c in forward + backward] if local is not None else None,
-        {"a": _nonfinite_origin(a), "b": _nonfinite_origin(b)},
+        {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
         alignment.only_b,
         _structure(a, b, alignment),
@@ -386,26 +387,6 @@ def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
         if bad:
             return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, _note(bad))
     return None
-
-
-def _nonfinite_origin(r: Recording) -> dict[str, str | None]:
-    """The first layer whose inputs are finite and whose output is not (forward), and likewise backward."""
-
-    def finite(index: int, keys: list[str]) -> bool:
-        return all(np.isfinite(r.tensor(index, k)).all() for k in keys)
-
-    forward = backward = None
-    for layer in r.layers:
-        ins, outs = keys_of(layer.tensors, "input"), keys_of(layer.tensors, "output")
-        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
-            forward = layer.name
-            break
-    for layer in reversed(r.layers):
-        ins, outs = keys_of(layer.tensors, "grad_output"), keys_of(layer.tensors, "grad_input")
-        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
-            backward = layer.name
-            break
-    return {"forward": forward, "backward": backward}
 
 
 def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:

@@ -33,7 +33,7 @@ from layerdiff import runner
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
-from layerdiff.records import Trace, key_order
+from layerdiff.records import LayerRecord, Trace, key_order
 
 # Relative error bands (cs231n, "Gradient checks": above 1e-2 probably wrong, below 1e-4 fine near kinks, 1e-7 and
 # below for smooth functions; with the step chosen per coordinate, float64 does better than their single h).
@@ -156,7 +156,7 @@ def gradcheck(
     samples: int = SAMPLES,
     full: bool = False,
     seed: int = 0,
-    at: dict[str, Iterable[tuple[int, ...]]] | None = None,
+    at: dict[str, list[tuple[int, ...]]] | None = None,
 ) -> GradCheck:
     """Check every layer's and parameter's gradient of ``model`` against central differences of its loss.
 
@@ -200,7 +200,7 @@ def gradcheck(
     return GradCheck(model.source, checked, counter[0], time.perf_counter() - started, notes)
 
 
-def _extra(probes: list[_Probe], at: dict[str, Iterable[tuple[int, ...]]]) -> dict[int, list[tuple[int, ...]]]:
+def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[int, list[tuple[int, ...]]]:
     """``at``'s coordinates by probe: a parameter's name, or a layer's name for that layer's input."""
     found: dict[int, list[tuple[int, ...]]] = {}
     names = {}
@@ -280,7 +280,7 @@ def _value_probes(base: Trace, feed: Feed, run: Callable[..., Trace], layers: li
     return [p for p in probes.values() if p.analytic]
 
 
-def _producer(value: np.ndarray, k: int, records: list, feed: Feed) -> tuple[int, str] | None:
+def _producer(value: np.ndarray, k: int, records: list[LayerRecord], feed: Feed) -> tuple[int, str] | None:
     """Where layer ``k``'s input comes from: the latest earlier output, or network input, holding the same values."""
     for j in range(k - 1, -1, -1):
         for key, out in records[j].tensors.items():

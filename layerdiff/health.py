@@ -32,8 +32,8 @@ SATURATED_FRACTION = 0.10
 # ReLU: a unit (feature; channel of an N C ... tensor) is dead when it is zero for every example of the batch.
 DEAD_FRACTION = 0.25
 INACTIVE_FRACTION = 0.90
-# With fewer examples a healthy unit is off for all of them by chance (2^-N): too few to call a unit dead.
-DEAD_MIN_BATCH = 7
+# With fewer samples a healthy unit is off for all of them by chance (2^-N): too few to call a unit dead.
+DEAD_MIN_SAMPLES = 7
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "none")
 _KIND = {"relu": r"relu6?", "sigmoid": r"sigmoid|logistic", "tanh": r"tanh"}
@@ -73,6 +73,7 @@ class LayerHealth:
     saturated: float | None = None  # sigmoid/tanh
     dead: float | None = None  # relu: fraction of units zero over the whole batch
     inactive: float | None = None  # relu: mean fraction of zero outputs
+    samples: int = 0  # relu: values each unit took (examples, times positions for a channel)
 
 
 @dataclass
@@ -93,7 +94,6 @@ class Health:
     nonfinite: list[NonFinite]
     forward_origin: str | None  # first layer with finite inputs and a non-finite output ("inputs": the feed)
     backward_origin: str | None  # first layer, from the loss, with a finite output gradient and a non-finite one out
-    backward_note: str
     depth_ratio: float | None  # grad RMS at the first layer / at the last
     depth_span: tuple[str, str] | None
     lr: float | None
@@ -145,19 +145,18 @@ def inspect(
     Returns:
         A ``Health``; ``health.flags`` lists each problem found.
     """
-    allowed = set(allow_neg_inf)
     params = [_param(rec, name, lr) for name in rec.param_names()]
     layers = [_layer(rec, info.index, activations) for info in rec.layers]
-    counts, forward_origin, backward_origin, note = _nonfinite(rec, allowed)
+    origin = nonfinite_origin(rec, allow_neg_inf)
     span = [h for h in layers if h.grad_rms is not None and np.isfinite(h.grad_rms)]
     ratio = None
     if len(span) >= 2 and span[-1].grad_rms:
         ratio = float(span[0].grad_rms / span[-1].grad_rms) if span[0].grad_rms is not None else None
     health = Health(
-        rec.source, params, layers, counts, forward_origin, backward_origin, note, ratio,
+        rec.source, params, layers, count_nonfinite(rec), origin["forward"], origin["backward"], ratio,
         (span[0].name, span[-1].name) if len(span) >= 2 else None, lr,
     )
-    health.flags = _flags(health, _batch(rec))
+    health.flags = _flags(health)
     return health
 
 
@@ -199,7 +198,8 @@ def _layer(rec: Recording, index: int, activations: dict[str, str] | None) -> La
             health.inactive = float(np.mean(off))
             # Units are features of a 2-D output, channels (axis 1) of an N C ... one.
             units = off.reshape(off.shape[0], -1) if off.ndim <= 2 else np.moveaxis(off, 1, 0).reshape(off.shape[1], -1).T
-            health.dead = float(np.mean(units.all(axis=0))) if off.ndim >= 2 else None
+            if off.ndim >= 2:
+                health.dead, health.samples = float(np.mean(units.all(axis=0))), units.shape[0]
     return health
 
 
@@ -214,90 +214,87 @@ def _clean(counts: tuple[int, int, int], neg_inf_allowed: bool) -> bool:
     return nan == 0 and pos == 0 and (neg == 0 or neg_inf_allowed)
 
 
-def _nonfinite(rec: Recording, allowed: set[str]) -> tuple[list[NonFinite], str | None, str | None, str]:
-    found: list[NonFinite] = []
-    clean: dict[tuple[int, str], bool] = {}
+def count_nonfinite(rec: Recording) -> list[NonFinite]:
+    """NaN, +Inf and -Inf counts of every layer tensor and parameter that holds any."""
+    found = []
     for info in rec.layers:
         for key in info.tensors:
             c = _counts(rec.tensor(info.index, key))
-            forward = not key.startswith("grad")
-            clean[info.index, key] = _clean(c, forward and info.name in allowed)
             if any(c):
                 found.append(NonFinite(f"{info.name} {key}", *c))
-    param_clean: dict[str, bool] = {}
     for name in rec.param_names():
         p = rec.param(name)
-        ok = True
         for what, a in (("value", p.value), ("grad", p.grad)):
-            if a is None:
-                continue
-            c = _counts(a)
-            ok = ok and _clean(c, False)
+            c = (0, 0, 0) if a is None else _counts(a)
             if any(c):
                 found.append(NonFinite(f"param {name} {what}", *c))
-        param_clean[name] = ok
+    return found
 
-    def all_clean(index: int, prefix: str) -> bool:
-        return all(v for (i, k), v in clean.items() if i == index and k.split(".")[0] == prefix)
 
-    forward_origin = None
+def nonfinite_origin(rec: Recording, allow_neg_inf: Iterable[str] = ()) -> dict[str, str | None]:
+    """Where NaN/Inf first appear: ``forward``, the first layer with finite inputs and a non-finite output;
+    ``backward``, the first layer from the loss with a finite output gradient and a non-finite input or parameter
+    gradient. ``"inputs"`` when the network's inputs already hold them, ``"before X"``/``"after X"`` when code
+    that no layer records made them. Forward values of the layers in ``allow_neg_inf`` may hold -inf.
+    """
+    allowed = set(allow_neg_inf)
+
+    def clean(index: int, kind: str) -> bool:
+        info = rec.layers[index]
+        keys = [k for k in info.tensors if k.split(".")[0] == kind]
+        return all(_clean(_counts(rec.tensor(index, k)), not kind.startswith("grad") and info.name in allowed) for k in keys)
+
+    def params_clean(index: int) -> bool:
+        grads = (rec.param(name).grad for name in rec.layers[index].params)
+        return all(g is None or _clean(_counts(g), False) for g in grads)
+
+    forward = backward = None
     for info in rec.layers:
-        if not all_clean(info.index, "output"):
-            forward_origin = info.name if all_clean(info.index, "input") else "inputs"
+        if not clean(info.index, "output"):
+            forward = info.name if clean(info.index, "input") else "inputs" if info.index == 0 else f"before {info.name}"
             break
-    backward_origin, note = None, ""
     for info in reversed(rec.layers):
-        own_params = all(param_clean.get(p, True) for p in info.params)
-        if not all_clean(info.index, "grad_input") or not own_params:
-            if all_clean(info.index, "grad_output"):
-                backward_origin = info.name
-                if not (all_clean(info.index, "input") and all_clean(info.index, "output")):
-                    note = "its forward values already hold NaN/Inf"
+        if not clean(info.index, "grad_input") or not params_clean(info.index):
+            backward = info.name if clean(info.index, "grad_output") else f"after {info.name}"
             break
-    return found, forward_origin, backward_origin, note
+    return {"forward": forward, "backward": backward}
 
 
-def _batch(rec: Recording) -> int:
-    for info in rec.layers:
-        t = info.tensors.get("input")
-        if t is not None and len(t.shape) > 0:
-            return int(t.shape[0])
-    return 0
-
-
-def _flags(h: Health, batch: int) -> list[Flag]:
+def _flags(h: Health) -> list[Flag]:
+    """The problems, each once, where it starts; a line of each reads ``where: message``."""
     flags = []
-    if h.forward_origin or h.backward_origin:
-        where = h.forward_origin or h.backward_origin or ""
-        forward = f"forward: first at {h.forward_origin}" if h.forward_origin else "forward: finite"
-        backward = f"backward: first at {h.backward_origin}" if h.backward_origin else "backward: finite"
-        if h.backward_note:
-            backward += f" ({h.backward_note})"
-        flags.append(Flag("nonfinite", where, f"NaN/Inf: {forward}; {backward}"))
-    for p in h.params:
-        if p.ratio is None or p.bias:
-            continue
-        if p.ratio < SLOW_RATIO:
+    if h.forward_origin:
+        after = f"; backward: first at {h.backward_origin}" if h.backward_origin else ""
+        flags.append(Flag("nonfinite", h.forward_origin, f"NaN/Inf start here in the forward pass (finite in, non-finite out){after}"))
+    elif h.backward_origin:
+        flags.append(Flag("nonfinite", h.backward_origin, "NaN/Inf start here in the backward pass (finite gradient in, non-finite out)"))
+    weights = [p for p in h.params if not p.bias]
+    for p in weights:
+        if p.ratio is not None and p.ratio < SLOW_RATIO:
             flags.append(Flag("slow", p.name, f"learns slowly: ‖grad‖/‖w‖ = {p.ratio:.1e} < {SLOW_RATIO:g}"))
-        elif p.ratio >= UNSTABLE_RATIO:
+        elif p.ratio is not None and p.ratio >= UNSTABLE_RATIO:
             flags.append(Flag("unstable", p.name, f"unstable: ‖grad‖/‖w‖ = {p.ratio:.1e} >= {UNSTABLE_RATIO:g}"))
-        if p.update is not None and not UPDATE_BAND[0] <= p.update <= UPDATE_BAND[1]:
-            side = "small" if p.update < UPDATE_BAND[0] else "large"
-            flags.append(Flag("update", p.name, f"update too {side} for lr {h.lr:g}: ‖Δw‖/‖w‖ = {p.update:.1e}"))
+    small = [p for p in weights if p.update is not None and p.update < UPDATE_BAND[0]]
+    large = [p for p in weights if p.update is not None and p.update > UPDATE_BAND[1]]
+    for side, outside in (("small", small), ("large", large)):
+        if outside:
+            listed = ", ".join(f"{p.name} {p.update:.0e}" for p in outside)
+            flags.append(Flag("update", f"lr {h.lr:g}", f"steps too {side}: ‖Δw‖/‖w‖ {listed}"))
     if h.depth_ratio is not None and h.depth_span is not None:
         first, last = h.depth_span
         if h.depth_ratio < VANISHING_RATIO:
             # The weights that learn slowly are what vanishing gradients do: one problem, named once.
             slow = [f.where for f in flags if f.kind == "slow"]
             flags = [f for f in flags if f.kind != "slow"]
-            message = f"vanishing gradients: RMS at {first} is {h.depth_ratio:.1e} of that at {last}"
+            message = f"vanishing gradients: RMS here is {h.depth_ratio:.1e} of that at {last}"
             flags.append(Flag("vanishing", first, message + (f"; learning slowly: {', '.join(slow)}" if slow else "")))
         elif h.depth_ratio > EXPLODING_RATIO:
-            flags.append(Flag("exploding", first, f"exploding gradients: RMS at {first} is {h.depth_ratio:.1e} times that at {last}"))
+            flags.append(Flag("exploding", first, f"exploding gradients: RMS here is {h.depth_ratio:.1e} times that at {last}"))
     for layer in h.layers:
         if layer.saturated is not None and layer.saturated > SATURATED_FRACTION:
-            flags.append(Flag("saturated", layer.name, f"{layer.activation} saturated: {layer.saturated:.0%} of activations"))
-        dead = layer.dead is not None and layer.dead > DEAD_FRACTION and batch >= DEAD_MIN_BATCH
+            limit = f"σ' < {SIGMOID_SLOPE:g}" if layer.activation == "sigmoid" else f"|tanh| > {TANH_LEVEL:g}"
+            flags.append(Flag("saturated", layer.name, f"{layer.activation} saturated: {layer.saturated:.0%} of activations ({limit})"))
+        dead = layer.dead is not None and layer.dead > DEAD_FRACTION and layer.samples >= DEAD_MIN_SAMPLES
         if dead or (layer.inactive is not None and layer.inactive > INACTIVE_FRACTION):
-            flags.append(Flag("dead", layer.name, f"dead ReLU: {layer.dead or 0:.0%} of units off for the whole batch, {layer.inactive:.0%} of activations off"))
+            flags.append(Flag("dead", layer.name, f"dead ReLU: {layer.dead or 0:.0%} of units off for all {layer.samples} samples, {layer.inactive:.0%} of activations off"))
     return flags
