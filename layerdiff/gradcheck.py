@@ -144,7 +144,7 @@ class _Probe:
 
     label: str
     base: np.ndarray
-    run: Callable[[np.ndarray], Trace]
+    run: Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]  # (moved value, layer outputs pinned) -> trace
     analytic: list[tuple[Check, np.ndarray]] = field(default_factory=list)
     done: Callable[[], None] = lambda: None
     seen_by: tuple[int, str] | None = None  # (layer index, input key) that must receive a forced value
@@ -189,12 +189,14 @@ def gradcheck(
         counter[0] += 1
         return model.adapter.run(model, feed_, forcing) if forcing is not None else model.adapter.run(model, feed_)
 
-    layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]
-    probes = _param_probes(model, base, feed, run, layers) + _value_probes(base, feed, run, layers, notes)
+    layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
+    unrecorded: list[LayerCheck] = []
+    probes = _param_probes(model, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
     rng = np.random.default_rng(seed)
     extra = _extra(probes, at or {})
     for probe in probes:
         _check(probe, base, _coordinates(probe, rng, samples, full, extra.get(id(probe), [])), notes)
+    layers = unrecorded + layers
     _judge(layers)
     checked = [layer for layer in layers if layer.checks]
     return GradCheck(model.source, checked, counter[0], time.perf_counter() - started, notes)
@@ -217,17 +219,23 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
     return found
 
 
-def _param_probes(model: Model, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck]) -> list[_Probe]:
+def _param_probes(
+    model: Model, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
     for p in base.params:
-        owner = by_name.get(p.layer)
-        if owner is None or p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
+        if p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
             continue
+        owner = by_name.get(p.layer)
+        if owner is None:
+            # Free-form code recorded through taps: its parameters belong to no recorded layer.
+            owner = by_name[p.layer] = LayerCheck(p.layer, "unrecorded", "ok", [])
+            unrecorded.append(owner)
         check = Check(p.layer, p.name, tuple(p.value.shape), [])
         owner.checks.append(check)
 
-        def load_and_run(value: np.ndarray, name: str = p.name) -> Trace:
+        def load_and_run(value: np.ndarray, pin: dict[str, list[np.ndarray]], name: str = p.name) -> Trace:
             model.adapter.load_parameters(model, {name: value})
             return run(feed)
 
@@ -260,24 +268,41 @@ def _value_probes(base: Trace, feed: Feed, run: Callable[..., Trace], layers: li
         readers = consumers.get(source, [])
         for k, key in readers if len(readers) == 1 else []:
             grad = records[k].tensors.get(key.replace("input", "grad_input"))
-            if grad is not None and grad.shape == probe.base.shape:
-                check = Check(records[k].name, key, tuple(grad.shape), [])
-                layers[k].checks.insert(0, check)
-                probe.analytic.append((check, grad))
-                if source[0] >= 0:
-                    probe.seen_by = (k, key)
+            if grad is None or grad.shape != probe.base.shape:
+                continue
+            if not _only_path(probe, grad, records[k], base):
+                notes.append(f"{probe.label} also reaches the loss by a path no layer records: {records[k].name}'s input gradient is not checked alone")
+                continue
+            check = Check(records[k].name, key, tuple(grad.shape), [])
+            layers[k].checks.insert(0, check)
+            probe.analytic.append((check, grad))
+            if source[0] >= 0:
+                probe.seen_by = (k, key)
         if len(readers) > 1:
             notes.append(f"{probe.label} feeds {len(readers)} layers: their input gradients add up, checked as one at its source")
         if source[0] >= 0:
             k, key = source
             grad = records[k].tensors.get(key.replace("output", "grad_output"))
-            # A model output without a loss receives the seeded upstream gradient itself: nothing to check.
-            given = grad is not None and any(u.shape == grad.shape and np.array_equal(u, grad) for u in base.upstream)
-            if grad is not None and grad.shape == probe.base.shape and not (given and not readers):
+            if grad is not None and grad.shape == probe.base.shape:
                 check = Check(records[k].name, key, tuple(grad.shape), [], shown=not probe.analytic)
                 layers[k].checks.append(check)
                 probe.analytic.append((check, grad))
     return [p for p in probes.values() if p.analytic]
+
+
+def _only_path(probe: _Probe, grad: np.ndarray, consumer: LayerRecord, base: Trace) -> bool:
+    """Whether the value reaches the loss only through ``consumer``: moved while the consumer's outputs are pinned
+    to their recorded values, the loss must not move. A residual (``x + f(x)``) fails this, and then the
+    consumer's input gradient is only part of the value's."""
+    if consumer is base.layers[-1] and all(v.ndim == 0 for v in _outputs(consumer.tensors)):
+        return True  # the loss itself: nothing comes after it
+    i = int(np.argmax(np.abs(np.nan_to_num(grad)).ravel()))
+    moved = probe.base.copy()
+    moved.flat[i] += 1e-4 * max(1.0, abs(float(moved.flat[i])))
+    free = float(probe.run(moved, {}).loss or 0.0)
+    pinned = float(probe.run(moved, {consumer.name: _outputs(consumer.tensors)}).loss or 0.0)
+    f0 = float(base.loss or 0.0)
+    return abs(pinned - f0) <= max(1e-6 * abs(free - f0), ROUNDING * max(abs(f0), 1.0))
 
 
 def _producer(value: np.ndarray, k: int, records: list[LayerRecord], feed: Feed) -> tuple[int, str] | None:
@@ -292,24 +317,27 @@ def _producer(value: np.ndarray, k: int, records: list[LayerRecord], feed: Feed)
     return None
 
 
-def _feed_runner(feed: Feed, i: int, run: Callable[..., Trace]) -> Callable[[np.ndarray], Trace]:
-    def moved(value: np.ndarray) -> Trace:
+def _feed_runner(feed: Feed, i: int, run: Callable[..., Trace]) -> Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]:
+    def moved(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
         inputs = list(feed.inputs)
         inputs[i] = value
-        return run(Feed(inputs, feed.targets, feed.upstream))
+        return run(Feed(inputs, feed.targets, feed.upstream), Forcing(outputs=pin) if pin else None)
 
     return moved
 
 
-def _forcing_runner(feed: Feed, name: str, tensors: dict[str, np.ndarray], key: str, run: Callable[..., Trace]) -> Callable[[np.ndarray], Trace]:
-    keys = sorted((k for k in tensors if k.startswith("output")), key=key_order)
-    outputs = [tensors[k] for k in keys]
-    index = keys.index(key)
+def _outputs(tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [tensors[k] for k in sorted((k for k in tensors if k.startswith("output")), key=key_order)]
 
-    def forced(value: np.ndarray) -> Trace:
+
+def _forcing_runner(feed: Feed, name: str, tensors: dict[str, np.ndarray], key: str, run: Callable[..., Trace]) -> Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]:
+    outputs = _outputs(tensors)
+    index = sorted((k for k in tensors if k.startswith("output")), key=key_order).index(key)
+
+    def forced(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
         values = list(outputs)
         values[index] = value
-        return run(feed, Forcing(outputs={name: values}))
+        return run(feed, Forcing(outputs={**pin, name: values}))
 
     return forced
 
@@ -364,7 +392,7 @@ def _estimate(probe: _Probe, i: int, f0: float, base: Trace, needs_more: Callabl
         plus, minus = probe.base.copy(), probe.base.copy()
         plus.flat[i] += h
         minus.flat[i] -= h
-        tp, tm = probe.run(plus), probe.run(minus)
+        tp, tm = probe.run(plus, {}), probe.run(minus, {})
         if probe.seen_by is not None and not _received(tp, probe.seen_by, plus):
             return None
         fp, fm = float(tp.loss or 0.0), float(tm.loss or 0.0)
@@ -437,10 +465,13 @@ def _judge_point(a: float, est: Estimate) -> tuple[float, float, str]:
 
 def _judge(layers: list[LayerCheck]) -> None:
     """A layer is wrong when its own gradients are while the one arriving at its output is right."""
+    arriving_anywhere = any(c.status == "wrong" for layer in layers for c in layer.checks if c.tensor.startswith("output"))
     for layer in layers:
         arriving = any(c.status == "wrong" for c in layer.checks if c.tensor.startswith("output"))
         own = any(c.status == "wrong" for c in layer.checks if not c.tensor.startswith("output"))
-        layer.verdict = "inherited" if arriving else "wrong" if own else "ok"
+        if layer.kind == "unrecorded":
+            arriving = arriving_anywhere  # what arrives at an unrecorded layer is unknown: blame a recorded one first
+        layer.verdict = "inherited" if own and arriving or arriving else "wrong" if own else "ok"
     if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "wrong" for layer in layers):
         last = [layer for layer in layers if layer.verdict == "inherited"][-1]
         last.verdict = "wrong"

@@ -14,7 +14,7 @@ def test_import_layerdiff_imports_no_framework():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api"])
+@pytest.mark.parametrize("module", ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api", "layerdiff.health"])
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(importlib.import_module(module))
     assert tried > 0 and failures == 0
