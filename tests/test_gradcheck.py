@@ -9,7 +9,7 @@ from layerdiff.gradcheck import ACCEPTABLE
 
 from conftest import FIXTURES, bug_variants, expected
 from test_cli import one_error_line
-from test_contract import Block, TorchResidual, free_form_numpy
+from test_contract import Block, Tanh, TorchResidual, free_form_numpy
 
 
 class Dense:
@@ -30,15 +30,6 @@ class Dense:
             index, error = self.bump
             self.dW[index] *= 1 + error
         return dout @ self.W.T
-
-
-class Tanh:
-    def forward(self, x):
-        self.out = np.tanh(x)
-        return self.out
-
-    def backward(self, dout):
-        return dout * (1 - self.out**2)
 
 
 class ReLU:
