@@ -31,6 +31,8 @@ def describe(a: np.ndarray, b: np.ndarray, sides: Sides, tol: float) -> str | No
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if a.size < 2:
+        return None  # one number (a loss) has no pattern to show
     if a.shape != b.shape:
         return _permuted(a, b, sides)
     for hypothesis in HYPOTHESES:

@@ -179,7 +179,9 @@ def _float64_twin(model: Model) -> Model | None:
     return twin
 
 
-def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None) -> Pair:
+def run_against(
+    recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None, twice: bool = True
+) -> Pair:
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
     dtype = str(recorded.meta.get("dtype", "float64"))
     seed = int(recorded.meta.get("seed", 0))
@@ -187,7 +189,7 @@ def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str,
     links = sync.link(recorded.params, model.adapter.parameters(model), {**_inverse(model.param_map), **(param_map or {})}, source, model.source)
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
-    trace = capture(model, feed, dtype, seed, recorded.params)
+    trace = capture(model, feed, dtype, seed, recorded.params, twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
