@@ -40,7 +40,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
     """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
     notes = []
     declared = next((m for m in sides if m.inputs is not None), None)
-    if declared is not None:
+    if declared is not None and declared.inputs is not None:
         inputs = declared.inputs
         notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
     else:
