@@ -128,6 +128,7 @@ def run(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     force: bool = False,
+    once: bool = False,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -140,7 +141,7 @@ def run(
         for p in paths:
             if p.exists():
                 raise DumpError(f"{p} exists. Pass --force to replace it, or -o to write elsewhere.")
-    pair = runner.run_pair(a, b, dtype, seed, param_map)
+    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
     written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
@@ -182,12 +183,13 @@ def compare_paths(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     force: bool = False,
+    once: bool = False,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
-        pair = runner.run_pair(a, b, dtype, seed, param_map)
+        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
         result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), b, pair, layer_map, rtol)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
@@ -198,7 +200,7 @@ def compare_paths(
     dump_path, script = (x, y) if x_dump else (y, x)
     with store.Dump(dump_path) as recorded:
         model = modelfile.load(script)
-        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map)
+        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=not once)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if x_dump else (live, recorded)
         result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if x_dump else "a")

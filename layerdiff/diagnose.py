@@ -31,6 +31,8 @@ def describe(a: np.ndarray, b: np.ndarray, sides: Sides, tol: float) -> str | No
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if a.size < 2:
+        return None  # one number (a loss) has no pattern to show
     if a.shape != b.shape:
         return _permuted(a, b, sides)
     for hypothesis in HYPOTHESES:
@@ -133,7 +135,8 @@ def _spatial_shift(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | 
 
 def _where(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
     scale = float(np.sqrt(np.mean(b * b))) if b.size else 0.0
-    return np.abs(a - b) > tol * (np.abs(b) + scale)
+    bad: np.ndarray = np.abs(a - b) > tol * (np.abs(b) + scale)
+    return bad
 
 
 def _at_zeros(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
@@ -169,7 +172,7 @@ def _border(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
 def _triangle(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
     if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.shape[-1] < 2:
         return None
-    bad = _where(a, b, tol).reshape(-1, a.shape[-2], a.shape[-1]).any(axis=0)
+    bad: np.ndarray = np.asarray(_where(a, b, tol).reshape(-1, a.shape[-2], a.shape[-1]).any(axis=0))
     if not bad.any():
         return None
     upper, diagonal = np.triu(np.ones_like(bad), 1), np.eye(bad.shape[0], dtype=bool)

@@ -40,7 +40,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
     """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
     notes = []
     declared = next((m for m in sides if m.inputs is not None), None)
-    if declared is not None:
+    if declared is not None and declared.inputs is not None:
         inputs = declared.inputs
         notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
     else:
@@ -185,7 +185,9 @@ def _float64_twin(model: Model) -> Model | None:
     return twin
 
 
-def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None) -> Pair:
+def run_against(
+    recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None, twice: bool = True
+) -> Pair:
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
     dtype = str(recorded.meta.get("dtype", "float64"))
     seed = int(recorded.meta.get("seed", 0))
@@ -193,7 +195,7 @@ def run_against(recorded: Trace, source: str, model: Model, param_map: dict[str,
     links = sync.link(recorded.params, model.adapter.parameters(model), {**_inverse(model.param_map), **(param_map or {})}, source, model.source)
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
-    trace = capture(model, feed, dtype, seed, recorded.params)
+    trace = capture(model, feed, dtype, seed, recorded.params, twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 

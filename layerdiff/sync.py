@@ -81,9 +81,9 @@ def link(
     """
     by_src = {p.name: p for p in src}
     by_dst = {p.name: p for p in dst}
-    for a, b in explicit.items():
-        if a not in by_src or b not in by_dst:
-            side, name, pool = (src_source, a, by_src) if a not in by_src else (dst_source, b, by_dst)
+    for src_name, dst_name in explicit.items():
+        if src_name not in by_src or dst_name not in by_dst:
+            side, name, pool = (src_source, src_name, by_src) if src_name not in by_src else (dst_source, dst_name, by_dst)
             raise AlignmentError(
                 f"Parameter map names '{name}', which {side} does not have. Its parameters: {', '.join(pool)}."
             )
@@ -106,14 +106,14 @@ def link(
         )
     pairs += [(a, b, "order") for a, b in zip(rest_src, rest_dst)]
     links = []
-    for a, b, how in pairs:
-        axes = _axes_for(a, b)
-        if axes is False:
+    for x, y, how in pairs:
+        axes = _axes_for(x, y)
+        if axes is False or axes is True:
             raise AlignmentError(
-                f"Cannot map parameter {a.name} {a.value.shape} of {src_source} onto {b.name} {b.value.shape} "
+                f"Cannot map parameter {x.name} {x.value.shape} of {src_source} onto {y.name} {y.value.shape} "
                 f"of {dst_source} (paired by {how}). Give a param_map in the model file or --param-map A=B."
             )
-        links.append(WeightLink(a.name, b.name, a.value.shape, b.value.shape, axes, how))  # type: ignore[arg-type]
+        links.append(WeightLink(x.name, y.name, x.value.shape, y.value.shape, axes, how))
     order = {p.name: i for i, p in enumerate(dst)}
     return sorted(links, key=lambda w: order[w.dst])
 

@@ -13,6 +13,7 @@ A model file can say where things are for anything else (``params_of``, ``grads_
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -104,7 +105,12 @@ class Network:
         return None
 
     def params(self) -> list[tuple[str, Layer, str, Slot]]:
-        return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
+        """(full name, layer, key, slot); a whole network's parameters keep their own keys as names."""
+        return [
+            (k if self.whole is not None else f"{layer.name}.{k}", layer, k, slot)
+            for layer in self.layers
+            for k, slot in self.slots(layer).items()
+        ]
 
 
 def _all_layers(layers: Any) -> bool:
@@ -211,7 +217,10 @@ class NumpyAdapter:
         tapper = NumpyTapper(records, forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
-        with tapping(tapper):
+        with tapping(tapper), warnings.catch_warnings():
+            # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
+            # not a reason to stop, even where warnings are errors (pytest -W error).
+            warnings.simplefilter("default", RuntimeWarning)
             outputs, layer_records = self._forward(net, model, inputs, records, forcing)
             loss, douts = self._loss(model, outputs, feed, records)
             self._backward(net, model, layer_records, douts, forcing)

@@ -7,6 +7,7 @@ forbids modifying a hooked module's output in place.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -183,7 +184,9 @@ class TorchAdapter:
                 module.inplace = False
         net.zero_grad(set_to_none=True)
         try:
-            with tapping(recorder):
+            with tapping(recorder), warnings.catch_warnings():
+                # Our own hooks on a module whose inputs need no gradient (an embedding's token ids).
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 loss_value, upstream = self._iterate(model, net, inputs, feed, dtype, recorder)
         finally:
             for h in handles:
@@ -230,7 +233,11 @@ class TorchAdapter:
 
 
 def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
-    owners = {id(p): (path, m, n) for path, m in net.named_modules() for n, p in m.named_parameters(recurse=False)}
+    # A tied parameter belongs to the first module that holds it (the embedding, not the output head).
+    owners: dict[int, tuple[str, torch.nn.Module, str]] = {}
+    for path, m in net.named_modules():
+        for n, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), (path, m, n))
     records = []
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]
