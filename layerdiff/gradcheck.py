@@ -443,8 +443,9 @@ def _bend(base: Trace, plus: Trace, minus: Trace) -> str:
             if not top > 0:
                 continue
             second = np.abs(op + om - 2 * o0)
-            noise = 64 * np.finfo(np.float64).eps * (np.abs(op) + np.abs(om) + 2 * np.abs(o0))
-            bent = (second > BEND * first) & (second > noise) & (first >= 1e-3 * top)
+            # Rounding on the tensor's own scale: a value near zero is often computed from much larger ones.
+            noise = 64 * np.finfo(np.float64).eps * max(np.abs(o0).max(), np.abs(op).max(), np.abs(om).max())
+            bent = (second > BEND * first) & (second > noise) & (first > noise) & (first >= 1e-3 * top)
             if bent.any():
                 return r0.name
     return ""
@@ -473,6 +474,14 @@ def _judge(layers: list[LayerCheck]) -> None:
             arriving = arriving_anywhere  # what arrives at an unrecorded layer is unknown: blame a recorded one first
         layer.verdict = "inherited" if own and arriving or arriving else "wrong" if own else "ok"
     if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "wrong" for layer in layers):
-        last = [layer for layer in layers if layer.verdict == "inherited"][-1]
-        last.verdict = "wrong"
-        last.note = "the gradient arriving at its output is wrong and every layer after it checks right: the cause is in backward code after it that no layer records"
+        # No layer makes the error given what it receives: the last one that receives it wrong records no input
+        # gradient (a tap), so the error comes from the backward of the layer that consumes it, the next one.
+        recorded = [layer for layer in layers if layer.kind != "unrecorded"]
+        last = max(i for i, layer in enumerate(recorded) if layer.verdict == "inherited")
+        if last + 1 < len(recorded):
+            consumer = recorded[last + 1]
+            consumer.verdict = "wrong"
+            consumer.note = f"the gradient its backward sends to {recorded[last].name} is wrong"
+        else:
+            recorded[last].verdict = "wrong"
+            recorded[last].note = "the gradient arriving at its output is wrong: the cause is in backward code after it that no layer records"
