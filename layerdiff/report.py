@@ -317,7 +317,7 @@ def render_gradcheck(result: GradCheck, console: Console) -> None:
             )
     console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(note)
 
 
 def _index(index: tuple[int, ...]) -> str:
@@ -404,7 +404,7 @@ def render_overfit(result: Overfit, console: Console) -> None:
     else:
         console.print(Text("result: " + "; ".join(_curve_problems(result)), style="bold red"))
     for note in result.notes:
-        console.print(f"feed: {note}")
+        console.print(note)
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("step", justify="right")
     for c in result.curves:
