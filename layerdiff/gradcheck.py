@@ -187,7 +187,7 @@ def gradcheck(
 
     def run(feed_: Feed, forcing: Forcing | None = None) -> Trace:
         counter[0] += 1
-        return model.adapter.run(model, feed_, forcing) if forcing is not None else model.adapter.run(model, feed_)
+        return model.adapter.run(model, feed_, forcing)
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
