@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from layerdiff.cli import main
 
+pytest_plugins = ["pytester"]  # runs inner pytest sessions for the plugin's tests
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CLEAN_PAIRS = [("mlp_numpy.py", "mlp_torch.py"), ("cnn_numpy.py", "cnn_torch.py")]
 
