@@ -58,6 +58,16 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
 
 
+def unique_name(name: str, taken: Any) -> str:
+    """``name``, or ``name#2``, ``name#3``… for the second and later calls of one layer."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}#{n}" in taken:
+        n += 1
+    return f"{name}#{n}"
+
+
 def snapshot(value: Any) -> np.ndarray:
     """A private copy: hand-written layers reuse and mutate their arrays after returning them."""
     return np.array(value, copy=True)
