@@ -157,8 +157,8 @@ class Comparison:
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
-def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
-    """Compare one tensor pair.
+def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0) -> TensorDiff:
+    """Compare one tensor pair; ``floor`` raises the RMS floor of the denominator (see ``grad_floor``).
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -178,7 +178,7 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
         return result
     err = np.abs(np.where(both, a64 - b64, 0.0))
     ref = np.where(both, b64, 0.0)
-    rel = _relative(err, ref)
+    rel = _relative(err, ref, floor)
     result.max_abs = float(err.max())
     result.max_rel = float(rel.max())
     norm_b = float(np.linalg.norm(ref.ravel()))
@@ -188,7 +188,23 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
     result.ok = not bad.any()
     if result.nonfinite_mismatch:
         result.problem = "nonfinite"
+        result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+def grad_floor(layer: LayerInfo, param_size: int) -> float:
+    """The size a parameter gradient's entries would have without cancellation: a bias before a batch norm has a
+    gradient that is exactly zero in exact arithmetic, and two rounding noises must not be compared to each other.
+
+    Each entry sums ``n`` terms of the layer's output gradient, so its scale is ``rms(grad_output) * sqrt(n)``.
+    """
+    go = layer.tensors.get("grad_output")
+    if go is None:
+        return 0.0
+    size = int(np.prod(go.shape))
+    if size == 0:
+        return 0.0
+    return go.norm / math.sqrt(size) * math.sqrt(max(size / max(param_size, 1), 1.0))
 
 
 def _finite(a64: np.ndarray, b64: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,9 +214,9 @@ def _finite(a64: np.ndarray, b64: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fin_a & fin_b, same_special
 
 
-def _relative(err: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``err / (|ref| + rms(ref))`` per element: the error ``max_rel`` is the largest of."""
-    rms = float(np.sqrt(np.mean(ref * ref)))
+def _relative(err: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """``err / (|ref| + max(rms(ref), floor))`` per element: the error ``max_rel`` is the largest of."""
+    rms = max(float(np.sqrt(np.mean(ref * ref))), floor)
     return err / (np.abs(ref) + rms) if rms > 0 else np.where(err > 0, np.inf, 0.0)
 
 
@@ -309,27 +325,34 @@ def compare(
     alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
-    by_src = {w.src: w for w in links}
     judge = _Judge(a, b, rtol, reference)
     local_index = {l.name: l.index for l in local.layers} if local is not None else {}
     batch = _batch(a)
+    row_links = _links_by_row(a, b, alignment, links)
     layers: list[LayerDiff] = []
     culprits: list[tuple[int, Culprit]] = []
     for n, (i, j) in enumerate(alignment.pairs):
         if progress is not None:
             progress("compare", n, len(alignment.pairs))
-        layer = _compare_layer(a, b, i, j, by_src, judge)
+        row = len(layers)
+        layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
         name = (a.layers[i] if local_side == "a" else b.layers[j]).name
         if local is not None and name in local_index:
             sides = ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
-            found = _isolate_layer(*sides, by_src, judge, layer, batch)
-            culprits += [(len(layers), c) for c in found]
+            for c in _isolate_layer(*sides, row_links.get(row, []), judge, layer, batch):
+                culprits.append(_blame_consumer(c, row, alignment, a, b) if c.tensor.startswith("grad_output") else (row, c))
         layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
         if local is None and not layer.ok:
             layer.verdict = "differs"
         layers.append(layer)
     if progress is not None:
-        progress("compare", len(layers), len(alignment.pairs))
+        progress("compare", len(alignment.pairs), len(alignment.pairs))
+    loose = row_links.get(-1, [])
+    if loose:  # parameters whose layers are aligned on neither side still get their gradients compared
+        layer = LayerDiff("(parameters of no aligned layer)", "", "params", "params")
+        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param"), 0.0) for w in loose]
+        layer.verdict = "ok" if layer.ok else ("differs" if local is None else "inherited")
+        layers.append(layer)
     forward = sorted((n, c) for n, c in culprits if c.pass_ == "forward")
     backward = sorted(((n, c) for n, c in culprits if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
     return Comparison(
@@ -351,6 +374,37 @@ def compare(
     )
 
 
+def _links_by_row(a: Recording, b: Recording, alignment: Alignment, links: list[sync.WeightLink]) -> dict[int, list[sync.WeightLink]]:
+    """Each parameter link goes to the row of its layer on side A, else on side B (a tapped network's parameters
+    belong to no tap), else to row -1."""
+    row_a = {a.layers[i].name: n for n, (i, _) in enumerate(alignment.pairs)}
+    row_b = {b.layers[j].name: n for n, (_, j) in enumerate(alignment.pairs)}
+    owner_a = {p: l.name for l in a.layers for p in l.params}
+    owner_b = {p: l.name for l in b.layers for p in l.params}
+    rows: dict[int, list[sync.WeightLink]] = {}
+    for w in links:
+        row = row_a.get(owner_a.get(w.src, ""), row_b.get(owner_b.get(w.dst, ""), -1))
+        rows.setdefault(row, []).append(w)
+    return rows
+
+
+def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b: Recording) -> tuple[int, Culprit]:
+    """A tapped value has no input gradient: a wrong gradient arriving at it comes from the backward of the layer
+    that consumes it, the next aligned one."""
+    if row + 1 >= len(alignment.pairs):
+        return row, c
+    i, j = alignment.pairs[row + 1]
+    note = f"{c.tensor} of {c.layer_a}"
+    return row + 1, Culprit(a.layers[i].name, b.layers[j].name, c.pass_, note, c.max_abs, c.max_rel, c.tol, c.hint)
+
+
+def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
+    ga, gb = a.param(w.src).grad, b.param(w.dst).grad
+    if ga is None or gb is None:
+        return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
+    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol, floor)
+
+
 def _specs(r: Recording) -> list[ParamRecord]:
     return [r.param(name) for name in r.param_names()]
 
@@ -361,26 +415,22 @@ def _batch(a: Recording) -> int | None:
     return int(shape[0]) if shape else None
 
 
-def _compare_layer(a: Recording, b: Recording, i: int, j: int, by_src: dict[str, sync.WeightLink], judge: _Judge) -> LayerDiff:
+def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.WeightLink], judge: _Judge) -> LayerDiff:
     la, lb = a.layers[i], b.layers[j]
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
     for key in la.tensors:
         if key in lb.tensors:
             result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
-    for pname in la.params:
-        link = by_src.get(pname)
-        if link is None or link.dst not in lb.params:
-            continue
-        pa, pb = a.param(pname), b.param(link.dst)
-        if pa.grad is not None and pb.grad is not None:
-            result.param_grads.append(diff(f"{pname} ~ {link.dst}", link.apply(pa.grad), pb.grad, judge.tol(la, "param")))
+    result.param_grads = [
+        _param_diff(a, b, w, judge.tol(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in links
+    ]
     return result
 
 
 def _isolate_layer(
     a: tuple[Recording, int],
     b: tuple[Recording, int],
-    by_src: dict[str, sync.WeightLink],
+    links: list[sync.WeightLink],
     judge: _Judge,
     layer: LayerDiff,
     batch: int | None,
@@ -400,18 +450,15 @@ def _isolate_layer(
             if not d.ok:
                 found.append(_culprit(layer, pass_, key, d, va, vb, ra.source, rb.source, batch))
                 break
-    for pname in la.params:
-        link = by_src.get(pname)
-        if link is None or link.dst not in lb.params:
-            continue
-        ga, gb = ra.param(pname).grad, rb.param(link.dst).grad
+    for link in links:
+        ga, gb = ra.param(link.src).grad, rb.param(link.dst).grad
         if ga is None or gb is None:
             continue
         va = link.apply(ga)
-        d = diff(f"{pname} ~ {link.dst}", va, gb, judge.tol(la, "param"))
+        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
-            found.append(_culprit(layer, "param_grad", f"grad of {pname}", d, va, gb, ra.source, rb.source, batch))
+            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))
     return found
 
 
@@ -450,13 +497,20 @@ def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
 
 
 def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
+    consumer: LayerDiff | None = None
     for layer in reversed(layers):
-        found = _failing(layer, ("grad_output",)) or _failing(layer, ("grad_input",))
+        found = _failing(layer, ("grad_output",))
+        if found and consumer is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):
+            # A tap has no input gradient: what arrives wrong at it was made by the backward of its consumer.
+            note = f"its backward hands '{layer.layer_a}' a wrong gradient"
+            return Divergence(consumer.layer_a, consumer.layer_b, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, note)
+        found = found or _failing(layer, ("grad_input",))
         if found:
             return found
         bad = next((p for p in layer.param_grads if not p.ok), None)
         if bad:
             return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, _note(bad))
+        consumer = layer
     return None
 
 

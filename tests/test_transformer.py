@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 
 import layerdiff
-from layerdiff import store
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CLEAN = (FIXTURES / "gpt_numpy.py", FIXTURES / "gpt_torch.py")
 VARIANTS = sorted(FIXTURES.glob("bug_gpt_*.py"))
-
-# nn.Embedding takes integer ids, which cannot require grad; PyTorch then warns that the full backward hook
-# layerdiff puts on every leaf module fires on the module's outputs only. The recorded values are right.
-pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
-
 
 def declared(path: Path) -> dict:
     """A variant's EXPECTED, read without running the file."""
@@ -44,13 +38,34 @@ def test_clean_gpt_pair_agrees_at_every_layer_to_float64_rounding(tmp_path):
 
 
 def test_clean_gpt_pair_parameter_gradients_agree(tmp_path):
-    # layerdiff attaches no parameters to tapped layers, so its report leaves these out: compare the dumps.
-    result = layerdiff.run(*CLEAN, out=tmp_path)
-    assert result.links is not None and len(result.links) == 2 + 12 * 2 + 2
-    with store.Dump(result.dumps[0]) as a, store.Dump(result.dumps[1]) as b:
-        for link in result.links:
-            ga, gb = link.apply(a.param(link.src).grad), b.param(link.dst).grad
-            assert np.abs(ga - gb).max() <= 1e-12 * np.abs(gb).max(), link.describe()
+    # The tapped NumPy network's parameters belong to no tap: they are compared on the torch module's row.
+    report = layerdiff.run(*CLEAN, out=tmp_path).json()
+    grads = [t for layer in report["layers"] for t in layer["param_grads"]]
+    assert len(grads) == 2 + 12 * 2 + 2  # wte (tied with lm_head), wpe, 12 per block, ln_f
+    assert all(t["ok"] and t["max_rel"] < 1e-12 for t in grads)
+
+
+def test_a_wrong_parameter_gradient_inside_a_tapped_network_is_found(tmp_path):
+    path = tmp_path / "bug_c_fc_bias.py"
+    path.write_text(
+        "from gpt_numpy import *\n"
+        "import gpt_numpy\n"
+        "class NoBias(gpt_numpy.Linear):\n"
+        "    def backward(self, dout):\n"
+        "        dx = super().backward(dout)\n"
+        "        self.grads['bias'][...] = 0.0\n"
+        "        return dx\n"
+        "model.blocks[1].mlp.c_fc.__class__ = NoBias\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        report = layerdiff.run(path, CLEAN[1], out=tmp_path / "out").json()
+    finally:
+        sys.path.remove(str(FIXTURES))
+    assert report["backward"]["first_divergence"]["layer_a"] == "blocks.1.mlp.c_fc"
+    assert [(c["layer_a"], c["pass"]) for c in report["culprits"]] == [("blocks.1.mlp.c_fc", "param_grad")]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.stem)

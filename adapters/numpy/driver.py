@@ -13,6 +13,7 @@ A model file can say where things are for anything else (``params_of``, ``grads_
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ import numpy as np
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key
+from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 PARAM_DICTS = ("params", "parameters")
@@ -104,7 +105,12 @@ class Network:
         return None
 
     def params(self) -> list[tuple[str, Layer, str, Slot]]:
-        return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
+        """(full name, layer, key, slot); a whole network's parameters keep their own keys as names."""
+        return [
+            (k if self.whole is not None else f"{layer.name}.{k}", layer, k, slot)
+            for layer in self.layers
+            for k, slot in self.slots(layer).items()
+        ]
 
 
 def _all_layers(layers: Any) -> bool:
@@ -137,7 +143,7 @@ class NumpyTapper:
         self.forcing = forcing
 
     def tap(self, name: str, value: Any) -> Any:
-        record = LayerRecord(unique(name, self.by_name), "tap", {"output": snapshot(value)})
+        record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
         self.by_name[record.name] = record
         self.layers.append(record)
         return _forced(self.forcing.outputs, record.name, [value])[0]
@@ -159,15 +165,6 @@ def _forced(table: dict[str, list[np.ndarray]], name: str, values: list[Any]) ->
     if forced is None or len(forced) != len(values) or any(np.shape(f) != np.shape(v) for f, v in zip(forced, values)):
         return values
     return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(forced, values)]
-
-
-def unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
 
 
 class NumpyAdapter:
@@ -211,7 +208,10 @@ class NumpyAdapter:
         tapper = NumpyTapper(records, forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
-        with tapping(tapper):
+        with tapping(tapper), warnings.catch_warnings():
+            # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
+            # not a reason to stop, even where warnings are errors (pytest -W error).
+            warnings.simplefilter("default", RuntimeWarning)
             outputs, layer_records = self._forward(net, model, inputs, records, forcing)
             loss, douts = self._loss(model, outputs, feed, records)
             self._backward(net, model, layer_records, douts, forcing)
@@ -263,6 +263,7 @@ class NumpyAdapter:
             douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
             return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
         logits = outputs[0]
+        recorded = snapshot(logits)  # before the loss runs: losses often shift their input in place
         try:
             value, dlogits = _call_loss(model.loss, logits, feed.targets)
         except ModelFileError:
@@ -274,7 +275,7 @@ class NumpyAdapter:
                 "loss",
                 type(model.loss).__name__,
                 {
-                    "input": snapshot(logits),
+                    "input": recorded,
                     "output": np.asarray(value, dtype=logits.dtype),
                     "grad_input": snapshot(dlogits),
                     "grad_output": np.ones((), dtype=logits.dtype),

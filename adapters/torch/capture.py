@@ -7,6 +7,7 @@ forbids modifying a hooked module's output in place.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key
+from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 
@@ -33,15 +34,6 @@ def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
     return ""
 
 
-def _unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
-
-
 class Recorder:
     """Hooks and taps writing into one list of layer records, in the order the forward pass runs.
 
@@ -57,7 +49,7 @@ class Recorder:
         self.outputs: dict[str, Any] = {}
 
     def add(self, name: str, kind: str) -> LayerRecord:
-        record = LayerRecord(_unique(name, self.by_name), kind)
+        record = LayerRecord(unique_name(name, self.by_name), kind)
         self.by_name[record.name] = record
         self.records.append(record)
         return record
@@ -183,7 +175,9 @@ class TorchAdapter:
                 module.inplace = False
         net.zero_grad(set_to_none=True)
         try:
-            with tapping(recorder):
+            with tapping(recorder), warnings.catch_warnings():
+                # Our own hooks on a module whose inputs need no gradient (an embedding's token ids).
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 loss_value, upstream = self._iterate(model, net, inputs, feed, dtype, recorder)
         finally:
             for h in handles:
@@ -230,7 +224,11 @@ class TorchAdapter:
 
 
 def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
-    owners = {id(p): (path, m, n) for path, m in net.named_modules() for n, p in m.named_parameters(recurse=False)}
+    # A tied parameter belongs to the first module that holds it (the embedding, not the output head).
+    owners: dict[int, tuple[str, torch.nn.Module, str]] = {}
+    for path, m in net.named_modules():
+        for n, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), (path, m, n))
     records = []
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]
