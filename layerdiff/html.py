@@ -148,8 +148,8 @@ def _layers(c: Comparison) -> str:
 def _row(i: int, layer: LayerDiff) -> str:
     out, grad, params = layer.worst("forward"), layer.worst("backward"), layer.worst("params")
     cells = [
-        f'<td class="num">{i}</td><td class="name">{escape(layer.layer_a)} <small>{escape(layer.kind_a)}</small></td>',
-        f'<td class="name">{escape(layer.layer_b)} <small>{escape(layer.kind_b)}</small></td>',
+        f'<td class="num">{i}</td><td class="name" title="{escape(layer.kind_a)}">{escape(layer.layer_a)}</td>',
+        f'<td class="name" title="{escape(layer.kind_b)}">{escape(layer.layer_b)}</td>',
         _cell(out, "max_abs"), _cell(out, "max_rel"), _cell(layer.worst("forward", True), "max_rel"),
         _verdict(layer.verdict_in("forward")),
         _cell(grad, "max_abs"), _cell(grad, "max_rel"), _cell(layer.worst("backward", True), "max_rel"),

@@ -255,6 +255,7 @@ def to_json(
                 "kind_b": layer.kind_b,
                 "ok": layer.ok,
                 "verdict": layer.verdict,
+                "verdicts": {p: layer.verdict_in(p) for p in ("forward", "backward")},
                 "tensors": [_clean(asdict(t)) for t in layer.tensors],
                 "param_grads": [_clean(asdict(t)) for t in layer.param_grads],
                 "local": [_clean(asdict(t)) for t in layer.local],

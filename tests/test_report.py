@@ -115,19 +115,13 @@ def test_every_number_the_terminal_prints_is_in_the_json(cli):
                 yield from numbers(v)
 
     assert set(NUMBER.findall(out)) <= set(numbers(report))
+    sig2 = next(l for l in report["layers"] if l["layer_a"] == "sig2")
+    assert sig2["verdicts"] == {"forward": "ok", "backward": "culprit"}
+    assert re.search(r"^\s*3  sig2 .* culprit\s*$", out.split("backward, from the output")[1], re.M)
     for c in report["culprits"]:
         assert c["hint"] is None or " ".join(c["hint"].split()[:4]) in " ".join(out.split())
     assert {"a", "b", "a_shape", "b_shape", "transpose", "by"} == set(report["weights"]["links"][0])
     assert all(note in " ".join(out.split()) for note in report["feed"])
-
-
-def test_json_top_level_keys_are_those_the_readme_documents(run_json):
-    _, report = run_json(SIGMOID_BUG, MLP)
-    readme = (FIXTURES.parent / "README.md").read_text()
-    block = readme.split("<!-- json-schema -->", 1)[1].split("```json", 1)[1].split("```", 1)[0]
-    documented = set(re.findall(r'^  "(\w+)":', block, re.M))
-    assert documented == set(report)
-    assert report["schema"] == 1
 
 
 def run_in_terminal(args, env=None, stdout_tty=True, stderr_tty=False, timeout=120):
