@@ -14,7 +14,7 @@ in native precision, at least 4 times the distance between side B and a float64 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -395,7 +395,7 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
         return row, c
     i, j = alignment.pairs[row + 1]
     note = f"{c.tensor} of {c.layer_a}"
-    return row + 1, Culprit(a.layers[i].name, b.layers[j].name, c.pass_, note, c.max_abs, c.max_rel, c.tol, c.hint)
+    return row + 1, replace(c, layer_a=a.layers[i].name, layer_b=b.layers[j].name, tensor=note)
 
 
 def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:

@@ -265,6 +265,17 @@ def test_missing_matplotlib_is_one_line_naming_the_extra(cli, tmp_path, monkeypa
     assert not (tmp_path / "layerdiff-out").exists() and not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
+def test_every_culprit_gets_its_picture(tmp_path, monkeypatch):
+    from layerdiff import plots
+
+    monkeypatch.setenv("LAYERDIFF_GPT_SIZE", "tiny")
+    result = layerdiff.run(FIXTURES / "bug_gpt_attention_scale_missing.py", FIXTURES / "gpt_torch.py", out=tmp_path)
+    culprits = result.comparison.culprits
+    assert len(culprits) >= 2  # one of them blamed on the consumer of a tapped value
+    assert all(plots.culprit(c, "a", "b") is not None for c in culprits)
+
+
 def test_error_map_shows_where_a_shift_differs():
     from layerdiff.compare import error_map
 
