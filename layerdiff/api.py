@@ -259,8 +259,23 @@ def compare_to_dump(
     """A live network against a golden dump: run on the dump's weights, inputs and upstream gradient, and compare,
     the dump as side A. The model is not modified.
 
+    Args:
+        golden: a dump written by ``layerdiff dump`` or ``dump_model``.
+        model: the live network; ``loss`` its loss when the dump was made with one.
+
+    Returns:
+        A ``Result`` with culprits (the model is replayed teacher-forced with the dump's values).
+
     Raises:
         DumpError: ``golden`` is missing or not a dump.
+
+    >>> import tempfile, pathlib
+    >>> class Scale:
+    ...     def forward(self, x): return 3 * x
+    ...     def backward(self, d): return 3 * d
+    >>> golden = dump_model([Scale()], pathlib.Path(tempfile.mkdtemp()) / "scale.h5", input_shape=(2, 3))
+    >>> compare_to_dump(golden, [Scale()]).match
+    True
     """
     live = modelfile.from_object(copy.deepcopy(model), source="model", loss=loss)
     return _against_dump(golden, live, True, rtol, layer_map, param_map, True, None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, fields
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
@@ -37,7 +37,7 @@ def number(x: float | None) -> str:
 
 def where(layer_a: str, layer_b: str) -> str:
     """A layer as both sides name it."""
-    return layer_a if layer_a == layer_b else f"{layer_a} (b: {layer_b})"
+    return layer_a if layer_a == layer_b or not layer_b else f"{layer_a} (b: {layer_b})"
 
 
 def side(meta: dict[str, Any]) -> str:
@@ -138,7 +138,9 @@ def shown_rows(result: Comparison, show_all: bool = False) -> list[int | range]:
     return rows
 
 
-def _table(pass_: str, columns: list[str], layers: list[LayerDiff], rows: list[int | range], cells: Any) -> Table:
+def _table(
+    pass_: str, columns: list[str], layers: list[LayerDiff], rows: list[int | range], cells: Callable[[LayerDiff], list[Text]]
+) -> Table:
     title = "forward, from the input" if pass_ == "forward" else "backward, from the output"
     table = Table(box=None, pad_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
     for col in ["#", "layer", *columns, "verdict"]:
