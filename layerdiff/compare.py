@@ -240,7 +240,7 @@ def error_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if rel.ndim <= 2:
         return rel.reshape(1, -1, rel.shape[-1] if rel.ndim else 1), [""]
     if rel.ndim == 3:
-        return rel.max(axis=0)[None], [f"max over axis 0 ({rel.shape[0]})"]
+        return rel.max(axis=0)[None], [""]
     channels = rel.reshape(*rel.shape[:3], -1).max(axis=0)
     order = np.argsort(-channels.reshape(len(channels), -1).max(axis=1), kind="stable")[:MAX_MAPS]
     order.sort()

@@ -142,7 +142,7 @@ def culprit(c: Culprit, source_a: str, source_b: str) -> Figure | None:
     hist.set_title("values of both sides", fontsize=10)
     hist.legend(fontsize=8)
     shape = "×".join(str(d) for d in a.shape)
-    reduced = f", largest over the {a.shape[0]} of the first axis" if a.ndim >= 3 else ""
+    reduced = f", largest over the {a.shape[0]} of the first axis" if a.ndim >= 3 and a.shape[0] > 1 else ""
     title = f"{where(c.layer_a, c.layer_b)} [{PASS_NAMES[c.pass_]}] {c.tensor} ({shape}): where the sides differ{reduced}"
     fig.suptitle(title, fontsize=10)
     return fig
