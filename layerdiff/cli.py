@@ -60,13 +60,16 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _outputs(html: str | None, plot: str | None, force: bool) -> None:
     """Refuse a report that could not be written before the comparison runs, not after."""
+    if html is None and plot is None:
+        return
+    from layerdiff import plots
+
     for path in (html, plot):
         if path is not None:
             files.check(path, force, ReportError, "choose another path")
-    if html is not None or plot is not None:
-        from layerdiff import plots
-
-        plots.require_matplotlib()
+    if plot is not None:
+        plots.format_of(plot)
+    plots.require_matplotlib()
 
 
 def _report(result: api.Result, as_json: bool, show_all: bool, html: str | None, plot: str | None, force: bool) -> None:

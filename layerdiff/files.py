@@ -18,13 +18,18 @@ def check(path: str | os.PathLike[str], overwrite: bool, error: type[LayerdiffEr
     """Refuse an existing ``path`` unless ``overwrite``, before any work is done to fill it.
 
     Raises:
-        error: ``path`` exists, or is a folder.
+        error: ``path`` exists, is a folder, or lies where no file can be written.
     """
     path = Path(path)
     if path.is_dir():
         raise error(f"{path} is a folder. Give a file name, e.g. {path / 'report.html'}.")
     if path.exists() and not overwrite:
         raise error(f"{path} exists. Pass --force to replace it, or {elsewhere}.")
+    folder = next(p for p in path.absolute().parents if p.exists())  # the folders below it are made when writing
+    if not folder.is_dir():
+        raise error(f"Cannot write {path}: {folder} is a file, not a folder. Choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"Cannot write {path}: no permission to write in {folder}. Choose a folder you can write to.")
     return path
 
 

@@ -28,6 +28,7 @@ HISTOGRAM_SAMPLE = 200_000  # values drawn per side at most: a histogram of more
 NAMED_TICKS = 40  # up to this many layers, the x axis names them
 DECADES = 3  # of relative error a heatmap's colours span, down from the largest
 INSTALL = "pip install 'layerdiff[report]'"
+FORMATS = ("png", "svg", "pdf")
 
 
 def require_matplotlib() -> None:
@@ -154,19 +155,29 @@ def image(fig: Figure, format: str = "png") -> bytes:
     return buffer.getvalue()
 
 
+def format_of(path: str | os.PathLike[str]) -> str:
+    """The image format a plot's file name asks for.
+
+    Raises:
+        ReportError: a suffix other than .png, .svg or .pdf.
+
+    >>> format_of("depth.SVG")
+    'svg'
+    """
+    format = Path(path).suffix.lstrip(".").lower()
+    if format not in FORMATS:
+        raise ReportError(f"{path}: cannot tell the plot's format from '{Path(path).suffix}'. Use .png, .svg or .pdf.")
+    return format
+
+
 def write(fig: Figure, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Save ``fig`` atomically, in the format its suffix names.
 
     Raises:
-        ReportError: the suffix is not a format matplotlib writes, or ``path`` exists (without ``force``) or cannot
+        ReportError: the suffix names no format (``format_of``), or ``path`` exists (without ``force``) or cannot
             be written.
     """
-    path = Path(path)
-    format = path.suffix.lstrip(".").lower()
-    if format not in fig.canvas.get_supported_filetypes():
-        known = ", ".join(f".{k}" for k in ("png", "svg", "pdf"))
-        raise ReportError(f"{path}: cannot tell the plot's format from '{path.suffix}'. Use {known}.")
-    data = image(fig, format)
+    data = image(fig, format_of(path))
     with files.replacing(path, force, ReportError) as tmp:
         tmp.write_bytes(data)
-    return path
+    return Path(path)
