@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from layerdiff.api import Result, compare_models, compare_paths, dump, gradcheck, inspect, overfit, run
-from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError
+from layerdiff.api import Result, compare_models, compare_paths, compare_to_dump, dump, dump_model, gradcheck, inspect, overfit, run
+from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError, ReportError
 from layerdiff.tap import tap, tap_grad
 
 __all__ = [
@@ -11,10 +11,13 @@ __all__ = [
     "DumpError",
     "LayerdiffError",
     "ModelFileError",
+    "ReportError",
     "Result",
     "compare_models",
     "compare_paths",
+    "compare_to_dump",
     "dump",
+    "dump_model",
     "gradcheck",
     "inspect",
     "overfit",

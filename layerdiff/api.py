@@ -11,13 +11,14 @@ from typing import Any
 
 from rich.console import Console
 
+from layerdiff import files, isolate, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
-from layerdiff import isolate, modelfile, runner, store
 from layerdiff import overfit as _overfit
 from layerdiff.align import Alignment, align
 from layerdiff.compare import Comparison, check_same_run, compare
 from layerdiff.errors import DumpError
+from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, render_health_summary, to_json
 from layerdiff.sync import WeightLink
@@ -38,8 +39,9 @@ class Result:
     def match(self) -> bool:
         return self.comparison.match
 
-    def render(self, console: Console) -> None:
-        render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps)
+    def render(self, console: Console, show_all: bool = False) -> None:
+        """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
+        render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
         for side in self.health:
             render_health_summary(side, console)
 
@@ -52,7 +54,27 @@ class Result:
     def __str__(self) -> str:
         buffer = io.StringIO()
         self.render(Console(file=buffer, width=100, color_system=None))
-        return buffer.getvalue()
+        return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+
+    def write_html(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Write the report as one self-contained HTML file (plots inlined); needs matplotlib.
+
+        Raises:
+            ReportError: ``path`` exists and not ``force``, cannot be written, or matplotlib is missing.
+        """
+        from layerdiff import html
+
+        return html.write(self, path, force=force)
+
+    def write_plot(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Write the plot of error against depth, in the format its suffix names (.png, .svg, .pdf).
+
+        Raises:
+            ReportError: as ``write_html``.
+        """
+        from layerdiff import plots
+
+        return plots.write(plots.depth(self.comparison), path, force=force)
 
 
 def compare_models(
@@ -69,6 +91,7 @@ def compare_models(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
 
@@ -77,6 +100,7 @@ def compare_models(
         inputs: an array or a list of arrays fed to both; or ``input_shape`` for seeded inputs.
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
         dtype: ``"float64"`` (both sides cast) or ``"native"``.
+        progress: called as the long steps go (``layerdiff.progress``).
 
     Returns:
         A ``Result``; ``result.match`` is True when every layer agrees within tolerance.
@@ -90,8 +114,8 @@ def compare_models(
     """
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
-    pair = runner.run_pair(a, b, dtype, seed, param_map)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), b, pair, layer_map, rtol)
+    pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
+    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), b, pair, layer_map, rtol, progress=progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
@@ -103,14 +127,18 @@ def _isolated(
     layer_map: dict[str, str] | None,
     rtol: float | None,
     live_side: str = "b",
+    progress: Progress | None = None,
 ) -> Comparison:
     """Align, replay the live side teacher-forced with the other side's values, and compare with culprits."""
     alignment = align(a, b, layer_map)
     forcing = isolate.forcing_from(b, a, _swapped(alignment)) if live_side == "a" else isolate.forcing_from(a, b, alignment)
-    local = InMemory(isolate.replay(live, pair.feed, forcing), live.source)
+    with stage(progress, f"replay {live.source}"):
+        local = InMemory(isolate.replay(live, pair.feed, forcing), live.source)
     reference = InMemory(pair.reference, b.source) if pair.reference is not None else None
     links = pair.links if live_side == "b" else None
-    return compare(a, b, links=links, alignment=alignment, local=local, local_side=live_side, reference=reference, rtol=rtol)
+    return compare(
+        a, b, links=links, alignment=alignment, local=local, local_side=live_side, reference=reference, rtol=rtol, progress=progress
+    )
 
 
 def _swapped(alignment: Alignment) -> Alignment:
@@ -129,6 +157,7 @@ def run(
     param_map: dict[str, str] | None = None,
     force: bool = False,
     once: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -137,16 +166,16 @@ def run(
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     folder = Path(out) if out is not None else _next_run_folder(Path("layerdiff-out"))
     paths = _dump_paths(folder, Path(file_a), Path(file_b))
-    if not force:
-        for p in paths:
-            if p.exists():
-                raise DumpError(f"{p} exists. Pass --force to replace it, or -o to write elsewhere.")
-    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
-    written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
+    for p in paths:
+        files.check(p, force, DumpError, "-o to write elsewhere")
+    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
+    with stage(progress, "write dumps"):
+        written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = _isolated(da, db, b, pair, layer_map, rtol)
-        sides = [_health.inspect(da), _health.inspect(db)]
+        result = _isolated(da, db, b, pair, layer_map, rtol, progress=progress)
+        with stage(progress, "health"):
+            sides = [_health.inspect(da), _health.inspect(db)]
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -160,10 +189,37 @@ def dump(
     force: bool = False,
 ) -> Path:
     """``layerdiff dump``: one model file's iteration to an HDF5 file (with another dump's weights and feed, if given)."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise DumpError(f"{out} exists. Pass --force to replace it, or choose another -o.")
-    model = modelfile.load(model_file)
+    files.check(out, force, DumpError, "choose another -o")
+    return _dump(modelfile.load(model_file), out, dtype, seed, weights_from, force)
+
+
+def dump_model(
+    model: Any,
+    out: str | os.PathLike[str],
+    *,
+    inputs: Any = None,
+    input_shape: Any = None,
+    targets: Any = None,
+    loss: Any = None,
+    dtype: str = "float64",
+    seed: int = 0,
+    force: bool = False,
+) -> Path:
+    """``dump`` for a live network: its own weights, the given (or seeded) inputs. The model is not modified.
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> class Scale:
+    ...     def forward(self, x): return 2 * x
+    ...     def backward(self, d): return 2 * d
+    >>> dump_model([Scale()], pathlib.Path(tempfile.mkdtemp()) / "scale.h5", input_shape=(2, 3)).name
+    'scale.h5'
+    """
+    files.check(out, force, DumpError, "choose another path")
+    live = modelfile.from_object(copy.deepcopy(model), loss=loss, inputs=inputs, input_shape=input_shape, targets=targets)
+    return _dump(live, out, dtype, seed, None, force)
+
+
+def _dump(model: modelfile.Model, out: str | os.PathLike[str], dtype: str, seed: int, weights_from: str | os.PathLike[str] | None, force: bool) -> Path:
     if weights_from is None:
         trace = runner.run_one(model, dtype, seed)
     else:
@@ -184,26 +240,73 @@ def compare_paths(
     param_map: dict[str, str] | None = None,
     force: bool = False,
     once: bool = False,
+    progress: Progress | None = None,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
-        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
-        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), b, pair, layer_map, rtol)
+        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
+        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), b, pair, layer_map, rtol, progress=progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
-            return Result(compare(da, db, layer_map=layer_map, rtol=rtol), notes=[f"dumps {x} and {y}"])
+            return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
+    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress)
+
+
+def compare_to_dump(
+    golden: str | os.PathLike[str],
+    model: Any,
+    *,
+    loss: Any = None,
+    rtol: float | None = None,
+    layer_map: dict[str, str] | None = None,
+    param_map: dict[str, str] | None = None,
+) -> Result:
+    """A live network against a golden dump: run on the dump's weights, inputs and upstream gradient, and compare,
+    the dump as side A. The model is not modified.
+
+    Args:
+        golden: a dump written by ``layerdiff dump`` or ``dump_model``.
+        model: the live network; ``loss`` its loss when the dump was made with one.
+
+    Returns:
+        A ``Result`` with culprits (the model is replayed teacher-forced with the dump's values).
+
+    Raises:
+        DumpError: ``golden`` is missing or not a dump.
+
+    >>> import tempfile, pathlib
+    >>> class Scale:
+    ...     def forward(self, x): return 3 * x
+    ...     def backward(self, d): return 3 * d
+    >>> golden = dump_model([Scale()], pathlib.Path(tempfile.mkdtemp()) / "scale.h5", input_shape=(2, 3))
+    >>> compare_to_dump(golden, [Scale()]).match
+    True
+    """
+    live = modelfile.from_object(copy.deepcopy(model), source="model", loss=loss)
+    return _against_dump(golden, live, True, rtol, layer_map, param_map, True, None)
+
+
+def _against_dump(
+    dump_path: str | os.PathLike[str],
+    model: modelfile.Model,
+    dump_first: bool,
+    rtol: float | None,
+    layer_map: dict[str, str] | None,
+    param_map: dict[str, str] | None,
+    twice: bool,
+    progress: Progress | None,
+) -> Result:
     with store.Dump(dump_path) as recorded:
-        model = modelfile.load(script)
-        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=not once)
+        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
         live = InMemory(pair.b, model.source)
-        sides: tuple[Recording, Recording] = (recorded, live) if x_dump else (live, recorded)
-        result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if x_dump else "a")
+        sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
+        result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if dump_first else "a", progress=progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 from rich.console import Console
 
-from layerdiff import api, store
-from layerdiff.errors import LayerdiffError
+from layerdiff import api, files, store
+from layerdiff.errors import LayerdiffError, ReportError
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
+from layerdiff.progress import Progress
 from layerdiff.report import plain, render_result
 
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
@@ -47,19 +49,65 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--once", is_flag=True,
                          help="Run each side once: faster, but randomness left on (dropout) goes unnoticed."),
             click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
-            click.option("--force", is_flag=True, help="Replace existing dumps; compare dumps whose hashes differ."),
+            click.option("--all", "show_all", is_flag=True, help="Print every row of long tables, and every weight."),
+            click.option("--html", "html", default=None, metavar="FILE.html",
+                         help="Also write a self-contained HTML report with plots (needs layerdiff[report])."),
+            click.option("--plot", "plot", default=None, metavar="FILE.png",
+                         help="Also write the plot of error against depth (.png, .svg or .pdf)."),
+            click.option("--force", is_flag=True,
+                         help="Replace existing dumps and reports; compare dumps whose hashes differ."),
         ]
     ):
         f = decorator(f)
     return f
 
 
-def _report(result: api.Result, as_json: bool) -> None:
+def _outputs(html: str | None, plot: str | None, force: bool) -> None:
+    """Refuse a report that could not be written before the comparison runs, not after."""
+    if html is None and plot is None:
+        return
+    from layerdiff import plots
+
+    for path in (html, plot):
+        if path is not None:
+            files.check(path, force, ReportError, "choose another path")
+    if plot is not None:
+        plots.format_of(plot)
+    plots.require_matplotlib()
+
+
+def _report(result: api.Result, as_json: bool, show_all: bool, html: str | None, plot: str | None, force: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.json(), indent=2, default=str))
     else:
-        result.render(Console(highlight=False))
+        result.render(Console(highlight=False), show_all=show_all)
+    # Files are named on stderr: stdout stays the report (or the JSON) alone.
+    if html is not None:
+        click.echo(f"html: {result.write_html(html, force=force)}", err=True)
+    if plot is not None:
+        click.echo(f"plot: {result.write_plot(plot, force=force)}", err=True)
     sys.exit(EXIT_MATCH if result.match else EXIT_DIVERGE)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Progress | None]:
+    """A bar on stderr while the long steps run; none when stderr is not a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+             console=console, transient=True) as bar:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
 
 
 class Commands(click.Group):
@@ -86,18 +134,24 @@ def main() -> None:
 @click.argument("file_b", metavar="B.py")
 @click.option("-o", "--out", default=None, help="Folder for the two dumps [default: a new layerdiff-out/run-N].")
 @comparison_options
-def run(file_a: str, file_b: str, out: str | None, as_json: bool, **kw: Any) -> None:
+def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool, html: str | None, plot: str | None, **kw: Any) -> None:
     """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
-    _report(api.run(file_a, file_b, out=out, **kw), as_json)
+    _outputs(html, plot, kw["force"])
+    with _progress_bar() as progress:
+        result = api.run(file_a, file_b, out=out, progress=progress, **kw)
+    _report(result, as_json, show_all, html, plot, kw["force"])
 
 
 @main.command()
 @click.argument("x", metavar="X")
 @click.argument("y", metavar="Y")
 @comparison_options
-def compare(x: str, y: str, as_json: bool, **kw: Any) -> None:
+def compare(x: str, y: str, as_json: bool, show_all: bool, html: str | None, plot: str | None, **kw: Any) -> None:
     """Compare X and Y, each a dump or a model file (a script runs with the dump's weights and inputs)."""
-    _report(api.compare_paths(x, y, **kw), as_json)
+    _outputs(html, plot, kw["force"])
+    with _progress_bar() as progress:
+        result = api.compare_paths(x, y, progress=progress, **kw)
+    _report(result, as_json, show_all, html, plot, kw["force"])
 
 
 @main.command()

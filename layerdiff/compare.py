@@ -14,7 +14,7 @@ in native precision, at least 4 times the distance between side B and a float64 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,15 @@ from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import DumpError
 from layerdiff.health import nonfinite_origin
 from layerdiff.isolate import keys_of
+from layerdiff.progress import Progress
 from layerdiff.records import LayerInfo, ParamRecord, Recording
 
 EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04, "bfloat16": 7.8125e-03}
 SAFETY = 64.0
 NOISE_MARGIN = 4.0
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
+PASS_KINDS = {"forward": ("output",), "backward": ("grad_input", "grad_output")}
+MAX_MAPS = 16  # channel maps an error map keeps, the worst first
 
 
 def noise_floor(dtype: str, n: int) -> float:
@@ -75,6 +78,31 @@ class LayerDiff:
     def ok(self) -> bool:
         return all(t.ok for t in self.tensors + self.param_grads + self.local)
 
+    def worst(self, what: str, local: bool = False) -> TensorDiff | None:
+        """The tensor that differs most: ``"forward"`` (outputs), ``"backward"`` (gradients of the input and
+        output) or ``"params"`` (parameter gradients); from the teacher-forced replay when ``local``.
+
+        >>> layer = LayerDiff("fc", "fc", "Dense", "Linear", [TensorDiff("output", (2,), (2,), "f8", "f8", max_rel=3.0)])
+        >>> layer.worst("forward").max_rel, layer.worst("backward")
+        (3.0, None)
+        """
+        if what == "params":
+            found = [t for t in self.local if " ~ " in t.key] if local else self.param_grads
+        else:
+            kinds = PASS_KINDS[what]
+            found = [t for t in (self.local if local else self.tensors) if t.key.split(".")[0] in kinds]
+        return max(found, key=lambda t: (not t.ok, t.max_rel)) if found else None
+
+    def verdict_in(self, pass_: str) -> str:
+        """The verdict of one pass, ``"forward"`` or ``"backward"`` (parameter gradients included): a layer that is
+        a culprit backward only has its forward values right."""
+        whats = ("forward",) if pass_ == "forward" else ("backward", "params")
+        if any(t is not None and not t.ok for t in (self.worst(w, local=True) for w in whats)):
+            return "culprit"
+        if all(t is None or t.ok for t in (self.worst(w) for w in whats)):
+            return "ok"
+        return "differs" if self.verdict == "differs" else "inherited"
+
 
 @dataclass
 class Divergence:
@@ -99,6 +127,8 @@ class Culprit:
     max_rel: float
     tol: float
     hint: str | None
+    # Side A's value and side B's, as compared (B's from the replay): what pictures of the culprit are drawn from.
+    values: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -128,8 +158,8 @@ class Comparison:
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
-def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
-    """Compare one tensor pair.
+def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0) -> TensorDiff:
+    """Compare one tensor pair; ``floor`` raises the RMS floor of the denominator (see ``grad_floor``).
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -143,17 +173,13 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
         a = a.reshape(b.shape)  # (1, n) against (n,): nnfs biases
     a64 = a.astype(np.float64, copy=False)
     b64 = b.astype(np.float64, copy=False)
-    fin_a, fin_b = np.isfinite(a64), np.isfinite(b64)
-    both = fin_a & fin_b
-    # Non-finite entries agree only when both are NaN, or both the same infinity.
-    same_special = (np.isnan(a64) & np.isnan(b64)) | (~fin_a & ~fin_b & (a64 == b64))
+    both, same_special = _finite(a64, b64)
     result.nonfinite_mismatch = int(np.count_nonzero(~both & ~same_special))
     if a64.size == 0:
         return result
     err = np.abs(np.where(both, a64 - b64, 0.0))
     ref = np.where(both, b64, 0.0)
-    rms = float(np.sqrt(np.mean(ref * ref)))
-    rel = err / (np.abs(ref) + rms) if rms > 0 else np.where(err > 0, np.inf, 0.0)
+    rel = _relative(err, ref, floor)
     result.max_abs = float(err.max())
     result.max_rel = float(rel.max())
     norm_b = float(np.linalg.norm(ref.ravel()))
@@ -163,7 +189,63 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
     result.ok = not bad.any()
     if result.nonfinite_mismatch:
         result.problem = "nonfinite"
+        result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+def grad_floor(layer: LayerInfo, param_size: int) -> float:
+    """The size a parameter gradient's entries would have without cancellation: a bias before a batch norm has a
+    gradient that is exactly zero in exact arithmetic, and two rounding noises must not be compared to each other.
+
+    Each entry sums ``n`` terms of the layer's output gradient, so its scale is ``rms(grad_output) * sqrt(n)``.
+    """
+    go = layer.tensors.get("grad_output")
+    if go is None:
+        return 0.0
+    size = int(np.prod(go.shape))
+    if size == 0:
+        return 0.0
+    return go.norm / math.sqrt(size) * math.sqrt(max(size / max(param_size, 1), 1.0))
+
+
+def _finite(a64: np.ndarray, b64: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where both sides are finite, and where both hold the same NaN or infinity (which agree)."""
+    fin_a, fin_b = np.isfinite(a64), np.isfinite(b64)
+    same_special = (np.isnan(a64) & np.isnan(b64)) | (~fin_a & ~fin_b & (a64 == b64))
+    return fin_a & fin_b, same_special
+
+
+def _relative(err: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """``err / (|ref| + max(rms(ref), floor))`` per element: the error ``max_rel`` is the largest of."""
+    rms = max(float(np.sqrt(np.mean(ref * ref))), floor)
+    return err / (np.abs(ref) + rms) if rms > 0 else np.where(err > 0, np.inf, 0.0)
+
+
+def error_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Where in the tensor ``a`` and ``b`` differ, as 2-D maps of the relative error (what ``max_rel`` is the max of).
+
+    The leading (batch) axis of a 3-D or 4-D tensor is reduced by its maximum; a 4-D tensor is read as
+    ``(N, C, H, W)`` and gives one map per channel, the ``MAX_MAPS`` worst; a 1-D one a single row. An element
+    finite on one side only counts as ``inf``.
+
+    Returns:
+        ``maps`` of shape ``(k, rows, columns)`` and a label per map (empty for a tensor drawn whole).
+
+    >>> maps, labels = error_map(np.ones((2, 3, 4, 4)), np.ones((2, 3, 4, 4)))
+    >>> maps.shape, labels[0]
+    ((3, 4, 4), 'channel 0')
+    """
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(np.shape(a))
+    both, same_special = _finite(a64, b64)
+    rel = np.where(both | same_special, _relative(np.abs(np.where(both, a64 - b64, 0.0)), np.where(both, b64, 0.0)), np.inf)
+    if rel.ndim <= 2:
+        return rel.reshape(1, -1, rel.shape[-1] if rel.ndim else 1), [""]
+    if rel.ndim == 3:
+        return rel.max(axis=0)[None], [""]
+    channels = rel.reshape(*rel.shape[:3], -1).max(axis=0)
+    order = np.argsort(-channels.reshape(len(channels), -1).max(axis=1), kind="stable")[:MAX_MAPS]
+    order.sort()
+    return channels[order], [f"channel {c}" for c in order]
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -223,6 +305,7 @@ def compare(
     local_side: str = "b",
     reference: Recording | None = None,
     rtol: float | None = None,
+    progress: Progress | None = None,
 ) -> Comparison:
     """Compare two recordings of one iteration, and B's teacher-forced replay when there is one.
 
@@ -235,6 +318,7 @@ def compare(
         local_side: which side ``local`` replays, ``"b"`` (forced with A's values) or ``"a"``.
         reference: side B rerun in float64, when B ran in a lower precision: its distance to B widens tolerances.
         rtol: a fixed tolerance instead of the noise floor.
+        progress: called with ``("compare", layers done, layers)`` as the comparison goes.
 
     Returns:
         A ``Comparison``: per-layer errors and verdicts, culprits, the first divergence of each pass.
@@ -248,7 +332,9 @@ def compare(
     row_links = _links_by_row(a, b, alignment, links)
     layers: list[LayerDiff] = []
     culprits: list[tuple[int, Culprit]] = []
-    for i, j in alignment.pairs:
+    for n, (i, j) in enumerate(alignment.pairs):
+        if progress is not None:
+            progress("compare", n, len(alignment.pairs))
         row = len(layers)
         layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
         name = (a.layers[i] if local_side == "a" else b.layers[j]).name
@@ -260,10 +346,12 @@ def compare(
         if local is None and not layer.ok:
             layer.verdict = "differs"
         layers.append(layer)
+    if progress is not None:
+        progress("compare", len(alignment.pairs), len(alignment.pairs))
     loose = row_links.get(-1, [])
     if loose:  # parameters whose layers are aligned on neither side still get their gradients compared
         layer = LayerDiff("(parameters of no aligned layer)", "", "params", "params")
-        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param")) for w in loose]
+        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param"), 0.0) for w in loose]
         layer.verdict = "ok" if layer.ok else ("differs" if local is None else "inherited")
         layers.append(layer)
     forward = sorted((n, c) for n, c in culprits if c.pass_ == "forward")
@@ -308,14 +396,14 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
         return row, c
     i, j = alignment.pairs[row + 1]
     note = f"{c.tensor} of {c.layer_a}"
-    return row + 1, Culprit(a.layers[i].name, b.layers[j].name, c.pass_, note, c.max_abs, c.max_rel, c.tol, c.hint)
+    return row + 1, replace(c, layer_a=a.layers[i].name, layer_b=b.layers[j].name, tensor=note)
 
 
-def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float) -> TensorDiff:
+def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
     ga, gb = a.param(w.src).grad, b.param(w.dst).grad
     if ga is None or gb is None:
         return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
-    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol)
+    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol, floor)
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
@@ -334,7 +422,9 @@ def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.
     for key in la.tensors:
         if key in lb.tensors:
             result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
-    result.param_grads = [_param_diff(a, b, w, judge.tol(la, "param")) for w in links]
+    result.param_grads = [
+        _param_diff(a, b, w, judge.tol(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in links
+    ]
     return result
 
 
@@ -366,7 +456,7 @@ def _isolate_layer(
         if ga is None or gb is None:
             continue
         va = link.apply(ga)
-        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"))
+        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
             found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))
@@ -379,7 +469,7 @@ def _culprit(
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
     sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
-    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint)
+    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
 
 
 def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:

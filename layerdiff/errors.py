@@ -3,7 +3,8 @@
     LayerdiffError              anything the user can fix; the CLI prints it on one line, exit 2
     ├── ModelFileError          a model file is missing, defines no model, or raised
     ├── AlignmentError          layers, shapes or parameters of the two sides cannot be matched
-    └── DumpError               a file is not a layerdiff dump, has another schema, or would be overwritten
+    ├── DumpError               a file is not a layerdiff dump, has another schema, or would be overwritten
+    └── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
 
 A divergence between two networks is a result, never an exception.
 """
@@ -31,6 +32,10 @@ class AlignmentError(LayerdiffError):
 
 
 class DumpError(LayerdiffError):
+    pass
+
+
+class ReportError(LayerdiffError):
     pass
 
 

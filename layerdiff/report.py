@@ -1,11 +1,16 @@
-"""Render results: the comparison (terminal and JSON), and gradcheck, inspect and overfit. Computes nothing of its own."""
+"""Render results: a comparison (a terminal report and a JSON document), and gradcheck, inspect and overfit.
+Computes nothing of its own.
+
+The sentences (verdict, divergences, tolerance…) are plain strings shared with the HTML report (``html.py``).
+"""
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, fields, is_dataclass
-from typing import Any, Iterable
+from collections import Counter
+from dataclasses import fields, is_dataclass
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
@@ -19,9 +24,13 @@ from layerdiff.sync import WeightLink
 
 JSON_SCHEMA = 1
 STYLE = {"culprit": "bold red", "inherited": "yellow", "differs": "bold red", "ok": "green"}
+FOLD_OVER = 12  # longer tables are folded to their interesting rows unless show_all
+PASS_NAMES = {"forward": "forward", "backward": "backward", "param_grad": "parameter gradient"}
+DIRECTIONS = {"forward": "counted from the input", "backward": "counted from the output"}
 
 
-def _num(x: float | None) -> str:
+def number(x: float | None) -> str:
+    """An error as the reports print it."""
     if x is None:
         return "-"
     if x == 0:
@@ -31,9 +40,55 @@ def _num(x: float | None) -> str:
     return f"{x:.1e}"
 
 
-def _worst(tensors: Iterable[TensorDiff]) -> TensorDiff | None:
-    items = list(tensors)
-    return max(items, key=lambda t: (not t.ok, t.max_rel)) if items else None
+def where(layer_a: str, layer_b: str) -> str:
+    """A layer as both sides name it."""
+    return layer_a if layer_a == layer_b or not layer_b else f"{layer_a} (b: {layer_b})"
+
+
+def side(meta: dict[str, Any]) -> str:
+    return f"{meta.get('framework', '?')} {meta.get('framework_version', '')}, {meta.get('compute_dtype', '?')}"
+
+
+def verdict(result: Comparison) -> str:
+    if result.match:
+        return "the same within tolerance"
+    culprits = result.culprits
+    count = "" if culprits is None else f", {len(culprits)} culprit{'s' if len(culprits) != 1 else ''}"
+    return f"they diverge{count}"
+
+
+def divergence(d: Divergence | None, pass_: str) -> str:
+    if d is None:
+        return "no divergence"
+    text = f"first divergence at {where(d.layer_a, d.layer_b)} ({DIRECTIONS[pass_]}): {d.tensor}, "
+    text += f"max abs {number(d.max_abs)}, max rel {number(d.max_rel)}"
+    return text + (f" ({d.note})" if d.note else "")
+
+
+def culprit_line(c: Culprit) -> str:
+    return f"{where(c.layer_a, c.layer_b)} [{PASS_NAMES[c.pass_]}] {c.tensor}: max rel {number(c.max_rel)} > tolerance {number(c.tol)}"
+
+
+def warnings(result: Comparison) -> list[str]:
+    """What is wrong besides numbers: no replay, where NaN/Inf first appears, differences of form."""
+    lines = []
+    if result.culprits is None and not result.match:
+        lines.append("two dumps: no replay, so no culprits; compare a dump against a model file to isolate them")
+    for side_, origin in result.nonfinite.items():
+        for direction, layer in origin.items():
+            if layer:
+                source = result.source_a if side_ == "a" else result.source_b
+                lines.append(f"NaN/Inf: first produced in {source} by '{layer}' ({direction}: finite in, non-finite out)")
+    return lines + [f"structure: {line}" for line in result.structure]
+
+
+def tolerance(result: Comparison) -> str:
+    def noise(meta: dict[str, Any]) -> str:
+        value = meta.get("run_to_run", "-")
+        return number(value) if isinstance(value, float) else str(value)
+
+    rule = f"fixed {result.fixed_tol:g}" if result.fixed_tol is not None else "noise floor of each layer"
+    return f"tolerance: {rule}; run-to-run noise: a {noise(result.meta_a)}, b {noise(result.meta_b)}"
 
 
 def _cell(t: TensorDiff | None, field: str) -> Text:
@@ -41,76 +96,85 @@ def _cell(t: TensorDiff | None, field: str) -> Text:
         return Text("-", style="dim")
     if t.problem == "shape":
         return Text("shape", style="bold red")
-    return Text(_num(getattr(t, field)), style="" if t.ok else "bold red")
+    return Text(number(getattr(t, field)), style="" if t.ok else "bold red")
 
 
-def _where(layer_a: str, layer_b: str) -> str:
-    return layer_a if layer_a == layer_b else f"{layer_a} (b: {layer_b})"
+def _summary(result: Comparison) -> Table:
+    """Culprits, hints and first divergences, in two columns so that a wrapped line keeps its indent."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(ratio=1)
+    for c in result.culprits or []:
+        text = Text(culprit_line(c))
+        text.stylize("bold", 0, len(where(c.layer_a, c.layer_b)))
+        grid.add_row(Text("culprit", style="bold red"), text)
+        if c.hint:
+            grid.add_row("  hint", c.hint)
+    for pass_, d in (("forward", result.forward), ("backward", result.backward)):
+        grid.add_row(pass_, Text(divergence(d, pass_), style="green" if d is None else ""))
+    return grid
 
 
-def _divergence(d: Divergence | None, direction: str) -> Text:
-    if d is None:
-        return Text("no divergence", style="green")
-    text = Text.assemble("first divergence at ", (_where(d.layer_a, d.layer_b), "bold"), f" {direction}: {d.tensor}")
-    text.append(f", max abs {_num(d.max_abs)}, max rel {_num(d.max_rel)}")
-    if d.note:
-        text.append(f" ({d.note})")
-    return text
+def shown_rows(result: Comparison, show_all: bool = False) -> list[int | range]:
+    """The table rows to print, in execution order: every row of a short table or with ``show_all``; else the
+    culprits, the first divergences and their neighbours (the first and last rows when there are none), with a
+    ``range`` for each run of hidden rows.
+
+    >>> from layerdiff.compare import LayerDiff
+    >>> layers = [LayerDiff(f"l{i}", f"l{i}", "", "", verdict="culprit" if i == 7 else "ok") for i in range(20)]
+    >>> shown_rows(Comparison("a", "b", layers, None, None, [], {}, [], [], [], {}, {}, None, None, None))
+    [range(0, 6), 6, 7, 8, range(9, 20)]
+    """
+    n = len(result.layers)
+    if show_all or n <= FOLD_OVER:
+        return list(range(n))
+    firsts = {(d.layer_a, d.layer_b) for d in (result.forward, result.backward) if d is not None}
+    marked = [i for i, l in enumerate(result.layers) if l.verdict == "culprit" or (l.layer_a, l.layer_b) in firsts]
+    keep = {k for i in marked for k in (i - 1, i, i + 1) if 0 <= k < n} or {0, 1, 2, n - 3, n - 2, n - 1}
+    rows: list[int | range] = []
+    for i in range(n):
+        last = rows[-1] if rows else None
+        if i in keep:
+            rows.append(i)
+        elif isinstance(last, range):
+            rows[-1] = range(last.start, i + 1)
+        else:
+            rows.append(range(i, i + 1))
+    return rows
 
 
-def _culprit(c: Culprit) -> Text:
-    what = {"forward": "forward", "backward": "backward", "param_grad": "parameter gradient"}[c.pass_]
-    text = Text.assemble(("culprit ", "bold red"), (_where(c.layer_a, c.layer_b), "bold"), f" [{what}] {c.tensor}: ")
-    text.append(f"max abs {_num(c.max_abs)}, max rel {_num(c.max_rel)}; tolerance {_num(c.tol)} ")
-    text.append(f"(passes at {_num(c.max_rel)})", style="dim")
-    if c.hint:
-        text.append(f"\n  hint: {c.hint}")
-    return text
-
-
-def _tensors(layer: LayerDiff, kinds: tuple[str, ...], local: bool = False) -> list[TensorDiff]:
-    source = layer.local if local else layer.tensors
-    return [t for t in source if t.key.split(".")[0] in kinds]
-
-
-def _local_params(layer: LayerDiff) -> list[TensorDiff]:
-    return [t for t in layer.local if " ~ " in t.key]
-
-
-def _verdict(layer: LayerDiff) -> Text:
-    return Text(layer.verdict, style=STYLE.get(layer.verdict, ""))
-
-
-def _forward_table(result: Comparison) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold", title="forward, from the input", title_justify="left")
-    for col in ("#", "layer", "out abs", "out rel", "local", "amp", "verdict"):
-        table.add_column(col, justify="left" if col in ("layer", "verdict") else "right")
-    previous = None
-    for i, layer in enumerate(result.layers):
-        out = _worst(_tensors(layer, ("output",)))
-        local = _worst(_tensors(layer, ("output",), local=True))
-        amp = "-"
-        if out is not None and previous and out.max_rel:
-            amp = f"x{out.max_rel / previous:.3g}"
-        previous = out.max_rel if out is not None else previous
-        table.add_row(str(i), _where(layer.layer_a, layer.layer_b), _cell(out, "max_abs"), _cell(out, "max_rel"), _cell(local, "max_rel"), amp, _verdict(layer))
+def _table(
+    pass_: str, columns: list[str], layers: list[LayerDiff], rows: list[int | range], cells: Callable[[LayerDiff], list[Text]]
+) -> Table:
+    title = "forward, from the input" if pass_ == "forward" else "backward, from the output"
+    table = Table(box=None, pad_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
+    for col in ["#", "layer", *columns, "verdict"]:
+        table.add_column(col, justify="left" if col in ("layer", "verdict") else "right", no_wrap=col != "layer",
+                         overflow="fold")
+    for i in rows:
+        if isinstance(i, range):
+            verdicts = Counter(layers[k].verdict_in(pass_) for k in i)
+            table.add_row("…", ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())), style="dim")
+            continue
+        layer = layers[i]
+        verdict_ = layer.verdict_in(pass_)
+        style = STYLE[verdict_] if verdict_ != "ok" else ""
+        table.add_row(str(i), where(layer.layer_a, layer.layer_b), *cells(layer), verdict_, style=style)
     return table
 
 
-def _backward_table(result: Comparison) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold", title="backward, from the output", title_justify="left")
-    for col in ("#", "layer", "grad abs", "grad rel", "local", "param rel", "local", "verdict"):
-        table.add_column(col, justify="left" if col in ("layer", "verdict") else "right")
-    for i, layer in reversed(list(enumerate(result.layers))):
-        grad = _worst(_tensors(layer, ("grad_input", "grad_output")))
-        local = _worst(_tensors(layer, ("grad_input", "grad_output"), local=True))
-        params = _worst(layer.param_grads)
-        local_params = _worst(_local_params(layer))
-        table.add_row(
-            str(i), _where(layer.layer_a, layer.layer_b), _cell(grad, "max_abs"), _cell(grad, "max_rel"), _cell(local, "max_rel"),
-            _cell(params, "max_rel"), _cell(local_params, "max_rel"), _verdict(layer),
-        )
-    return table
+def _forward_table(result: Comparison, rows: list[int | range]) -> Table:
+    def cells(layer: LayerDiff) -> list[Text]:
+        return [_cell(layer.worst("forward"), "max_rel"), _cell(layer.worst("forward", local=True), "max_rel")]
+
+    return _table("forward", ["out rel", "local"], result.layers, rows, cells)
+
+
+def _backward_table(result: Comparison, rows: list[int | range]) -> Table:
+    def cells(layer: LayerDiff) -> list[Text]:
+        return [_cell(layer.worst(what, local), "max_rel") for what in ("backward", "params") for local in (False, True)]
+
+    return _table("backward", ["grad rel", "local", "param rel", "local"], result.layers, rows[::-1], cells)
 
 
 def render(
@@ -121,52 +185,45 @@ def render(
     weights_from: str = "",
     notes: Iterable[str] = (),
     dumps: Iterable[str] = (),
+    show_all: bool = False,
 ) -> None:
-    """Print the report: the verdict and culprits first, then how both sides were fed, then the tables."""
-    ma, mb = result.meta_a, result.meta_b
-    console.print(
-        Text.assemble(
-            ("layerdiff ", "bold"),
-            f"{result.source_a} ({ma.get('framework', '?')} {ma.get('framework_version', '')}, {ma.get('compute_dtype', '?')}) vs "
-            f"{result.source_b} ({mb.get('framework', '?')} {mb.get('framework_version', '')}, {mb.get('compute_dtype', '?')})",
-        )
-    )
-    culprits = result.culprits or []
-    if result.match:
-        console.print(Text("result: the same within tolerance", style="bold green"))
-    else:
-        count = f", {len(culprits)} culprit{'s' if len(culprits) != 1 else ''}" if result.culprits is not None else ""
-        console.print(Text(f"result: they diverge{count}", style="bold red"))
-    for c in culprits:
-        console.print(_culprit(c))
-    console.print(Text.assemble(("forward  ", "bold"), _divergence(result.forward, "(counted from the input)")))
-    console.print(Text.assemble(("backward ", "bold"), _divergence(result.backward, "(counted from the output)")))
-    if result.culprits is None and not result.match:
-        console.print("(two dumps: no replay, so no culprits; compare a dump against a model file to isolate them)")
-    for side, origin in result.nonfinite.items():
-        for direction, layer in origin.items():
-            if layer:
-                source = result.source_a if side == "a" else result.source_b
-                console.print(Text(f"NaN/Inf: first produced in {source} by '{layer}' ({direction}: finite in, non-finite out)", style="bold red"))
-    for line in result.structure:
-        console.print(Text(f"structure: {line}", style="yellow"))
-    if links is not None:
-        console.print(f"weights: {len(links)} tensors copied from {weights_from}")
-        for w in links:
-            console.print(f"  {w.describe()}")
-    for note in notes:
-        console.print(f"feed: {note}")
-    noise = ", ".join(f"{s} {_num(m.get('run_to_run')) if isinstance(m.get('run_to_run'), float) else m.get('run_to_run', '-')}" for s, m in (("a", ma), ("b", mb)))
-    tolerance = f"fixed {result.fixed_tol:g}" if result.fixed_tol is not None else "noise floor of each layer"
-    console.print(f"tolerance: {tolerance}; run-to-run noise: {noise}")
-    console.print(_forward_table(result))
-    console.print(_backward_table(result))
+    """Print the report: the verdict and culprits first, the tables (folded unless ``show_all``), then how both
+    sides were fed."""
+    sides = Table.grid(padding=(0, 1))
+    for name, source, meta in (("a", result.source_a, result.meta_a), ("b", result.source_b, result.meta_b)):
+        sides.add_row("layerdiff" if name == "a" else "", f"{name}:", Text(source, style="bold"), f"({side(meta)})")
+    console.print(sides)
+    console.print(Text(f"result: {verdict(result)}", style="bold green" if result.match else "bold red"))
+    console.print(_summary(result))
+    for line in warnings(result):
+        console.print(Text(line, style="yellow"))
+    rows = shown_rows(result, show_all)
+    console.print(_forward_table(result, rows))
+    console.print(_backward_table(result, rows))
+    hidden = sum(len(r) for r in rows if isinstance(r, range))
+    if hidden:
+        console.print(Text(f"{hidden} of {len(result.layers)} rows hidden; --all shows them", style="dim"))
     if result.only_a:
         console.print(f"only in {result.source_a}: {', '.join(result.only_a)}")
     if result.only_b:
         console.print(f"only in {result.source_b}: {', '.join(result.only_b)}")
+    if links is not None:
+        _weights(console, links, weights_from, show_all)
+    for note in notes:
+        console.print(f"feed: {note}")
+    console.print(tolerance(result))
     for path in dumps:
         console.print(f"dump: {path}")
+
+
+def _weights(console: Console, links: list[WeightLink], weights_from: str, show_all: bool) -> None:
+    moved = sum(w.axes is not None for w in links)
+    console.print(f"weights: {len(links)} tensors copied from {weights_from}" + (f", {moved} transposed" if moved else ""))
+    if show_all or len(links) <= FOLD_OVER:
+        for w in links:
+            console.print(f"  {w.describe()}")
+    else:
+        console.print(Text("  (--all lists them)", style="dim"))
 
 
 def to_json(
@@ -179,11 +236,11 @@ def to_json(
 ) -> dict[str, Any]:
     """The comparison as a JSON-ready dict (``schema`` versions its form)."""
 
-    def divergence(d: Divergence | None) -> dict[str, Any] | None:
-        return None if d is None else _clean(asdict(d))
+    def first(d: Divergence | None) -> dict[str, Any] | None:
+        return None if d is None else plain(d)
 
     def culprit(c: Culprit) -> dict[str, Any]:
-        d = _clean(asdict(c))
+        d: dict[str, Any] = plain({f.name: getattr(c, f.name) for f in fields(c) if f.name != "values"})
         d["pass"] = d.pop("pass_")
         return d
 
@@ -194,8 +251,8 @@ def to_json(
         "b": {"source": result.source_b, "meta": result.meta_b, "loss": result.loss_b},
         "tolerance": "noise floor" if result.fixed_tol is None else result.fixed_tol,
         "culprits": None if result.culprits is None else [culprit(c) for c in result.culprits],
-        "forward": {"first_divergence": divergence(result.forward), "first_culprit": _opt(result.first_culprit("forward"), culprit)},
-        "backward": {"first_divergence": divergence(result.backward), "first_culprit": _opt(result.first_culprit("backward"), culprit)},
+        "forward": {"first_divergence": first(result.forward), "first_culprit": _opt(result.first_culprit("forward"), culprit)},
+        "backward": {"first_divergence": first(result.backward), "first_culprit": _opt(result.first_culprit("backward"), culprit)},
         "nonfinite_origin": result.nonfinite,
         "layers": [
             {
@@ -205,9 +262,10 @@ def to_json(
                 "kind_b": layer.kind_b,
                 "ok": layer.ok,
                 "verdict": layer.verdict,
-                "tensors": [_clean(asdict(t)) for t in layer.tensors],
-                "param_grads": [_clean(asdict(t)) for t in layer.param_grads],
-                "local": [_clean(asdict(t)) for t in layer.local],
+                "verdicts": {p: layer.verdict_in(p) for p in ("forward", "backward")},
+                "tensors": [plain(t) for t in layer.tensors],
+                "param_grads": [plain(t) for t in layer.param_grads],
+                "local": [plain(t) for t in layer.local],
             }
             for layer in result.layers
         ],
@@ -216,7 +274,10 @@ def to_json(
         "structure": result.structure,
         "weights": {
             "from": weights_from,
-            "links": [{"a": w.src, "b": w.dst, "transpose": w.axes, "by": w.how} for w in links or []],
+            "links": [
+                {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how}
+                for w in links or []
+            ],
         },
         "feed": list(notes),
         "dumps": list(dumps),
@@ -225,11 +286,6 @@ def to_json(
 
 def _opt(c: Culprit | None, f: Any) -> Any:
     return None if c is None else f(c)
-
-
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no infinity: such errors become strings."""
-    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 # One network's health: gradcheck, inspect, overfit. Rendered here like the comparison; computed in their modules.
@@ -265,7 +321,7 @@ def plain(obj: Any) -> Any:
 
 
 def _value(x: float) -> str:
-    return f"{x:.2e}" if math.isfinite(x) and x != 0 else _num(x)
+    return f"{x:.2e}" if math.isfinite(x) and x != 0 else number(x)
 
 
 GRADCHECK_STYLE = {"good": "green", "acceptable": "yellow", "kink": "cyan", "inherited": "yellow", "WRONG": "bold red"}
@@ -296,7 +352,7 @@ def render_gradcheck(result: GradCheck, console: Console) -> None:
                 what = c.tensor if c.tensor not in ("input", "output") else f"{c.tensor} gradient"
                 console.print(
                     Text.assemble(("culprit ", "bold red"), (layer.name, "bold"), f": {what} wrong at [{_index(w.index)}]: numeric {_value(w.numeric)}, "
-                                  f"analytic {_value(w.analytic)} (rel {_num(w.rel)})")
+                                  f"analytic {_value(w.analytic)} (rel {number(w.rel)})")
                 )
         if layer.note:
             console.print(f"  ({layer.note})")
@@ -311,7 +367,7 @@ def render_gradcheck(result: GradCheck, console: Console) -> None:
             status = c.status if c.status != "wrong" else "inherited" if layer.verdict == "inherited" else "WRONG"
             tensor = c.tensor[len(layer.name) + 1:] if c.tensor.startswith(layer.name + ".") else c.tensor  # fc1.W: W
             table.add_row(
-                layer.name if j == 0 else "", tensor, str(len(c.points)), str(c.kinks or ""), _num(w.rel) if w else "-",
+                layer.name if j == 0 else "", tensor, str(len(c.points)), str(c.kinks or ""), number(w.rel) if w else "-",
                 _index(w.index) if w else "", _value(w.numeric) if w else "", _value(w.analytic) if w else "",
                 Text(status, style=GRADCHECK_STYLE.get(status, "bold red")),
             )
@@ -342,9 +398,9 @@ def render_health(h: Health, console: Console) -> None:
     for col in columns:
         params.add_column(col, justify="left" if col in ("parameter", "shape") else "right")
     for p in h.params:
-        ratio = "w = 0" if p.ratio is None and p.weight_norm == 0 else _num(p.ratio)
-        row = [p.name, str(p.shape), _num(p.weight_norm), _num(p.grad_norm), ratio + (" (bias)" if p.bias and p.ratio is not None else "")]
-        params.add_row(*row, *([_num(p.update)] if h.lr is not None else []))
+        ratio = "w = 0" if p.ratio is None and p.weight_norm == 0 else number(p.ratio)
+        row = [p.name, str(p.shape), number(p.weight_norm), number(p.grad_norm), ratio + (" (bias)" if p.bias and p.ratio is not None else "")]
+        params.add_row(*row, *([number(p.update)] if h.lr is not None else []))
     console.print(params)
     layers = Table(box=None, pad_edge=False, header_style="bold")
     # ‖g‖ and rms of the gradient arriving at the output; zeros: its exact zeros; sat: saturated; off: inactive.
@@ -352,12 +408,12 @@ def render_health(h: Health, console: Console) -> None:
         layers.add_column(col, justify="left" if col in ("layer", "kind", "act") else "right")
     for layer in h.layers:
         layers.add_row(
-            str(layer.index), layer.name, layer.kind, layer.activation, _num(layer.grad_norm), _num(layer.grad_rms), _pct(layer.zero_fraction),
+            str(layer.index), layer.name, layer.kind, layer.activation, number(layer.grad_norm), number(layer.grad_rms), _pct(layer.zero_fraction),
             _pct(layer.saturated), _pct(layer.dead), _pct(layer.inactive),
         )
     console.print(layers)
     if h.depth_ratio is not None and h.depth_span is not None:
-        console.print(f"gradient RMS, first layer over last: {_num(h.depth_ratio)} ({h.depth_span[0]} / {h.depth_span[1]})")
+        console.print(f"gradient RMS, first layer over last: {number(h.depth_ratio)} ({h.depth_span[0]} / {h.depth_span[1]})")
     if not h.nonfinite:
         console.print("NaN/Inf: none")
         return
@@ -376,8 +432,8 @@ def _pct(x: float | None) -> str:
 def render_health_summary(h: Health, console: Console) -> None:
     """The compact per-side section of the ``run`` report: one line, and one per problem."""
     ratios = [p.ratio for p in h.params if p.ratio is not None and not p.bias]
-    spread = f"‖grad‖/‖w‖ {_num(min(ratios))}..{_num(max(ratios))}" if ratios else "no weights"
-    depth = f", gradient RMS first/last {_num(h.depth_ratio)}" if h.depth_ratio is not None else ""
+    spread = f"‖grad‖/‖w‖ {number(min(ratios))}..{number(max(ratios))}" if ratios else "no weights"
+    depth = f", gradient RMS first/last {number(h.depth_ratio)}" if h.depth_ratio is not None else ""
     if h.healthy:
         console.print(Text.assemble(("health ", "bold"), f"{h.source}: ", ("nothing flagged", "green"), f" ({spread}{depth})"))
         return
@@ -417,7 +473,7 @@ def render_overfit(result: Overfit, console: Console) -> None:
         row = [str(step)] + ["-" if v is None else f"{v:.6g}" for v in values]
         if len(values) == 2:
             a, b = values
-            row.append("-" if a is None or b is None else _num(abs(a - b) / max(abs(a), abs(b), 1e-300)))
+            row.append("-" if a is None or b is None else number(abs(a - b) / max(abs(a), abs(b), 1e-300)))
         style = "bold red" if step == result.parted else ""
         table.add_row(*row, style=style)
     console.print(table)

@@ -20,6 +20,7 @@ from layerdiff.adapter import Feed
 from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
+from layerdiff.progress import Progress, stage
 from layerdiff.records import ParamRecord, Trace
 
 DTYPES = ("float64", "native")
@@ -147,7 +148,13 @@ def compute_dtype(trace: Trace) -> str:
 
 
 def run_pair(
-    a: Model, b: Model, dtype: str = "float64", seed: int = 0, param_map: dict[str, str] | None = None, twice: bool = True
+    a: Model,
+    b: Model,
+    dtype: str = "float64",
+    seed: int = 0,
+    param_map: dict[str, str] | None = None,
+    twice: bool = True,
+    progress: Progress | None = None,
 ) -> Pair:
     """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each."""
     _check_dtype(dtype)
@@ -159,8 +166,10 @@ def run_pair(
     twin = _float64_twin(b) if dtype == "native" else None
     values = sync.carry(links, src)
     b.adapter.load_parameters(b, values)
-    ta = capture(a, feed, dtype, seed, src, twice)
-    tb = capture(b, feed, dtype, seed, src, twice)
+    with stage(progress, f"capture {a.source}"):
+        ta = capture(a, feed, dtype, seed, src, twice)
+    with stage(progress, f"capture {b.source}"):
+        tb = capture(b, feed, dtype, seed, src, twice)
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
@@ -186,7 +195,12 @@ def _float64_twin(model: Model) -> Model | None:
 
 
 def run_against(
-    recorded: Trace, source: str, model: Model, param_map: dict[str, str] | None = None, twice: bool = True
+    recorded: Trace,
+    source: str,
+    model: Model,
+    param_map: dict[str, str] | None = None,
+    twice: bool = True,
+    progress: Progress | None = None,
 ) -> Pair:
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
     dtype = str(recorded.meta.get("dtype", "float64"))
@@ -195,7 +209,8 @@ def run_against(
     links = sync.link(recorded.params, model.adapter.parameters(model), {**_inverse(model.param_map), **(param_map or {})}, source, model.source)
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
-    trace = capture(model, feed, dtype, seed, recorded.params, twice)
+    with stage(progress, f"capture {model.source}"):
+        trace = capture(model, feed, dtype, seed, recorded.params, twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 

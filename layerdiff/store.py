@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import h5py
 import numpy as np
 
+from layerdiff import files
 from layerdiff.errors import DumpError
 from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, key_order, summarize
 
@@ -43,12 +43,7 @@ def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, c
         DumpError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise DumpError(f"{path} exists. Pass --force to replace it, or write elsewhere with -o.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with files.replacing(path, overwrite, DumpError, "write elsewhere with -o") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layerdiff_schema"] = SCHEMA
             for k, v in trace.meta.items():
@@ -71,10 +66,6 @@ def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, c
                 _dataset(g, "value", p.value, compression)
                 if p.grad is not None:
                     _dataset(g, "grad", p.grad, compression)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return path
 
 

@@ -36,11 +36,15 @@ class WeightLink:
         moved = value if self.axes is None else value.transpose(self.axes)
         return np.ascontiguousarray(moved.reshape(self.dst_shape))
 
+    @property
+    def moved(self) -> str:
+        """How the value is moved between layouts: "transposed", "axes (…)", "reshaped" or ""."""
+        if self.axes is not None:
+            return "transposed" if len(self.axes) == 2 else f"axes {self.axes}"
+        return "reshaped" if self.src_shape != self.dst_shape else ""
+
     def describe(self) -> str:
-        moved = "" if self.axes is None else ("transposed" if len(self.axes) == 2 else f"axes {self.axes}")
-        if not moved and self.src_shape != self.dst_shape:
-            moved = "reshaped"
-        return f"{self.src} {self.src_shape} -> {self.dst} {self.dst_shape}" + (f"  {moved}" if moved else "")
+        return f"{self.src} {self.src_shape} -> {self.dst} {self.dst_shape}" + (f"  {self.moved}" if self.moved else "")
 
 
 def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | None:

@@ -8,13 +8,18 @@ import sys
 import pytest
 
 
-def test_import_layerdiff_imports_no_framework():
-    code = "import sys, layerdiff, layerdiff.cli; print(sorted(m for m in ('torch', 'jax', 'flax') if m in sys.modules))"
+def test_import_layerdiff_imports_no_framework_nor_matplotlib():
+    modules = "('torch', 'jax', 'flax', 'matplotlib')"
+    code = f"import sys, layerdiff, layerdiff.cli, layerdiff.testing; print(sorted(m for m in {modules} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api", "layerdiff.health"])
+@pytest.mark.parametrize(
+    "module",
+    ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api", "layerdiff.report", "layerdiff.progress",
+     "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health"],
+)
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(importlib.import_module(module))
     assert tried > 0 and failures == 0

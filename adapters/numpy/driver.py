@@ -22,7 +22,7 @@ import numpy as np
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key
+from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 PARAM_DICTS = ("params", "parameters")
@@ -143,7 +143,7 @@ class NumpyTapper:
         self.forcing = forcing
 
     def tap(self, name: str, value: Any) -> Any:
-        record = LayerRecord(unique(name, self.by_name), "tap", {"output": snapshot(value)})
+        record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
         self.by_name[record.name] = record
         self.layers.append(record)
         return _forced(self.forcing.outputs, record.name, [value])[0]
@@ -165,15 +165,6 @@ def _forced(table: dict[str, list[np.ndarray]], name: str, values: list[Any]) ->
     if forced is None or len(forced) != len(values) or any(np.shape(f) != np.shape(v) for f, v in zip(forced, values)):
         return values
     return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(forced, values)]
-
-
-def unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
 
 
 class NumpyAdapter:
@@ -272,6 +263,7 @@ class NumpyAdapter:
             douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
             return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
         logits = outputs[0]
+        recorded = snapshot(logits)  # before the loss runs: losses often shift their input in place
         try:
             value, dlogits = _call_loss(model.loss, logits, feed.targets)
         except ModelFileError:
@@ -283,7 +275,7 @@ class NumpyAdapter:
                 "loss",
                 type(model.loss).__name__,
                 {
-                    "input": snapshot(logits),
+                    "input": recorded,
                     "output": np.asarray(value, dtype=logits.dtype),
                     "grad_input": snapshot(dlogits),
                     "grad_output": np.ones((), dtype=logits.dtype),

@@ -1,0 +1,39 @@
+"""The README says what the code does: its test command is CI's, its custom-layer test is a real test, and its
+JSON example has the fields a real report has."""
+
+import json
+from pathlib import Path
+
+from conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def code_after(marker: str, language: str) -> str:
+    return README.split(marker, 1)[1].split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
+    block = README.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    command = block[block.index(next(l for l in block if l.startswith("# Install the test dependencies"))) + 1]
+    assert ci == [command]
+
+
+def test_readme_custom_layer_test_is_the_one_in_tests():
+    block = code_after("A custom layer checked against its reference", "python")
+    assert block == (ROOT / "tests" / "test_custom_layer.py").read_text()
+    assert len(block.splitlines()) < 15
+
+
+def test_readme_json_example_has_the_fields_of_a_real_report(run_json):
+    _, report = run_json(FIXTURES / "bug_sigmoid_grad_preactivation.py", FIXTURES / "mlp_numpy.py")
+    example = json.loads(code_after("<!-- json-schema -->", "json"))
+    assert set(example) == set(report) and example["schema"] == report["schema"] == 1
+    assert set(example["culprits"][0]) == set(report["culprits"][0])
+    assert set(example["backward"]["first_divergence"]) == set(report["backward"]["first_divergence"])
+    layer = next(l for l in report["layers"] if l["param_grads"])
+    assert set(example["layers"][0]) == set(layer)
+    assert set(example["layers"][0]["tensors"][0]) == set(layer["tensors"][0])
+    assert set(example["weights"]["links"][0]) == set(report["weights"]["links"][0])
