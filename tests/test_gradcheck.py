@@ -1,6 +1,8 @@
 """gradcheck: clean networks pass (kinks reported as kinks), every bug variant is named at its layer, a 1% error
 in one coordinate of a 10,000-parameter layer is caught, and bad input gets one line and exit 2."""
 
+import runpy
+
 import numpy as np
 import pytest
 
@@ -12,26 +14,6 @@ from test_cli import one_error_line
 from test_contract import Block, Tanh, TorchResidual, free_form_numpy
 
 
-class Dense:
-    def __init__(self, n_in, n_out, seed, bump=None):
-        rng = np.random.default_rng(seed)
-        self.W = rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)
-        self.b = np.zeros(n_out)
-        self.bump = bump  # (index, relative error) written into dW after backward
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.W + self.b
-
-    def backward(self, dout):
-        self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
-        if self.bump is not None:
-            index, error = self.bump
-            self.dW[index] *= 1 + error
-        return dout @ self.W.T
-
-
 class ReLU:
     def forward(self, x):
         self.x = x
@@ -41,9 +23,8 @@ class ReLU:
         return dout * (self.x > 0)
 
 
-def wide(error=None, at=(37, 58)):
-    """fc: a 100 x 100 weight, 10,000 parameters, with ``error`` written into one coordinate of its gradient."""
-    return [Dense(100, 100, 0, None if error is None else (at, error)), Tanh(), Dense(100, 10, 1)]
+WIDE = runpy.run_path(str(FIXTURES / "wide_numpy.py"))
+wide, Dense = WIDE["wide"], WIDE["Dense"]  # 10,000 weights; wide(error) bumps one coordinate of their gradient
 
 
 @pytest.mark.parametrize("name", ["mlp_numpy.py", "cnn_numpy.py", "mlp_torch.py", "cnn_torch.py"])
@@ -161,6 +142,8 @@ def test_gradcheck_leaves_the_users_model_untouched():
 
 def test_cli_exit_codes(cli):
     code, out, _ = cli("gradcheck", FIXTURES / "mlp_numpy.py")
+    assert code == 0 and "result: every gradient checks" in out
+    code, out, _ = cli("gradcheck", FIXTURES / "wide_numpy.py", "--at", "0.W=37,58", "--samples", "2")
     assert code == 0 and "result: every gradient checks" in out
     code, out, _ = cli("gradcheck", FIXTURES / "bug_relu_grad_passes_negatives.py")
     assert code == 1 and "culprit relu2: input gradient wrong at" in " ".join(out.split())
