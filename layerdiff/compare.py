@@ -1,6 +1,7 @@
 """Compare two recordings layer by layer: per tensor errors, a verdict each, and the first divergence.
 
-Pure NumPy. Tensors are read one pair at a time, so memory does not grow with the number of layers.
+Pure NumPy. Tensors are read one pair at a time, so memory does not grow with the number of layers. A tensor
+recorded with a layout (channels-last activations) is compared in PyTorch's order.
 
 An element of ``a`` agrees with ``b`` when ``|a - b| <= rtol * (|b| + rms(b))``: relative to the value, floored at
 the tensor's RMS so that entries near zero (where float error is absolute, not relative) do not explode.
@@ -214,9 +215,11 @@ def _compare_layer(
 ) -> LayerDiff:
     la, lb = a.layers[i], b.layers[j]
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
-    for key in la.tensors:
+    for key, info in la.tensors.items():
         if key in lb.tensors:
-            result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), rtol))
+            ta = sync.canonical(a.tensor(i, key), info.layout)
+            tb = sync.canonical(b.tensor(j, key), lb.tensors[key].layout)
+            result.tensors.append(diff(key, ta, tb, rtol))
     for pname in la.params:
         link = by_src.get(pname)
         if link is None or link.dst not in lb.params:
@@ -275,8 +278,8 @@ def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:
     for i, j in alignment.pairs:
         la, lb = a.layers[i], b.layers[j]
         shapes = DeepDiff(
-            {k: list(t.shape) for k, t in la.tensors.items() if k in lb.tensors},
-            {k: list(t.shape) for k, t in lb.tensors.items() if k in la.tensors},
+            {k: list(sync.canonical_shape(t.shape, t.layout)) for k, t in la.tensors.items() if k in lb.tensors},
+            {k: list(sync.canonical_shape(t.shape, t.layout)) for k, t in lb.tensors.items() if k in la.tensors},
         )
         for change in (c for kind in shapes.tree.values() for c in kind):
             key = change.path(output_format="list")[0]

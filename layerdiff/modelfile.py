@@ -8,6 +8,9 @@ A model file defines, at module level:
     targets       optional, for the loss
     param_map     optional {this file's parameter name: the other file's parameter name}
     layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
+    activation_layout
+                  optional axis names of the inputs and of every activation of as many dimensions, when not
+                  PyTorch's channels-first: "N H W C" (Flax models default to it)
     params_of, grads_of, input_grad_of
                   optional glue for hand-written layers of unusual shape (see the README)
 """
@@ -26,7 +29,7 @@ import numpy as np
 from layerdiff.adapter import Adapter, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
-DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts")
+DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
 GLUE = ("params_of", "grads_of", "input_grad_of")
 
 
@@ -45,6 +48,7 @@ class Model:
     param_map: dict[str, str] = field(default_factory=dict)
     layouts: dict[str, str] = field(default_factory=dict)
     glue: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    activation_layout: str | None = None  # None: not declared, the adapter may fill in its framework's convention
 
 
 def from_object(
@@ -59,6 +63,7 @@ def from_object(
     layouts: dict[str, str] | None = None,
     glue: dict[str, Callable[..., Any]] | None = None,
     path: Path | None = None,
+    activation_layout: str | None = None,
 ) -> Model:
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
@@ -79,6 +84,7 @@ def from_object(
         param_map=dict(param_map or {}),
         layouts=dict(layouts or {}),
         glue=dict(glue or {}),
+        activation_layout=None if activation_layout is None else _layout(activation_layout, source),
     )
 
 
@@ -194,6 +200,16 @@ def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:
     if any(d <= 0 for s in result for d in s):
         raise ModelFileError(f"`input_shape` in {source} has a non-positive dimension: {value}.")
     return result
+
+
+def _layout(value: Any, source: str) -> str:
+    axes = value.split() if isinstance(value, str) else []
+    if not isinstance(value, str) or len(set(axes)) != len(axes) or (axes and not {"N", "C"} <= set(axes)):
+        raise ModelFileError(
+            f"`activation_layout` in {source} must name the axes of its inputs, such as \"N H W C\" for channels-last "
+            f"images; got {value!r}."
+        )
+    return " ".join(axes)
 
 
 def _type_name(obj: Any) -> str:

@@ -28,10 +28,13 @@ def key_order(key: str) -> tuple[int, int]:
 
 @dataclass
 class LayerRecord:
+    """One layer call. ``layouts`` names the axes of tensors not in PyTorch's order (``{"output": "N H W C"}``)."""
+
     name: str
     kind: str
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     params: list[str] = field(default_factory=list)
+    layouts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class TensorInfo:
     dtype: str
     norm: float  # of the finite entries: alignment tells layers apart by it without reading the tensor
     mean: float
+    layout: str = ""  # its axes, when not in PyTorch's order
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,9 @@ class LayerInfo:
     params: tuple[str, ...]
 
 
-def summarize(a: np.ndarray) -> TensorInfo:
+def summarize(a: np.ndarray, layout: str = "") -> TensorInfo:
     finite = np.where(np.isfinite(a), a, 0).astype(np.float64, copy=False) if a.size else np.zeros(1)
-    return TensorInfo(tuple(a.shape), str(a.dtype), float(np.linalg.norm(finite.ravel())), float(finite.mean()))
+    return TensorInfo(tuple(a.shape), str(a.dtype), float(np.linalg.norm(finite.ravel())), float(finite.mean()), layout)
 
 
 class Recording(Protocol):
@@ -111,7 +115,7 @@ class InMemory:
         self.trace = trace
         self.source = source
         self.layers = [
-            LayerInfo(i, r.name, r.kind, {k: summarize(v) for k, v in r.tensors.items()}, tuple(r.params))
+            LayerInfo(i, r.name, r.kind, {k: summarize(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}, tuple(r.params))
             for i, r in enumerate(trace.layers)
         ]
         self._params = {p.name: p for p in trace.params}

@@ -3,6 +3,9 @@
 The weights come from the first side (or from a dump, when one side is a dump); the inputs, targets and upstream
 gradient are made once and fed to both. Each side runs twice: a side whose two runs differ has randomness left on,
 and comparing it would be comparing noise.
+
+The feed is held in PyTorch's axis order; a model whose activations are laid out otherwise (channels-last) gets it
+transposed, and its recorded tensors of that rank are marked with the layout, for the comparison to transpose back.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
     notes = []
     declared = next((m for m in sides if m.inputs is not None), None)
     if declared is not None:
-        inputs = declared.inputs
+        inputs = [sync.canonical(x, declared.activation_layout or "") for x in declared.inputs or []]
         notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
     else:
         shaped = next((m for m in sides if m.input_shapes is not None), None)
@@ -47,7 +50,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
                 f"Neither {names} declares its inputs. Add `input_shape = (batch, features)` (or `inputs = ...`) to one of them."
             )
         rng = np.random.default_rng(seed)
-        inputs = [rng.standard_normal(s) for s in shaped.input_shapes or []]
+        inputs = [rng.standard_normal(sync.canonical_shape(s, shaped.activation_layout or "")) for s in shaped.input_shapes or []]
         notes.append(f"inputs: seeded normal {_shapes(inputs)} (seed {seed}, shape from {shaped.source})")
     with_loss = [m for m in sides if m.loss is not None]
     if with_loss and len(with_loss) != len(sides):
@@ -82,10 +85,14 @@ def feed_from(recorded: Trace) -> Feed:
 
 def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None) -> Trace:
     """Run ``model`` twice on ``feed`` and return the first run, checked against the second."""
-    first = model.adapter.run(model, feed)
-    second = model.adapter.run(model, feed)
+    layout = model.activation_layout or ""
+    own = _laid_out(feed, layout)
+    first = model.adapter.run(model, own)
+    second = model.adapter.run(model, own)
     _check_deterministic(model, first, second)
+    _mark_layout(first, layout)
     first.meta = {
+        **first.meta,  # the adapter's own settings (precision flags)
         "framework": model.adapter.name,
         "framework_version": model.adapter.version(),
         "layerdiff_version": __version__,
@@ -104,6 +111,29 @@ def capture(model: Model, feed: Feed, dtype: str, seed: int, weights: list[Param
     first.inputs = list(feed.inputs)
     first.targets = feed.targets
     return first
+
+
+def _laid_out(feed: Feed, layout: str) -> Feed:
+    """The feed as a model whose activations are laid out as ``layout`` takes it."""
+    if not layout:
+        return feed
+
+    def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
+        return sync.from_canonical(feed.upstream(index, sync.canonical_shape(shape, layout)), layout)
+
+    return Feed([sync.from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+
+
+def _mark_layout(trace: Trace, layout: str) -> None:
+    """Name the axes of every recorded tensor that has as many as ``layout``; keep the upstream in PyTorch's order."""
+    if not layout:
+        return
+    rank = len(layout.split())
+    for record in trace.layers:
+        for key, value in record.tensors.items():
+            if value.ndim == rank:
+                record.layouts.setdefault(key, layout)
+    trace.upstream = [sync.canonical(u, layout) for u in trace.upstream]
 
 
 def _check_deterministic(model: Model, first: Trace, second: Trace) -> None:

@@ -1,8 +1,9 @@
 """Identical weights on both sides: which parameter of one side feeds which of the other, and in what layout.
 
-A layout names a parameter's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
-``"O I H W"`` and ``"H W I O"`` for convolutions. Moving a tensor between two layouts is a transpose worked out
-from the names, so a square weight is transposed when its layouts say so, not when its shape happens to.
+A layout names a tensor's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
+``"O I H W"`` and ``"H W I O"`` for convolutions, ``"N H W C"`` for channels-last activations. Moving a tensor
+between two layouts is a transpose worked out from the names, so a square weight is transposed when its layouts
+say so, not when its shape happens to. Tensors of different layouts are compared in the canonical one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 from layerdiff.errors import AlignmentError
 from layerdiff.records import ParamRecord
 
-# PyTorch's order: dumps of any framework hash their weights in this layout.
-CANONICAL_AXES = ("out", "in", "O", "I", "D", "H", "W")
+# PyTorch's order: dumps of any framework hash their weights in it, and tensors of two layouts are compared in it.
+CANONICAL_AXES = ("out", "in", "O", "I", "N", "C", "D", "H", "W")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,35 @@ def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | Non
     return tuple(src.index(axis) for axis in dst)
 
 
-def canonical(param: ParamRecord) -> np.ndarray:
-    axes = param.layout.split()
-    if len(axes) != param.value.ndim:
-        return param.value
-    order = sorted(range(len(axes)), key=lambda i: CANONICAL_AXES.index(axes[i]) if axes[i] in CANONICAL_AXES else i)
-    return param.value.transpose(order)
+def _to_canonical(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """The transpose from ``layout`` to PyTorch's order; None when there is none, or the layout does not fit ``ndim``."""
+    axes = layout.split()
+    if len(axes) != ndim:
+        return None
+    rank = {a: CANONICAL_AXES.index(a) if a in CANONICAL_AXES else len(CANONICAL_AXES) + i for i, a in enumerate(axes)}
+    order = tuple(sorted(range(ndim), key=lambda i: rank[axes[i]]))
+    return None if order == tuple(range(ndim)) else order
+
+
+def canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """``value``, whose axes ``layout`` names, in PyTorch's order (as it is when the layout does not fit).
+
+    >>> canonical(np.zeros((4, 8, 8, 3)), "N H W C").shape
+    (4, 3, 8, 8)
+    """
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(order)
+
+
+def from_canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of ``canonical``: a tensor in PyTorch's order, laid out as ``layout`` says."""
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(np.argsort(order))
+
+
+def canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    order = _to_canonical(layout, len(shape))
+    return tuple(shape) if order is None else tuple(shape[i] for i in order)
 
 
 def link(
@@ -142,7 +166,7 @@ def carry(links: Iterable[WeightLink], src: list[ParamRecord]) -> dict[str, np.n
 
 def fingerprint(params: Iterable[ParamRecord]) -> str:
     """A hash of the weights that is the same for every framework and layout holding them."""
-    digests = sorted(digest([canonical(p)]) for p in params)
+    digests = sorted(digest([canonical(p.value, p.layout)]) for p in params)
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
