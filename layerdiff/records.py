@@ -8,7 +8,7 @@ outputs has ``input.1``, ``grad_input.1``… after the first.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
@@ -17,6 +17,20 @@ TENSOR_KINDS = ("input", "output", "grad_input", "grad_output")
 
 def tensor_key(kind: str, index: int) -> str:
     return kind if index == 0 else f"{kind}.{index}"
+
+
+def unique_name(name: str, taken: Mapping[str, Any]) -> str:
+    """``name``, numbered ``name#2``, ``name#3``… when a layer is called again.
+
+    >>> unique_name("fc1", {"fc1": None})
+    'fc1#2'
+    """
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}#{n}" in taken:
+        n += 1
+    return f"{name}#{n}"
 
 
 def key_order(key: str) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import numpy as np
 from layerdiff.adapter import Feed
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot
+from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, unique_name
 from layerdiff.tap import tapping
 
 PARAM_DICTS = ("params", "parameters")
@@ -136,7 +136,7 @@ class NumpyTapper:
         self.by_name: dict[str, LayerRecord] = {}
 
     def tap(self, name: str, value: Any) -> Any:
-        record = LayerRecord(unique(name, self.by_name), "tap", {"output": snapshot(value)})
+        record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
         self.by_name[record.name] = record
         self.layers.append(record)
         return value
@@ -148,15 +148,6 @@ class NumpyTapper:
         if not candidates:
             return
         (pending[-1] if pending else candidates[-1]).tensors["grad_output"] = snapshot(grad)
-
-
-def unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
 
 
 class NumpyAdapter:

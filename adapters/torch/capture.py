@@ -15,7 +15,7 @@ import torch
 from layerdiff.adapter import Feed
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key
+from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 
@@ -33,15 +33,6 @@ def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
     return ""
 
 
-def _unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}#{n}" in taken:
-        n += 1
-    return f"{name}#{n}"
-
-
 class Recorder:
     """Hooks and taps writing into one list of layer records, in the order the forward pass runs."""
 
@@ -52,7 +43,7 @@ class Recorder:
         self.outputs: dict[str, Any] = {}
 
     def add(self, name: str, kind: str) -> LayerRecord:
-        record = LayerRecord(_unique(name, self.by_name), kind)
+        record = LayerRecord(unique_name(name, self.by_name), kind)
         self.by_name[record.name] = record
         self.records.append(record)
         return record
