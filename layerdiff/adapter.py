@@ -72,7 +72,10 @@ class Adapter(Protocol):
         """Overwrite parameters by name, each array already in this side's layout."""
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says."""
+        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says.
+
+        The feed and forced values come laid out as the model takes them (``Model.run`` transposes them).
+        """
 
 
 REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")

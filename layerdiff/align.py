@@ -1,9 +1,8 @@
 """Which layer of one side is which layer of the other.
 
-An explicit map first, then equal names, then order and output shape (in PyTorch's axis order), with the size
-of the output as a tie-breaker: two layers of the same shape in the same place whose outputs have about the same
-norm are the same layer. A layer present on one side only (a separate ReLU against a fused dense+ReLU) is left
-unmatched and listed.
+An explicit map first, then equal names, then order and output shape, with the size of the output as a
+tie-breaker: two layers of the same shape in the same place whose outputs have about the same norm are the same
+layer. A layer present on one side only (a separate ReLU against a fused dense+ReLU) is left unmatched and listed.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from dataclasses import dataclass
 
 from layerdiff.errors import AlignmentError
 from layerdiff.records import LayerInfo, Recording
-from layerdiff.sync import canonical_shape
 
 NAME_BONUS = 10.0
 MAP_BONUS = 1000.0
@@ -64,7 +62,7 @@ def _score(x: LayerInfo, y: LayerInfo, explicit: dict[str, str]) -> float | None
     if x.name == y.name:
         return NAME_BONUS
     ox, oy = x.tensors.get("output"), y.tensors.get("output")
-    if ox is None or oy is None or canonical_shape(ox.shape, ox.layout) != canonical_shape(oy.shape, oy.layout):
+    if ox is None or oy is None or ox.shape != oy.shape:
         return None
     scale = max(ox.norm, oy.norm, 1e-300)
     return 1.0 + max(0.0, 1.0 - abs(ox.norm - oy.norm) / scale)

@@ -11,7 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import modelfile, runner, store
+from layerdiff import isolate, modelfile, runner, store
+from layerdiff.align import Alignment, align
 from layerdiff.compare import Comparison, check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.records import InMemory, Recording
@@ -81,8 +82,30 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map)
-    result = compare(InMemory(pair.a, "a"), InMemory(pair.b, "b"), links=pair.links, layer_map=layer_map, rtol=rtol)
+    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), b, pair, layer_map, rtol)
     return Result(result, pair.links, pair.weights_from, pair.notes)
+
+
+def _isolated(
+    a: Recording,
+    b: Recording,
+    live: modelfile.Model,
+    pair: runner.Pair,
+    layer_map: dict[str, str] | None,
+    rtol: float | None,
+    live_side: str = "b",
+) -> Comparison:
+    """Align, replay the live side teacher-forced with the other side's values, and compare with culprits."""
+    alignment = align(a, b, layer_map)
+    forcing = isolate.forcing_from(b, a, _swapped(alignment)) if live_side == "a" else isolate.forcing_from(a, b, alignment)
+    local = InMemory(isolate.replay(live, pair.feed, forcing), live.source)
+    reference = InMemory(pair.reference, b.source) if pair.reference is not None else None
+    links = pair.links if live_side == "b" else None
+    return compare(a, b, links=links, alignment=alignment, local=local, local_side=live_side, reference=reference, rtol=rtol)
+
+
+def _swapped(alignment: Alignment) -> Alignment:
+    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
 
 
 def run(
@@ -96,6 +119,7 @@ def run(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     force: bool = False,
+    once: bool = False,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -108,11 +132,11 @@ def run(
         for p in paths:
             if p.exists():
                 raise DumpError(f"{p} exists. Pass --force to replace it, or -o to write elsewhere.")
-    pair = runner.run_pair(a, b, dtype, seed, param_map)
+    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
     written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = compare(da, db, links=pair.links, layer_map=layer_map, rtol=rtol)
+        result = _isolated(da, db, b, pair, layer_map, rtol)
     return Result(result, pair.links, pair.weights_from, pair.notes, written)
 
 
@@ -149,13 +173,14 @@ def compare_paths(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     force: bool = False,
+    once: bool = False,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
-        pair = runner.run_pair(a, b, dtype, seed, param_map)
-        result = compare(InMemory(pair.a, a.source), InMemory(pair.b, b.source), links=pair.links, layer_map=layer_map, rtol=rtol)
+        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once)
+        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), b, pair, layer_map, rtol)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
@@ -165,11 +190,10 @@ def compare_paths(
     dump_path, script = (x, y) if x_dump else (y, x)
     with store.Dump(dump_path) as recorded:
         model = modelfile.load(script)
-        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map)
+        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=not once)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if x_dump else (live, recorded)
-        links = pair.links if x_dump else None
-        result = compare(*sides, links=links, layer_map=layer_map, rtol=rtol)
+        result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if x_dump else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 

@@ -40,6 +40,8 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
                          help="Pair layer A of the first file with layer B of the second."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
                          help="Copy parameter A of the first file into parameter B of the second."),
+            click.option("--once", is_flag=True,
+                         help="Run each side once: faster, but randomness left on (dropout) goes unnoticed."),
             click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
             click.option("--force", is_flag=True, help="Replace existing dumps; compare dumps whose hashes differ."),
         ]

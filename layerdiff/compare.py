@@ -1,15 +1,19 @@
-"""Compare two recordings layer by layer: per tensor errors, a verdict each, and the first divergence.
+"""Compare two recordings layer by layer: per tensor errors, a verdict per layer, culprits, first divergences.
 
-Pure NumPy. Tensors are read one pair at a time, so memory does not grow with the number of layers. A tensor
-recorded with a layout (channels-last activations) is compared in PyTorch's order.
+Pure NumPy. Tensors are read one pair at a time, so memory does not grow with the number of layers.
 
-An element of ``a`` agrees with ``b`` when ``|a - b| <= rtol * (|b| + rms(b))``: relative to the value, floored at
+An element of ``a`` agrees with ``b`` when ``|a - b| <= tol * (|b| + rms(b))``: relative to the value, floored at
 the tensor's RMS so that entries near zero (where float error is absolute, not relative) do not explode.
-``max_rel`` is the largest ``|a - b| / (|b| + rms(b))``: the smallest ``rtol`` that would have passed the tensor.
+``max_rel`` is the largest ``|a - b| / (|b| + rms(b))``: the smallest ``tol`` that would have passed the tensor.
+
+``tol`` comes from the noise floor of the computation, not from a constant: ``64 · eps(dtype) · sqrt(n)``, ``n``
+the number of values the layer reads (rounding error of a sum grows with the square root of its length), and,
+in native precision, at least 4 times the distance between side B and a float64 rerun of side B.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,21 +22,24 @@ from deepdiff import DeepDiff
 
 from layerdiff import sync
 from layerdiff.align import Alignment, align
+from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import DumpError
-from layerdiff.records import Recording
+from layerdiff.isolate import keys_of
+from layerdiff.records import LayerInfo, ParamRecord, Recording
 
-# Default rtol per compute dtype: well above what a correct implementation's rounding reaches, well below a bug.
-RTOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04, "bfloat16": 7.8125e-03}
+SAFETY = 64.0
+NOISE_MARGIN = 4.0
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
 
 
-def rtol_for(*dtypes: str) -> float:
-    """The tolerance of the least precise dtype among ``dtypes``.
+def noise_floor(dtype: str, n: int) -> float:
+    """What rounding alone can do to a computation reading ``n`` values in ``dtype``, in units of ``max_rel``.
 
-    >>> rtol_for("float64", "float32")
-    0.0001
+    >>> f"{noise_floor('float64', 10_000):.1e}"
+    '1.4e-12'
     """
-    return max(RTOL.get(d, RTOL["float32"]) for d in dtypes)
+    return SAFETY * EPS.get(dtype, EPS["float32"]) * math.sqrt(max(n, 1))
 
 
 @dataclass
@@ -42,6 +49,7 @@ class TensorDiff:
     shape_b: tuple[int, ...]
     dtype_a: str
     dtype_b: str
+    tol: float = 0.0
     max_abs: float = 0.0
     max_rel: float = 0.0
     rel_l2: float = 0.0
@@ -57,15 +65,14 @@ class LayerDiff:
     layer_b: str
     kind_a: str
     kind_b: str
-    tensors: list[TensorDiff] = field(default_factory=list)
+    tensors: list[TensorDiff] = field(default_factory=list)  # cumulative: the plain run
     param_grads: list[TensorDiff] = field(default_factory=list)  # key: "<a's parameter> ~ <b's parameter>"
+    local: list[TensorDiff] = field(default_factory=list)  # B's teacher-forced replay against A
+    verdict: str = "ok"  # "culprit", "inherited" or "ok"
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.tensors + self.param_grads)
-
-    def get(self, key: str) -> TensorDiff | None:
-        return next((t for t in self.tensors if t.key == key), None)
+        return all(t.ok for t in self.tensors + self.param_grads + self.local)
 
 
 @dataclass
@@ -75,17 +82,33 @@ class Divergence:
     tensor: str
     max_abs: float
     max_rel: float
+    tol: float
     note: str = ""
+
+
+@dataclass
+class Culprit:
+    """A layer wrong given correct inputs."""
+
+    layer_a: str
+    layer_b: str
+    pass_: str  # "forward", "backward" or "param_grad"
+    tensor: str
+    max_abs: float
+    max_rel: float
+    tol: float
+    hint: str | None
 
 
 @dataclass
 class Comparison:
     source_a: str
     source_b: str
-    rtol: float
     layers: list[LayerDiff]
     forward: Divergence | None
     backward: Divergence | None
+    culprits: list[Culprit] | None  # None when no replay was possible (two dumps)
+    nonfinite: dict[str, dict[str, str | None]]
     only_a: list[str]
     only_b: list[str]
     structure: list[str]
@@ -93,20 +116,25 @@ class Comparison:
     meta_b: dict[str, Any]
     loss_a: float | None
     loss_b: float | None
+    fixed_tol: float | None
 
     @property
     def match(self) -> bool:
-        return self.forward is None and self.backward is None and all(layer.ok for layer in self.layers)
+        return self.forward is None and self.backward is None and not self.culprits and all(l.ok for l in self.layers)
+
+    def first_culprit(self, pass_: str) -> Culprit | None:
+        passes = ("forward",) if pass_ == "forward" else ("backward", "param_grad")
+        return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
-def diff(key: str, a: np.ndarray, b: np.ndarray, rtol: float) -> TensorDiff:
+def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
     """Compare one tensor pair.
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
     (False, 0.2)
     """
-    result = TensorDiff(key, tuple(a.shape), tuple(b.shape), str(a.dtype), str(b.dtype))
+    result = TensorDiff(key, tuple(a.shape), tuple(b.shape), str(a.dtype), str(b.dtype), tol)
     if a.shape != b.shape:
         if a.size != b.size or _squeezed(a.shape) != _squeezed(b.shape):
             result.ok, result.problem = False, "shape"
@@ -128,8 +156,8 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, rtol: float) -> TensorDiff:
     result.max_abs = float(err.max())
     result.max_rel = float(rel.max())
     norm_b = float(np.linalg.norm(ref.ravel()))
-    result.rel_l2 = float(np.linalg.norm(err.ravel())) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else np.inf)
-    bad = (rel > rtol) | ~(both | same_special)
+    result.rel_l2 = float(np.linalg.norm(err.ravel())) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
+    bad = (rel > tol) | ~(both | same_special)
     result.mismatch_fraction = float(np.count_nonzero(bad)) / a64.size
     result.ok = not bad.any()
     if result.nonfinite_mismatch:
@@ -157,38 +185,96 @@ def check_same_run(a: Recording, b: Recording) -> None:
         )
 
 
+class _Judge:
+    """Tolerances per tensor: the noise floor of the layer's computation, or the user's fixed one."""
+
+    def __init__(self, a: Recording, b: Recording, fixed: float | None, reference: Recording | None) -> None:
+        dtypes = [str(r.meta.get("compute_dtype", "float64")) for r in (a, b)]
+        self.dtype = max(dtypes, key=lambda d: EPS.get(d, EPS["float32"]))
+        self.fixed = fixed
+        self.b = b
+        self.reference = reference
+        self.reference_index = {l.name: l.index for l in reference.layers} if reference is not None else {}
+        measured = [r.meta.get("run_to_run") for r in (a, b)]
+        self.run_to_run = max([float(m) for m in measured if isinstance(m, (int, float))], default=0.0)
+
+    def tol(self, layer: LayerInfo, key: str, side_b: LayerInfo | None = None) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        source = layer.tensors.get("input") or layer.tensors.get(key) or next(iter(layer.tensors.values()))
+        tol = max(noise_floor(self.dtype, int(np.prod(source.shape))), NOISE_MARGIN * self.run_to_run)
+        if side_b is not None and side_b.name in self.reference_index and self.reference is not None:
+            r = self.reference_index[side_b.name]
+            if key in self.reference.layers[r].tensors and key in side_b.tensors:
+                own = diff(key, self.b.tensor(side_b.index, key), self.reference.tensor(r, key), math.inf)
+                tol = max(tol, NOISE_MARGIN * own.max_rel)
+        return tol
+
+
 def compare(
     a: Recording,
     b: Recording,
     *,
     links: list[sync.WeightLink] | None = None,
     layer_map: dict[str, str] | None = None,
+    alignment: Alignment | None = None,
+    local: Recording | None = None,
+    local_side: str = "b",
+    reference: Recording | None = None,
     rtol: float | None = None,
 ) -> Comparison:
-    """Compare two recordings of one iteration.
+    """Compare two recordings of one iteration, and B's teacher-forced replay when there is one.
 
     Args:
         a, b: recordings (dumps or in-memory traces) made with the same weights, inputs and upstream gradient.
         links: how ``a``'s parameters map onto ``b``'s; worked out from names, order and layouts when absent.
         layer_map: layer names of ``a`` mapped to layer names of ``b``, overriding alignment.
-        rtol: the tolerance; by default the one of the least precise compute dtype of the two.
+        alignment: the alignment already made (a replay needs it before the comparison).
+        local: one side replayed with the other's values forced at every aligned layer: gives culprits.
+        local_side: which side ``local`` replays, ``"b"`` (forced with A's values) or ``"a"``.
+        reference: side B rerun in float64, when B ran in a lower precision: its distance to B widens tolerances.
+        rtol: a fixed tolerance instead of the noise floor.
 
     Returns:
-        A ``Comparison``: per-layer errors, the first divergence of each pass, what only one side has.
+        A ``Comparison``: per-layer errors and verdicts, culprits, the first divergence of each pass.
     """
-    tol = rtol if rtol is not None else rtol_for(str(a.meta.get("compute_dtype", "float64")), str(b.meta.get("compute_dtype", "float64")))
-    alignment = align(a, b, layer_map)
+    alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
-    by_src = {w.src: w for w in links}
-    layers = [_compare_layer(a, b, i, j, by_src, tol) for i, j in alignment.pairs]
+    judge = _Judge(a, b, rtol, reference)
+    local_index = {l.name: l.index for l in local.layers} if local is not None else {}
+    batch = _batch(a)
+    row_links = _links_by_row(a, b, alignment, links)
+    layers: list[LayerDiff] = []
+    culprits: list[tuple[int, Culprit]] = []
+    for i, j in alignment.pairs:
+        row = len(layers)
+        layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
+        name = (a.layers[i] if local_side == "a" else b.layers[j]).name
+        if local is not None and name in local_index:
+            sides = ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
+            for c in _isolate_layer(*sides, row_links.get(row, []), judge, layer, batch):
+                culprits.append(_blame_consumer(c, row, alignment, a, b) if c.tensor.startswith("grad_output") else (row, c))
+        layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
+        if local is None and not layer.ok:
+            layer.verdict = "differs"
+        layers.append(layer)
+    loose = row_links.get(-1, [])
+    if loose:  # parameters whose layers are aligned on neither side still get their gradients compared
+        layer = LayerDiff("(parameters of no aligned layer)", "", "params", "params")
+        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param")) for w in loose]
+        layer.verdict = "ok" if layer.ok else ("differs" if local is None else "inherited")
+        layers.append(layer)
+    forward = sorted((n, c) for n, c in culprits if c.pass_ == "forward")
+    backward = sorted(((n, c) for n, c in culprits if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
     return Comparison(
         a.source,
         b.source,
-        tol,
         layers,
         _first_forward(layers),
         _first_backward(layers),
+        [c for _, c in forward + backward] if local is not None else None,
+        {"a": _nonfinite_origin(a), "b": _nonfinite_origin(b)},
         alignment.only_a,
         alignment.only_b,
         _structure(a, b, alignment),
@@ -196,44 +282,109 @@ def compare(
         b.meta,
         a.loss,
         b.loss,
+        rtol,
     )
 
 
-def _specs(r: Recording) -> list[Any]:
-    """Parameters with their shapes but without reading their values, enough to link them."""
-    from layerdiff.records import ParamRecord
+def _links_by_row(a: Recording, b: Recording, alignment: Alignment, links: list[sync.WeightLink]) -> dict[int, list[sync.WeightLink]]:
+    """Each parameter link goes to the row of its layer on side A, else on side B (a tapped network's parameters
+    belong to no tap), else to row -1."""
+    row_a = {a.layers[i].name: n for n, (i, _) in enumerate(alignment.pairs)}
+    row_b = {b.layers[j].name: n for n, (_, j) in enumerate(alignment.pairs)}
+    owner_a = {p: l.name for l in a.layers for p in l.params}
+    owner_b = {p: l.name for l in b.layers for p in l.params}
+    rows: dict[int, list[sync.WeightLink]] = {}
+    for w in links:
+        row = row_a.get(owner_a.get(w.src, ""), row_b.get(owner_b.get(w.dst, ""), -1))
+        rows.setdefault(row, []).append(w)
+    return rows
 
-    specs = []
-    for name in r.param_names():
-        p = r.param(name)
-        specs.append(ParamRecord(p.name, p.layer, p.layout, p.value))
-    return specs
+
+def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b: Recording) -> tuple[int, Culprit]:
+    """A tapped value has no input gradient: a wrong gradient arriving at it comes from the backward of the layer
+    that consumes it, the next aligned one."""
+    if row + 1 >= len(alignment.pairs):
+        return row, c
+    i, j = alignment.pairs[row + 1]
+    note = f"{c.tensor} of {c.layer_a}"
+    return row + 1, Culprit(a.layers[i].name, b.layers[j].name, c.pass_, note, c.max_abs, c.max_rel, c.tol, c.hint)
 
 
-def _compare_layer(
-    a: Recording, b: Recording, i: int, j: int, by_src: dict[str, sync.WeightLink], rtol: float
-) -> LayerDiff:
+def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float) -> TensorDiff:
+    ga, gb = a.param(w.src).grad, b.param(w.dst).grad
+    if ga is None or gb is None:
+        return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
+    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol)
+
+
+def _specs(r: Recording) -> list[ParamRecord]:
+    return [r.param(name) for name in r.param_names()]
+
+
+def _batch(a: Recording) -> int | None:
+    first = next((l for l in a.layers if "input" in l.tensors), None)
+    shape = first.tensors["input"].shape if first is not None else ()
+    return int(shape[0]) if shape else None
+
+
+def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.WeightLink], judge: _Judge) -> LayerDiff:
     la, lb = a.layers[i], b.layers[j]
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
-    for key, info in la.tensors.items():
+    for key in la.tensors:
         if key in lb.tensors:
-            ta = sync.canonical(a.tensor(i, key), info.layout)
-            tb = sync.canonical(b.tensor(j, key), lb.tensors[key].layout)
-            result.tensors.append(diff(key, ta, tb, rtol))
-    for pname in la.params:
-        link = by_src.get(pname)
-        if link is None or link.dst not in lb.params:
-            continue
-        pa, pb = a.param(pname), b.param(link.dst)
-        if pa.grad is not None and pb.grad is not None:
-            result.param_grads.append(diff(f"{pname} ~ {link.dst}", link.apply(pa.grad), pb.grad, rtol))
+            result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
+    result.param_grads = [_param_diff(a, b, w, judge.tol(la, "param")) for w in links]
     return result
+
+
+def _isolate_layer(
+    a: tuple[Recording, int],
+    b: tuple[Recording, int],
+    links: list[sync.WeightLink],
+    judge: _Judge,
+    layer: LayerDiff,
+    batch: int | None,
+) -> list[Culprit]:
+    """Local errors of one layer: one side's replayed result against the other side's recorded one."""
+    (ra, i), (rb, k) = a, b
+    la, lb = ra.layers[i], rb.layers[k]
+    both_have = keys_of(la.tensors, "grad_input") and keys_of(lb.tensors, "grad_input")
+    found = []
+    for pass_, kind in (("forward", "output"), ("backward", "grad_input" if both_have else "grad_output")):
+        for key in keys_of(la.tensors, kind):
+            if key not in lb.tensors:
+                continue
+            va, vb = ra.tensor(i, key), rb.tensor(k, key)
+            d = diff(key, va, vb, judge.tol(la, key))
+            layer.local.append(d)
+            if not d.ok:
+                found.append(_culprit(layer, pass_, key, d, va, vb, ra.source, rb.source, batch))
+                break
+    for link in links:
+        ga, gb = ra.param(link.src).grad, rb.param(link.dst).grad
+        if ga is None or gb is None:
+            continue
+        va = link.apply(ga)
+        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"))
+        layer.local.append(d)
+        if not d.ok and not any(c.pass_ == "backward" for c in found):
+            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))
+    return found
+
+
+def _culprit(
+    layer: LayerDiff, pass_: str, key: str, d: TensorDiff, va: np.ndarray, vb: np.ndarray, src_a: str, src_b: str, batch: int | None
+) -> Culprit:
+    what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
+    sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
+    hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
+    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint)
 
 
 def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:
     for t in layer.tensors:
         if t.key.split(".")[0] in prefixes and not t.ok:
-            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, _note(t))
+            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, t.tol, _note(t))
     return None
 
 
@@ -256,30 +407,57 @@ def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
 
 
 def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
+    consumer: LayerDiff | None = None
     for layer in reversed(layers):
-        found = _failing(layer, ("grad_output",)) or _failing(layer, ("grad_input",))
+        found = _failing(layer, ("grad_output",))
+        if found and consumer is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):
+            # A tap has no input gradient: what arrives wrong at it was made by the backward of its consumer.
+            note = f"its backward hands '{layer.layer_a}' a wrong gradient"
+            return Divergence(consumer.layer_a, consumer.layer_b, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, note)
+        found = found or _failing(layer, ("grad_input",))
         if found:
             return found
         bad = next((p for p in layer.param_grads if not p.ok), None)
         if bad:
-            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, _note(bad))
+            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, _note(bad))
+        consumer = layer
     return None
+
+
+def _nonfinite_origin(r: Recording) -> dict[str, str | None]:
+    """The first layer whose inputs are finite and whose output is not (forward), and likewise backward."""
+
+    def finite(index: int, keys: list[str]) -> bool:
+        return all(np.isfinite(r.tensor(index, k)).all() for k in keys)
+
+    forward = backward = None
+    for layer in r.layers:
+        ins, outs = keys_of(layer.tensors, "input"), keys_of(layer.tensors, "output")
+        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
+            forward = layer.name
+            break
+    for layer in reversed(r.layers):
+        ins, outs = keys_of(layer.tensors, "grad_output"), keys_of(layer.tensors, "grad_input")
+        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
+            backward = layer.name
+            break
+    return {"forward": forward, "backward": backward}
 
 
 def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:
     """Differences of form, reported before any number: settings, hashes, and shapes or dtypes of matched tensors."""
-    keys = ("dtype", "compute_dtype", "seed", *HASHES)
+    keys = ("dtype", "seed", *HASHES)
     meta = DeepDiff({k: a.meta.get(k) for k in keys}, {k: b.meta.get(k) for k in keys})
     lines = [
-        f"{path[0]}: {change['old_value']} in {a.source}, {change['new_value']} in {b.source}"
-        for path, change in ((p.path(output_format="list"), {"old_value": p.t1, "new_value": p.t2}) for p in meta.tree.get("values_changed", []))
+        f"{change.path(output_format='list')[0]}: {change.t1} in {a.source}, {change.t2} in {b.source}"
+        for change in meta.tree.get("values_changed", [])
     ]
     dtypes: dict[tuple[str, str], int] = {}
     for i, j in alignment.pairs:
         la, lb = a.layers[i], b.layers[j]
         shapes = DeepDiff(
-            {k: list(sync.canonical_shape(t.shape, t.layout)) for k, t in la.tensors.items() if k in lb.tensors},
-            {k: list(sync.canonical_shape(t.shape, t.layout)) for k, t in lb.tensors.items() if k in la.tensors},
+            {k: list(t.shape) for k, t in la.tensors.items() if k in lb.tensors},
+            {k: list(t.shape) for k, t in lb.tensors.items() if k in la.tensors},
         )
         for change in (c for kind in shapes.tree.values() for c in kind):
             key = change.path(output_format="list")[0]

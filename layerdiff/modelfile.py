@@ -26,8 +26,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from layerdiff.adapter import Adapter, adapter_for, available
+from layerdiff.adapter import Adapter, Feed, Forcing, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
+from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
 DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
 GLUE = ("params_of", "grads_of", "input_grad_of")
@@ -49,6 +50,32 @@ class Model:
     layouts: dict[str, str] = field(default_factory=dict)
     glue: dict[str, Callable[..., Any]] = field(default_factory=dict)
     activation_layout: str | None = None  # None: not declared, the adapter may fill in its framework's convention
+
+    def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
+
+        A model whose activations are laid out otherwise receives its inputs, upstream gradient and forced values
+        transposed; its recorded tensors with as many axes as ``activation_layout`` are marked with it.
+        """
+        layout = self.activation_layout or ""
+        if not layout:
+            return self.adapter.run(self, feed, forcing)
+
+        def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
+            return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
+
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        if forcing is not None:
+            forcing = Forcing(
+                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.outputs.items()},
+                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.grad_outputs.items()},
+            )
+        trace = self.adapter.run(self, own, forcing)
+        rank = len(layout.split())
+        for record in trace.layers:
+            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+        trace.upstream = [canonical(u, layout) for u in trace.upstream]
+        return trace
 
 
 def from_object(

@@ -3,6 +3,10 @@
 Adapters produce a ``Trace``; the store writes it; compare reads it back (or takes it straight from memory).
 Tensor keys of a layer: ``input``, ``output``, ``grad_input``, ``grad_output``; a layer with several inputs or
 outputs has ``input.1``, ``grad_input.1``… after the first.
+
+A tensor is kept as its framework made it. One laid out otherwise than PyTorch (channels-last ``"N H W C"``) has
+its layout recorded, and a ``Recording`` hands it out, with its shape, in PyTorch's order: what reads recordings
+(align, compare, isolate, diagnose) never sees a layout.
 """
 
 from __future__ import annotations
@@ -13,6 +17,40 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 
 TENSOR_KINDS = ("input", "output", "grad_input", "grad_output")
+
+# PyTorch's order. Recordings hand out every tensor in it; dumps of any framework hash their weights in it.
+CANONICAL_AXES = ("out", "in", "O", "I", "N", "C", "D", "H", "W")
+
+
+def _to_canonical(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """The transpose from ``layout`` to PyTorch's order; None when there is none, or the layout does not fit ``ndim``."""
+    axes = layout.split()
+    if len(axes) != ndim:
+        return None
+    rank = {a: CANONICAL_AXES.index(a) if a in CANONICAL_AXES else len(CANONICAL_AXES) + i for i, a in enumerate(axes)}
+    order = tuple(sorted(range(ndim), key=lambda i: rank[axes[i]]))
+    return None if order == tuple(range(ndim)) else order
+
+
+def canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """``value``, whose axes ``layout`` names, in PyTorch's order (as it is when the layout does not fit).
+
+    >>> canonical(np.zeros((4, 8, 8, 3)), "N H W C").shape
+    (4, 3, 8, 8)
+    """
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(order)
+
+
+def from_canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of ``canonical``: a tensor in PyTorch's order, laid out as ``layout`` says."""
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(np.argsort(order))
+
+
+def canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    order = _to_canonical(layout, len(shape))
+    return tuple(shape) if order is None else tuple(shape[i] for i in order)
 
 
 def tensor_key(kind: str, index: int) -> str:
@@ -86,7 +124,7 @@ class TensorInfo:
     dtype: str
     norm: float  # of the finite entries: alignment tells layers apart by it without reading the tensor
     mean: float
-    layout: str = ""  # its axes, when not in PyTorch's order
+    layout: str = ""  # the axes it was recorded in, when not PyTorch's order (``shape`` is in PyTorch's order)
 
 
 @dataclass(frozen=True)
@@ -100,7 +138,8 @@ class LayerInfo:
 
 def summarize(a: np.ndarray, layout: str = "") -> TensorInfo:
     finite = np.where(np.isfinite(a), a, 0).astype(np.float64, copy=False) if a.size else np.zeros(1)
-    return TensorInfo(tuple(a.shape), str(a.dtype), float(np.linalg.norm(finite.ravel())), float(finite.mean()), layout)
+    shape = canonical_shape(tuple(a.shape), layout)
+    return TensorInfo(shape, str(a.dtype), float(np.linalg.norm(finite.ravel())), float(finite.mean()), layout)
 
 
 class Recording(Protocol):
@@ -115,7 +154,8 @@ class Recording(Protocol):
     @property
     def loss(self) -> float | None: ...
 
-    def tensor(self, index: int, key: str) -> np.ndarray: ...
+    def tensor(self, index: int, key: str) -> np.ndarray:
+        """The tensor in PyTorch's axis order."""
 
     def param(self, name: str) -> ParamRecord: ...
 
@@ -143,7 +183,8 @@ class InMemory:
         return self.trace.loss
 
     def tensor(self, index: int, key: str) -> np.ndarray:
-        return self.trace.layers[index].tensors[key]
+        record = self.trace.layers[index]
+        return canonical(record.tensors[key], record.layouts.get(key, ""))
 
     def param(self, name: str) -> ParamRecord:
         return self._params[name]

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from layerdiff.errors import DumpError
-from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, key_order, summarize
+from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, canonical, canonical_shape, key_order, summarize
 
 SCHEMA = 1
 
@@ -124,7 +124,11 @@ class Dump:
                 str(g.attrs["kind"]),
                 {
                     k: TensorInfo(
-                        tuple(g[k].shape), str(g[k].dtype), float(g[k].attrs["norm"]), float(g[k].attrs["mean"]), str(g[k].attrs.get("layout", ""))
+                        canonical_shape(tuple(g[k].shape), _layout(g[k])),
+                        str(g[k].dtype),
+                        float(g[k].attrs["norm"]),
+                        float(g[k].attrs["mean"]),
+                        _layout(g[k]),
                     )
                     for k in sorted(g, key=key_order)
                 },
@@ -144,7 +148,8 @@ class Dump:
         return None if np.isnan(value) else value
 
     def tensor(self, index: int, key: str) -> np.ndarray:
-        return np.asarray(self._groups[index][key][()])
+        data = self._groups[index][key]
+        return canonical(np.asarray(data[()]), _layout(data))
 
     def param_names(self) -> list[str]:
         return list(self._params)
@@ -167,15 +172,9 @@ class Dump:
         return np.asarray(self.file["targets"][()]) if "targets" in self.file else None
 
     def trace(self) -> Trace:
-        """Everything in memory (small dumps, tests)."""
+        """Everything in memory (small dumps, tests), every tensor in PyTorch's order."""
         layers = [
-            LayerRecord(
-                info.name,
-                info.kind,
-                {k: self.tensor(info.index, k) for k in info.tensors},
-                list(info.params),
-                {k: t.layout for k, t in info.tensors.items() if t.layout},
-            )
+            LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params))
             for info in self.layers
         ]
         return Trace(layers, list(self.params()), self.loss, self.meta, self.arrays("inputs"), self.targets, self.arrays("upstream"))
@@ -188,6 +187,10 @@ class Dump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _layout(data: h5py.Dataset) -> str:
+    return str(data.attrs.get("layout", ""))
 
 
 def _plain(v: Any) -> Any:

@@ -3,7 +3,8 @@
 A layout names a tensor's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
 ``"O I H W"`` and ``"H W I O"`` for convolutions, ``"N H W C"`` for channels-last activations. Moving a tensor
 between two layouts is a transpose worked out from the names, so a square weight is transposed when its layouts
-say so, not when its shape happens to. Tensors of different layouts are compared in the canonical one.
+say so, not when its shape happens to. Weights are hashed in PyTorch's order (``records.canonical``), whatever
+layout holds them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord
-
-# PyTorch's order: dumps of any framework hash their weights in it, and tensors of two layouts are compared in it.
-CANONICAL_AXES = ("out", "in", "O", "I", "N", "C", "D", "H", "W")
+from layerdiff.records import ParamRecord, canonical
 
 
 @dataclass(frozen=True)
@@ -60,37 +58,6 @@ def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | Non
     return tuple(src.index(axis) for axis in dst)
 
 
-def _to_canonical(layout: str, ndim: int) -> tuple[int, ...] | None:
-    """The transpose from ``layout`` to PyTorch's order; None when there is none, or the layout does not fit ``ndim``."""
-    axes = layout.split()
-    if len(axes) != ndim:
-        return None
-    rank = {a: CANONICAL_AXES.index(a) if a in CANONICAL_AXES else len(CANONICAL_AXES) + i for i, a in enumerate(axes)}
-    order = tuple(sorted(range(ndim), key=lambda i: rank[axes[i]]))
-    return None if order == tuple(range(ndim)) else order
-
-
-def canonical(value: np.ndarray, layout: str) -> np.ndarray:
-    """``value``, whose axes ``layout`` names, in PyTorch's order (as it is when the layout does not fit).
-
-    >>> canonical(np.zeros((4, 8, 8, 3)), "N H W C").shape
-    (4, 3, 8, 8)
-    """
-    order = _to_canonical(layout, value.ndim)
-    return value if order is None else value.transpose(order)
-
-
-def from_canonical(value: np.ndarray, layout: str) -> np.ndarray:
-    """The inverse of ``canonical``: a tensor in PyTorch's order, laid out as ``layout`` says."""
-    order = _to_canonical(layout, value.ndim)
-    return value if order is None else value.transpose(np.argsort(order))
-
-
-def canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    order = _to_canonical(layout, len(shape))
-    return tuple(shape) if order is None else tuple(shape[i] for i in order)
-
-
 def link(
     src: list[ParamRecord],
     dst: list[ParamRecord],
@@ -105,9 +72,9 @@ def link(
     """
     by_src = {p.name: p for p in src}
     by_dst = {p.name: p for p in dst}
-    for a, b in explicit.items():
-        if a not in by_src or b not in by_dst:
-            side, name, pool = (src_source, a, by_src) if a not in by_src else (dst_source, b, by_dst)
+    for src_name, dst_name in explicit.items():
+        if src_name not in by_src or dst_name not in by_dst:
+            side, name, pool = (src_source, src_name, by_src) if src_name not in by_src else (dst_source, dst_name, by_dst)
             raise AlignmentError(
                 f"Parameter map names '{name}', which {side} does not have. Its parameters: {', '.join(pool)}."
             )
@@ -130,14 +97,14 @@ def link(
         )
     pairs += [(a, b, "order") for a, b in zip(rest_src, rest_dst)]
     links = []
-    for a, b, how in pairs:
-        axes = _axes_for(a, b)
-        if axes is False:
+    for x, y, how in pairs:
+        axes = _axes_for(x, y)
+        if axes is False or axes is True:
             raise AlignmentError(
-                f"Cannot map parameter {a.name} {a.value.shape} of {src_source} onto {b.name} {b.value.shape} "
+                f"Cannot map parameter {x.name} {x.value.shape} of {src_source} onto {y.name} {y.value.shape} "
                 f"of {dst_source} (paired by {how}). Give a param_map in the model file or --param-map A=B."
             )
-        links.append(WeightLink(a.name, b.name, a.value.shape, b.value.shape, axes, how))  # type: ignore[arg-type]
+        links.append(WeightLink(x.name, y.name, x.value.shape, y.value.shape, axes, how))
     order = {p.name: i for i, p in enumerate(dst)}
     return sorted(links, key=lambda w: order[w.dst])
 

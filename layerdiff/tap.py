@@ -15,7 +15,7 @@ T = TypeVar("T")
 class Tapper(Protocol):
     def tap(self, name: str, value: Any) -> Any: ...
 
-    def tap_grad(self, name: str, grad: Any) -> None: ...
+    def tap_grad(self, name: str, grad: Any) -> Any: ...
 
 
 _active: contextvars.ContextVar[Tapper | None] = contextvars.ContextVar("layerdiff_tapper", default=None)
@@ -46,7 +46,8 @@ def tap(name: str, value: T) -> T:
 
 
 def tap_grad(name: str, grad: T) -> T:
-    """Record ``grad`` as the gradient with respect to the output of the layer tapped as ``name``.
+    """Record ``grad`` as the gradient with respect to the output of the layer tapped as ``name``; return it (or,
+    when replaying, the reference's).
 
     For hand-written backward passes in NumPy; frameworks with autograd record it from ``tap`` alone.
 
@@ -56,9 +57,10 @@ def tap_grad(name: str, grad: T) -> T:
     True
     """
     tapper = _active.get()
-    if tapper is not None:
-        tapper.tap_grad(name, grad)
-    return grad
+    if tapper is None:
+        return grad
+    result: T = tapper.tap_grad(name, grad)
+    return result
 
 
 @contextlib.contextmanager

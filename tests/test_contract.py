@@ -156,16 +156,20 @@ class TorchResidual(torch.nn.Module):
 
 
 def test_free_form_numpy_taps_against_torch_taps():
-    result = layerdiff.compare_models(free_form_numpy(), TorchResidual(), input_shape=(5, 4), param_map={"model.W": "fc.weight", "model.b": "fc.bias"})
+    result = layerdiff.compare_models(free_form_numpy(), TorchResidual(), input_shape=(5, 4), param_map={"W": "fc.weight", "b": "fc.bias"})
     assert result.match, str(result)
     names = [l.layer_a for l in result.comparison.layers]
     assert names[:2] == ["fc", "relu"]
+    # The network's own parameters belong to no tap: their gradients are compared on the torch layer's row.
+    assert [t.key for t in result.comparison.layers[0].param_grads] == ["W ~ fc.weight", "b ~ fc.bias"]
 
 
-def test_free_form_numpy_bug_is_found_by_its_tap():
-    result = layerdiff.compare_models(free_form_numpy(bug=True), TorchResidual(), input_shape=(5, 4), param_map={"model.W": "fc.weight", "model.b": "fc.bias"})
+def test_free_form_numpy_backward_bug_is_blamed_on_the_layer_whose_backward_it_is():
+    # The ReLU's backward forgets its mask: the wrong gradient arrives at the tap "fc", made by "relu".
+    result = layerdiff.compare_models(free_form_numpy(bug=True), TorchResidual(), input_shape=(5, 4), param_map={"W": "fc.weight", "b": "fc.bias"})
     assert result.comparison.forward is None
-    assert result.comparison.backward.layer_a == "fc"
+    assert result.comparison.backward.layer_a == "relu"
+    assert [(c.layer_a, c.pass_) for c in result.comparison.culprits] == [("relu", "backward")]
 
 
 def test_api_leaves_the_users_models_untouched():

@@ -13,15 +13,16 @@ A model file can say where things are for anything else (``params_of``, ``grads_
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from layerdiff.adapter import Feed
+from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, unique_name
+from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 PARAM_DICTS = ("params", "parameters")
@@ -104,7 +105,12 @@ class Network:
         return None
 
     def params(self) -> list[tuple[str, Layer, str, Slot]]:
-        return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
+        """(full name, layer, key, slot); a whole network's parameters keep their own keys as names."""
+        return [
+            (k if self.whole is not None else f"{layer.name}.{k}", layer, k, slot)
+            for layer in self.layers
+            for k, slot in self.slots(layer).items()
+        ]
 
 
 def _all_layers(layers: Any) -> bool:
@@ -129,25 +135,36 @@ def _layout(name: str, value: np.ndarray, model: Model) -> str:
 
 
 class NumpyTapper:
-    """Collects ``tap``/``tap_grad`` calls made inside the user's code."""
+    """Collects ``tap``/``tap_grad`` calls made inside the user's code; in a replay, hands back forced values."""
 
-    def __init__(self, trace_layers: list[LayerRecord]) -> None:
+    def __init__(self, trace_layers: list[LayerRecord], forcing: Forcing) -> None:
         self.layers = trace_layers
         self.by_name: dict[str, LayerRecord] = {}
+        self.forcing = forcing
 
     def tap(self, name: str, value: Any) -> Any:
         record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
         self.by_name[record.name] = record
         self.layers.append(record)
-        return value
+        return _forced(self.forcing.outputs, record.name, [value])[0]
 
-    def tap_grad(self, name: str, grad: Any) -> None:
+    def tap_grad(self, name: str, grad: Any) -> Any:
         # A name tapped n times gets its gradients in reverse order, as backward visits them.
         candidates = [r for r in self.layers if r.kind == "tap" and r.name.split("#")[0] == name]
         pending = [r for r in candidates if "grad_output" not in r.tensors]
         if not candidates:
-            return
-        (pending[-1] if pending else candidates[-1]).tensors["grad_output"] = snapshot(grad)
+            return grad
+        record = pending[-1] if pending else candidates[-1]
+        record.tensors["grad_output"] = snapshot(grad)
+        return _forced(self.forcing.grad_outputs, record.name, [grad])[0]
+
+
+def _forced(table: dict[str, list[np.ndarray]], name: str, values: list[Any]) -> list[Any]:
+    """The forced values for a layer, in its own dtype, or its own values when it is not forced (or not alike)."""
+    forced = table.get(name)
+    if forced is None or len(forced) != len(values) or any(np.shape(f) != np.shape(v) for f, v in zip(forced, values)):
+        return values
+    return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(forced, values)]
 
 
 class NumpyAdapter:
@@ -184,16 +201,20 @@ class NumpyAdapter:
                 else:
                     _replace(layer.obj, slot, current, values[full].astype(current.dtype))
 
-    def run(self, model: Model, feed: Feed) -> Trace:
+    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net = Network(model)
         records: list[LayerRecord] = []
-        tapper = NumpyTapper(records)
+        forcing = forcing or Forcing()
+        tapper = NumpyTapper(records, forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
-        with tapping(tapper):
-            outputs, layer_records = self._forward(net, model, inputs, records)
+        with tapping(tapper), warnings.catch_warnings():
+            # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
+            # not a reason to stop, even where warnings are errors (pytest -W error).
+            warnings.simplefilter("default", RuntimeWarning)
+            outputs, layer_records = self._forward(net, model, inputs, records, forcing)
             loss, douts = self._loss(model, outputs, feed, records)
-            self._backward(net, model, layer_records, douts)
+            self._backward(net, model, layer_records, douts, forcing)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
@@ -206,14 +227,14 @@ class NumpyAdapter:
         return Trace(records, params, loss, upstream=[] if model.loss is not None else douts)
 
     def _forward(
-        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord]
+        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord], forcing: Forcing
     ) -> tuple[list[np.ndarray], list[LayerRecord]]:
         layer_records = []
         values: Any = inputs if net.whole is not None else inputs[:1]
         for layer in net.layers:
             record = LayerRecord(layer.name, type(layer.obj).__name__)
             for i, v in enumerate(values):
-                record.tensors["input" if i == 0 else f"input.{i}"] = snapshot(v)
+                record.tensors[tensor_key("input", i)] = snapshot(v)
             try:
                 out = _call_forward(layer.obj, values)
             except ModelFileError:
@@ -229,9 +250,10 @@ class NumpyAdapter:
                     )
             values = list(out) if isinstance(out, tuple) else [out]
             for i, v in enumerate(values):
-                record.tensors["output" if i == 0 else f"output.{i}"] = snapshot(v)
+                record.tensors[tensor_key("output", i)] = snapshot(v)
             records.append(record)
             layer_records.append(record)
+            values = _forced(forcing.outputs, layer.name, values)
         return [np.asarray(v) for v in values], layer_records
 
     def _loss(
@@ -261,12 +283,15 @@ class NumpyAdapter:
         )
         return value, [np.asarray(dlogits)]
 
-    def _backward(self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray]) -> None:
+    def _backward(
+        self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray], forcing: Forcing
+    ) -> None:
         grads: list[np.ndarray] = douts
         glue = model.glue.get("input_grad_of")
         for layer, record in zip(reversed(net.layers), reversed(layer_records)):
             for i, g in enumerate(grads):
-                record.tensors["grad_output" if i == 0 else f"grad_output.{i}"] = snapshot(g)
+                record.tensors[tensor_key("grad_output", i)] = snapshot(g)
+            grads = _forced(forcing.grad_outputs, layer.name, grads)
             try:
                 returned = layer.obj.backward(*grads)
             except Exception as exc:
@@ -282,7 +307,7 @@ class NumpyAdapter:
                 )
             grads = list(dx) if isinstance(dx, list) else [dx]
             for i, g in enumerate(grads):
-                record.tensors["grad_input" if i == 0 else f"grad_input.{i}"] = snapshot(g)
+                record.tensors[tensor_key("grad_input", i)] = snapshot(g)
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:

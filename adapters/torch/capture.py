@@ -7,12 +7,13 @@ forbids modifying a hooked module's output in place.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
-from layerdiff.adapter import Feed
+from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
@@ -34,9 +35,14 @@ def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
 
 
 class Recorder:
-    """Hooks and taps writing into one list of layer records, in the order the forward pass runs."""
+    """Hooks and taps writing into one list of layer records, in the order the forward pass runs.
 
-    def __init__(self) -> None:
+    In a replay, a forced layer records its own output and then hands on the forced value; gradients still flow
+    through it (``own + (forced - own).detach()``), so that its backward runs, on the forced upstream gradient.
+    """
+
+    def __init__(self, forcing: Forcing) -> None:
+        self.forcing = forcing
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
         self.calls: dict[int, list[LayerRecord]] = {}
@@ -57,33 +63,67 @@ class Recorder:
             for i, t in enumerate(o for o in outs if isinstance(o, torch.Tensor)):
                 record.tensors[tensor_key("output", i)] = _array(t)
             self.calls.setdefault(id(module), []).append(record)
-            self.outputs[record.name] = output
+            forced = self.forced_output(record.name, output)
+            self.outputs[record.name] = output if forced is None else forced
+            return forced
 
         return hook
+
+    def forced_output(self, name: str, output: Any) -> Any:
+        values = self.forcing.outputs.get(name)
+        outs = output if isinstance(output, tuple) else (output,)
+        if values is None or len(values) != len(outs) or any(tuple(v.shape) != tuple(o.shape) for v, o in zip(values, outs)):
+            return None
+        replaced = tuple(o + (torch.from_numpy(np.asarray(v)).to(o.dtype) - o).detach() for v, o in zip(values, outs))
+        return replaced if isinstance(output, tuple) else replaced[0]
+
+    def forced_grads(self, name: str, grads: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        values = self.forcing.grad_outputs.get(name)
+        if values is None or len(values) != len(grads) or any(g is None or tuple(v.shape) != tuple(g.shape) for v, g in zip(values, grads)):
+            return None
+        return tuple(torch.from_numpy(np.asarray(v)).to(g.dtype) for v, g in zip(values, grads))
+
+
+    def backward_pre_hook(self, module: torch.nn.Module, grad_output: Any) -> Any:
+        """Records the gradient arriving at the module's output; in a replay, replaces it."""
+        pending = self.calls.get(id(module))
+        if not pending:
+            return None
+        record = pending[-1]  # backward visits a reused module's calls in reverse
+        for i, g in enumerate(grad_output):
+            if g is not None:
+                record.tensors[tensor_key("grad_output", i)] = _array(g)
+        return self.forced_grads(record.name, tuple(grad_output))
 
     def backward_hook(self, module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
         pending = self.calls.get(id(module))
         if not pending:
             return
-        record = pending.pop()  # backward visits a reused module's calls in reverse
-        for kind, grads in (("grad_input", grad_input), ("grad_output", grad_output)):
-            for i, g in enumerate(grads):
-                if g is not None:
-                    record.tensors[tensor_key(kind, i)] = _array(g)
+        record = pending.pop()
+        for i, g in enumerate(grad_input):
+            if g is not None:
+                record.tensors[tensor_key("grad_input", i)] = _array(g)
 
     def tap(self, name: str, value: Any) -> Any:
         known = self.by_name.get(name)
         if known is not None and self.outputs.get(known.name) is value:
-            record = known  # the module's own output, tapped under the module's name
-        else:
-            record = self.add(name, "tap")
-            record.tensors["output"] = _array(value)
+            return value  # the module's own output, tapped under the module's name: recorded (and forced) already
+        record = self.add(name, "tap")
+        record.tensors["output"] = _array(value)
+        forced = self.forced_output(record.name, value)
+        value = value if forced is None else forced
         if isinstance(value, torch.Tensor) and value.requires_grad:
-            value.register_hook(lambda g: record.tensors.__setitem__("grad_output", _array(g)))
+
+            def arrived(g: torch.Tensor) -> torch.Tensor | None:
+                record.tensors["grad_output"] = _array(g)
+                replaced = self.forced_grads(record.name, (g,))
+                return None if replaced is None else replaced[0]
+
+            value.register_hook(arrived)
         return value
 
-    def tap_grad(self, name: str, grad: Any) -> None:
-        pass  # autograd reports the gradient of every tapped tensor
+    def tap_grad(self, name: str, grad: Any) -> Any:
+        return grad  # autograd reports the gradient of every tapped tensor
 
 
 def _captured_modules(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -119,22 +159,25 @@ class TorchAdapter:
                 if full in values:
                     p.copy_(torch.from_numpy(np.ascontiguousarray(values[full])))
 
-    def run(self, model: Model, feed: Feed) -> Trace:
+    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net: torch.nn.Module = model.obj
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
         inputs = [_tensor(x, dtype, grad=True) for x in feed.inputs]
-        recorder = Recorder()
+        recorder = Recorder(forcing or Forcing())
         handles = []
         inplace = []
         for name, module in _captured_modules(net):
             handles.append(module.register_forward_hook(recorder.forward_hook(name)))
+            handles.append(module.register_full_backward_pre_hook(recorder.backward_pre_hook))
             handles.append(module.register_full_backward_hook(recorder.backward_hook))
             if getattr(module, "inplace", False) is True:
                 inplace.append(module)
                 module.inplace = False
         net.zero_grad(set_to_none=True)
         try:
-            with tapping(recorder):
+            with tapping(recorder), warnings.catch_warnings():
+                # Our own hooks on a module whose inputs need no gradient (an embedding's token ids).
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 loss_value, upstream = self._iterate(model, net, inputs, feed, dtype, recorder)
         finally:
             for h in handles:
@@ -181,7 +224,11 @@ class TorchAdapter:
 
 
 def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
-    owners = {id(p): (path, m, n) for path, m in net.named_modules() for n, p in m.named_parameters(recurse=False)}
+    # A tied parameter belongs to the first module that holds it (the embedding, not the output head).
+    owners: dict[int, tuple[str, torch.nn.Module, str]] = {}
+    for path, m in net.named_modules():
+        for n, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), (path, m, n))
     records = []
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]

@@ -1,0 +1,68 @@
+"""Culprits, not symptoms: each bug variant's culprits at their layers and passes, none on clean pairs,
+and each hint on the variant built for it only."""
+
+import pytest
+
+from conftest import CLEAN_PAIRS, FIXTURES, bug_variants, expected
+
+PASS_OF = {"forward": ("forward",), "backward": ("backward", "param_grad")}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """One run per bug variant, shared by the tests below."""
+    import layerdiff
+
+    out = tmp_path_factory.mktemp("runs")
+    found = {}
+    for variant in bug_variants():
+        want = expected(variant)
+        result = layerdiff.run(variant, FIXTURES / want["reference"], out=out / variant.stem)
+        found[variant.stem] = (want, result.json())
+    return found
+
+
+@pytest.mark.parametrize("variant", [v.stem for v in bug_variants()])
+def test_culprits_are_named_at_their_layer_and_pass(reports, variant):
+    want, report = reports[variant]
+    culprits = [(c["layer_a"], c["pass"]) for c in report["culprits"]]
+    if "culprits" in want:
+        assert culprits == [(c["layer"], c["pass"]) for c in want["culprits"]]
+    else:
+        assert {layer for layer, _ in culprits} == {want["layer"]}
+        assert culprits[0][1] in PASS_OF[want["pass"]]
+    first = report[want["pass"]]["first_culprit"]
+    assert first is not None
+
+
+@pytest.mark.parametrize("variant", [v.stem for v in bug_variants()])
+def test_each_hint_is_stated_on_its_variant_and_no_other(reports, variant):
+    want, report = reports[variant]
+    hints = " ".join(c["hint"] or "" for c in report["culprits"]).lower()
+    if want.get("hint"):
+        assert want["hint"].lower() in hints
+    for other, (other_want, _) in reports.items():
+        mark = other_want.get("hint")
+        if other != variant and mark and mark != want.get("hint"):
+            assert mark.lower() not in hints, f"{other}'s hint stated on {variant}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "native"])
+@pytest.mark.parametrize("a,b", CLEAN_PAIRS)
+def test_clean_pair_has_no_culprit(run_json, a, b, dtype):
+    _, report = run_json(FIXTURES / a, FIXTURES / b, "--dtype", dtype)
+    assert report["culprits"] == []
+    assert all(layer["verdict"] == "ok" for layer in report["layers"])
+
+
+def test_two_dumps_cannot_name_culprits_but_a_dump_and_a_script_can(cli):
+    import json
+
+    cli("dump", FIXTURES / "mlp_numpy.py", "-o", "golden.h5")
+    cli("dump", FIXTURES / "bug_sigmoid_grad_preactivation.py", "-o", "bug.h5", "--weights-from", "golden.h5")
+    _, out, _ = cli("compare", "golden.h5", "bug.h5", "--json")
+    assert json.loads(out)["culprits"] is None
+    _, out, _ = cli("compare", FIXTURES / "bug_sigmoid_grad_preactivation.py", "golden.h5", "--json")
+    assert [(c["layer_a"], c["pass"]) for c in json.loads(out)["culprits"]] == [("sig2", "backward")]
+    _, out, _ = cli("compare", "golden.h5", FIXTURES / "bug_sigmoid_grad_preactivation.py", "--json")
+    assert [(c["layer_b"], c["pass"]) for c in json.loads(out)["culprits"]] == [("sig2", "backward")]
