@@ -32,6 +32,7 @@ from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
 DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
 GLUE = ("params_of", "grads_of", "input_grad_of")
+EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
 
 @dataclass
@@ -95,10 +96,13 @@ def from_object(
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
     if adapter is None:
-        raise ModelFileError(
-            f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. "
-            "Give a torch.nn.Module, a NumPy network with forward/backward, or install the adapter for its framework."
+        extra = EXTRAS.get(_type_name(obj).split(".")[0])
+        fix = (
+            f"Install with: pip install 'layerdiff[{extra}]'"
+            if extra is not None and extra not in available()
+            else "Give a torch.nn.Module, a NumPy network with forward/backward, a JAX (apply_fn, params) pair or a Flax module"
         )
+        raise ModelFileError(f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. {fix}.")
     return Model(
         obj=obj,
         adapter=adapter,
@@ -180,7 +184,8 @@ def _find_model(namespace: dict[str, Any], source: str) -> Any:
         )
     raise ModelFileError(
         f"{source} defines no model: expected a module-level torch.nn.Module, a NumPy network with "
-        "forward/backward (or a list of such layers), or a variable named `model`."
+        "forward/backward (or a list of such layers), a Flax NNX module, or a variable named `model` (a JAX "
+        "`(apply_fn, params)` pair, a Linen `(module, variables)` pair)."
     )
 
 

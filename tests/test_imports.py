@@ -14,7 +14,7 @@ def test_import_layerdiff_imports_no_framework():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api"])
+@pytest.mark.parametrize("module", ["layerdiff.tap", "layerdiff.sync", "layerdiff.records", "layerdiff.compare", "layerdiff.api"])
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(importlib.import_module(module))
     assert tried > 0 and failures == 0
@@ -23,4 +23,4 @@ def test_docstring_examples_run(module):
 def test_adapters_are_registered_as_entry_points():
     from layerdiff.adapter import available
 
-    assert {"numpy", "torch"} <= set(available())
+    assert {"numpy", "torch", "jax"} <= set(available())

@@ -42,7 +42,7 @@ class Site(NamedTuple):
     name: str  # the layer as traced: gradients go to its latest call still lacking them (backward runs in reverse)
     call: str  # this call's numbered name (``fc1#2``), to find what forcing substitutes; exact only eagerly
     key: str  # "grad_output", "grad_input.1"
-    index: int
+    position: int  # among the call's array inputs or outputs
 
 
 class Session:
@@ -129,7 +129,7 @@ class Session:
                 f"Layer '{site.call}' of {self.source} cannot be teacher-forced: it runs inside a transformation "
                 "that traces it even with jit disabled (vmap, checkpoint). Tap a value outside it instead."
             )
-        forced = np.asarray(table[site.call][site.index])
+        forced = np.asarray(table[site.call][site.position])
         if forced.shape != tuple(value.shape):
             raise ModelFileError(
                 f"Cannot force layer '{site.call}' of {self.source}: its {site.key.replace('grad_', '')} has shape "

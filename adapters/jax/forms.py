@@ -140,7 +140,7 @@ class Nnx:
 
         classes = {type(sub) for _, sub in nnx.iter_modules(obj)}
         # Resolved before any is replaced, so that a subclass's inherited __call__ is not wrapped twice.
-        originals = {cls: cls.__call__ for cls in classes}  # type: ignore[operator]
+        originals = {cls: cls.__call__ for cls in classes}
         own = {cls: cls.__dict__["__call__"] for cls in classes if "__call__" in cls.__dict__}
         for cls in classes:
             setattr(cls, "__call__", _routed(originals[cls], calls))
