@@ -162,7 +162,9 @@ def test_forced_replay_runs_eagerly_and_each_layer_records_its_own_result(tmp_pa
     assert np.array_equal(layers["fc2"]["output"], plain.layers[2].tensors["output"])  # its own, local output
     assert np.allclose(layers["sig2"]["output"], 1 / (1 + np.exp(-forced_out)))  # the next layer received the forced one
     grad_W = next(p.grad for p in replay.params if p.name == "fc3.W")
-    assert np.allclose(grad_W, layers["sig2"]["output"].T @ forced_grad)
+    assert np.allclose(grad_W, layers["sig2"]["output"].T @ forced_grad)  # its backward ran on the forced gradient
+    arrived = layers["tanh3"]["grad_output"] * (1 - layers["tanh3"]["output"] ** 2)
+    assert np.allclose(layers["fc3"]["grad_output"], arrived)  # what it records is the gradient as it arrived
 
 
 def test_forcing_inside_vmap_says_why_it_cannot(tmp_path):

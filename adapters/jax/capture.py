@@ -120,22 +120,20 @@ class Session:
         return out
 
     def substitute(self, site: Site, value: Any, which: str) -> Any:
-        """The value forcing puts in place of ``value`` (an output, or the gradient arriving at it), or ``value``."""
+        """What forcing puts in place of an output (``which="outputs"``) or of the gradient arriving at it.
+
+        A forced value that does not fit (another count or shape) is left out, as the other adapters do.
+        """
         table: dict[str, list[np.ndarray]] = getattr(self.forcing, which) if self.forcing is not None else {}
-        if not site.key.startswith("grad_output") or site.call not in table:
+        values = table.get(site.call) if site.key.startswith("grad_output") else None
+        if values is None or site.position >= len(values) or np.shape(values[site.position]) != tuple(value.shape):
             return value
         if isinstance(value, jax.core.Tracer):
             raise ModelFileError(
                 f"Layer '{site.call}' of {self.source} cannot be teacher-forced: it runs inside a transformation "
                 "that traces it even with jit disabled (vmap, checkpoint). Tap a value outside it instead."
             )
-        forced = np.asarray(table[site.call][site.position])
-        if forced.shape != tuple(value.shape):
-            raise ModelFileError(
-                f"Cannot force layer '{site.call}' of {self.source}: its {site.key.replace('grad_', '')} has shape "
-                f"{tuple(value.shape)} here but the substitute has {forced.shape}."
-            )
-        return jnp.asarray(forced, dtype=value.dtype)
+        return jnp.asarray(values[site.position], dtype=value.dtype)
 
 
 _session: Session | None = None  # the run in progress; the callbacks run on XLA's threads and find it here
@@ -161,10 +159,9 @@ def _probe_forward(site: Site, x: Any) -> tuple[Any, None]:
 
 
 def _probe_backward(site: Site, _: None, grad: Any) -> tuple[Any]:
-    if _session is not None:
-        grad = _session.substitute(site, grad, "grad_outputs")
+    # The gradient as it arrives is recorded; a replay then hands on the forced one.
     jax.debug.callback(functools.partial(_report_gradient, site.name, site.key), grad, ordered=True)
-    return (grad,)
+    return (grad if _session is None else _session.substitute(site, grad, "grad_outputs"),)
 
 
 _probe.defvjp(_probe_forward, _probe_backward)
