@@ -127,8 +127,8 @@ class Comparison:
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
-def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
-    """Compare one tensor pair.
+def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0) -> TensorDiff:
+    """Compare one tensor pair; ``floor`` raises the RMS floor of the denominator (see ``grad_floor``).
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -151,7 +151,7 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
         return result
     err = np.abs(np.where(both, a64 - b64, 0.0))
     ref = np.where(both, b64, 0.0)
-    rms = float(np.sqrt(np.mean(ref * ref)))
+    rms = max(float(np.sqrt(np.mean(ref * ref))), floor)
     rel = err / (np.abs(ref) + rms) if rms > 0 else np.where(err > 0, np.inf, 0.0)
     result.max_abs = float(err.max())
     result.max_rel = float(rel.max())
@@ -162,7 +162,23 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float) -> TensorDiff:
     result.ok = not bad.any()
     if result.nonfinite_mismatch:
         result.problem = "nonfinite"
+        result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+def grad_floor(layer: LayerInfo, param_size: int) -> float:
+    """The size a parameter gradient's entries would have without cancellation: a bias before a batch norm has a
+    gradient that is exactly zero in exact arithmetic, and two rounding noises must not be compared to each other.
+
+    Each entry sums ``n`` terms of the layer's output gradient, so its scale is ``rms(grad_output) * sqrt(n)``.
+    """
+    go = layer.tensors.get("grad_output")
+    if go is None:
+        return 0.0
+    size = int(np.prod(go.shape))
+    if size == 0:
+        return 0.0
+    return go.norm / math.sqrt(size) * math.sqrt(max(size / max(param_size, 1), 1.0))
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -262,7 +278,7 @@ def compare(
     loose = row_links.get(-1, [])
     if loose:  # parameters whose layers are aligned on neither side still get their gradients compared
         layer = LayerDiff("(parameters of no aligned layer)", "", "params", "params")
-        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param")) for w in loose]
+        layer.param_grads = [_param_diff(a, b, w, judge.tol(a.layers[0], "param"), 0.0) for w in loose]
         layer.verdict = "ok" if layer.ok else ("differs" if local is None else "inherited")
         layers.append(layer)
     forward = sorted((n, c) for n, c in culprits if c.pass_ == "forward")
@@ -310,11 +326,11 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
     return row + 1, Culprit(a.layers[i].name, b.layers[j].name, c.pass_, note, c.max_abs, c.max_rel, c.tol, c.hint)
 
 
-def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float) -> TensorDiff:
+def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
     ga, gb = a.param(w.src).grad, b.param(w.dst).grad
     if ga is None or gb is None:
         return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
-    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol)
+    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol, floor)
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
@@ -333,7 +349,9 @@ def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.
     for key in la.tensors:
         if key in lb.tensors:
             result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
-    result.param_grads = [_param_diff(a, b, w, judge.tol(la, "param")) for w in links]
+    result.param_grads = [
+        _param_diff(a, b, w, judge.tol(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in links
+    ]
     return result
 
 
@@ -365,7 +383,7 @@ def _isolate_layer(
         if ga is None or gb is None:
             continue
         va = link.apply(ga)
-        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"))
+        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
             found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))

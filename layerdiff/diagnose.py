@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-FIT = 1e-6  # relative residual under which a hypothesis explains the difference
+FIT = 1e-6  # relative residual under which a hypothesis explains the difference, unless rounding needs more
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,22 @@ def describe(a: np.ndarray, b: np.ndarray, sides: Sides, tol: float) -> str | No
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if a.shape == b.shape and (found := _nonfinite(a, b, sides, tol)):
+        return found
     if a.size < 2:
-        return None  # one number (a loss) has no pattern to show
+        return None  # one number (a loss) has no other pattern to show
     if a.shape != b.shape:
-        return _permuted(a, b, sides)
+        return _permuted(a, b, sides, max(FIT, tol))
     for hypothesis in HYPOTHESES:
-        sentence = hypothesis(a, b, sides, tol)
+        sentence = hypothesis(a, b, sides, max(FIT, tol))
         if sentence:
             return sentence
     return None
 
 
-def _close(x: np.ndarray, y: np.ndarray) -> bool:
+def _close(x: np.ndarray, y: np.ndarray, fit: float) -> bool:
     scale = max(float(np.abs(y).max(initial=0.0)), float(np.abs(x).max(initial=0.0)), 1e-300)
-    return bool(np.all(np.abs(x - y) <= FIT * scale))
+    return bool(np.all(np.abs(x - y) <= fit * scale))
 
 
 def _nonfinite(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
@@ -80,38 +82,39 @@ def _factor(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
     if bb == 0:
         return None
     c = float(np.vdot(a, b)) / bb
-    if c == 0 or not _close(a, c * b):
+    if c == 0 or not _close(a, c * b, tol):
         return None
     if abs(c + 1) <= 1e-6:
         return f"{s.a} is {s.b} with its sign flipped."
     return f"{s.a} is {_name_factor(c, s.batch)} × {s.b}."
 
 
-def _permuted(a: np.ndarray, b: np.ndarray, s: Sides) -> str | None:
+def _permuted(a: np.ndarray, b: np.ndarray, s: Sides, fit: float) -> str | None:
     if a.ndim != b.ndim or a.ndim > 5 or sorted(a.shape) != sorted(b.shape):
         return None
     for axes in itertools.permutations(range(a.ndim)):
-        if axes != tuple(range(a.ndim)) and a.transpose(axes).shape == b.shape and _close(a.transpose(axes), b):
+        if axes != tuple(range(a.ndim)) and a.transpose(axes).shape == b.shape and _close(a.transpose(axes), b, fit):
             return f"{s.a} is {s.b} with its axes permuted: {s.a} transposed by {axes} equals {s.b}."
     return None
 
 
 def _transposed(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim >= 2 and a.shape[-1] == a.shape[-2] and _close(np.swapaxes(a, -1, -2), b):
+    if a.ndim >= 2 and a.shape[-1] == a.shape[-2] and _close(np.swapaxes(a, -1, -2), b, tol):
         return f"{s.a} is {s.b} transposed (its last two axes swapped)."
-    return _permuted(a, b, s) if a.ndim >= 2 and len(set(a.shape)) < a.ndim else None
+    return _permuted(a, b, s, tol) if a.ndim >= 2 and len(set(a.shape)) < a.ndim else None
 
 
 def _shift(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
     d = a - b
     scale = max(float(np.abs(b).max(initial=0.0)), 1e-300)
-    if np.all(np.abs(d - d.mean()) <= FIT * scale):
+    if np.all(np.abs(d - d.mean()) <= tol * scale):
         return f"{s.a} is {s.b} shifted by a constant {d.mean():.6g}."
     if a.ndim >= 2:
-        for axis, label in ((1, "channel (axis 1)"), (a.ndim - 1, "feature (last axis)")):
+        axes = ((1, "feature"),) if a.ndim == 2 else ((1, "channel (axis 1)"), (a.ndim - 1, "feature (last axis)"))
+        for axis, label in axes:
             others = tuple(i for i in range(a.ndim) if i != axis)
             per = d.mean(axis=others, keepdims=True)
-            if np.all(np.abs(d - per) <= FIT * scale) and np.ptp(per) > FIT * scale:
+            if np.all(np.abs(d - per) <= tol * scale) and np.ptp(per) > tol * scale:
                 return f"{s.a} is {s.b} shifted by a different constant per {label}: a bias differs."
     return None
 
@@ -125,7 +128,7 @@ def _spatial_shift(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | 
         xa = slice(max(dx, 0), a.shape[-1] + min(dx, 0))
         xb = slice(max(-dx, 0), a.shape[-1] + min(-dx, 0))
         inner_a, inner_b = a[..., ya, xa], b[..., yb, xb]
-        if _close(inner_a[..., 1:-1, 1:-1], inner_b[..., 1:-1, 1:-1]):
+        if _close(inner_a[..., 1:-1, 1:-1], inner_b[..., 1:-1, 1:-1], tol):
             return (
                 f"{s.a} is {s.b} moved by ({dy}, {dx}) pixels: a window, padding or stride off by "
                 f"{max(abs(dy), abs(dx))}."
@@ -219,7 +222,7 @@ def _epsilon(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
         return None
     ratio = rows_a[usable] / rows_b[usable]
     per_row = ratio.mean(axis=1, keepdims=True)
-    if np.all(np.abs(ratio - per_row) <= 1e-6 * np.abs(per_row)) and np.all(np.abs(per_row - 1) < 1e-2) and np.ptp(per_row) > 0:
+    if np.all(np.abs(ratio - per_row) <= tol * np.abs(per_row)) and np.all(np.abs(per_row - 1) < 1e-2) and np.ptp(per_row) > 0:
         return (
             f"{s.a} is {s.b} scaled by a factor per row between {per_row.min():.8f} and {per_row.max():.8f}: "
             "an epsilon in a normalization differs."

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from layerdiff.cli import main
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CLEAN_PAIRS = [("mlp_numpy.py", "mlp_torch.py"), ("cnn_numpy.py", "cnn_torch.py")]
+CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt")]
 
 
 def bug_variants() -> list[Path]:

@@ -66,3 +66,12 @@ def test_two_dumps_cannot_name_culprits_but_a_dump_and_a_script_can(cli):
     assert [(c["layer_a"], c["pass"]) for c in json.loads(out)["culprits"]] == [("sig2", "backward")]
     _, out, _ = cli("compare", "golden.h5", FIXTURES / "bug_sigmoid_grad_preactivation.py", "--json")
     assert [(c["layer_b"], c["pass"]) for c in json.loads(out)["culprits"]] == [("sig2", "backward")]
+
+
+def test_deep_float32_network_accumulates_error_without_a_culprit(run_json):
+    _, report = run_json(FIXTURES / "deep_numpy.py", FIXTURES / "deep_torch.py", "--dtype", "native")
+    out = {l["layer_a"]: next(t for t in l["tensors"] if t["key"] == "output") for l in report["layers"]}
+    local = {l["layer_a"]: next(t for t in l["local"] if t["key"] == "output") for l in report["layers"]}
+    assert out["tanh20"]["max_rel"] > 5 * out["tanh1"]["max_rel"] > 0  # cumulative float32 error grows
+    assert max(t["max_rel"] for t in local.values()) < out["tanh20"]["max_rel"]
+    assert report["culprits"] == [] and report["match"] is True

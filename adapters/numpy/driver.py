@@ -263,6 +263,7 @@ class NumpyAdapter:
             douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
             return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
         logits = outputs[0]
+        recorded = snapshot(logits)  # before the loss runs: losses often shift their input in place
         try:
             value, dlogits = _call_loss(model.loss, logits, feed.targets)
         except ModelFileError:
@@ -274,7 +275,7 @@ class NumpyAdapter:
                 "loss",
                 type(model.loss).__name__,
                 {
-                    "input": snapshot(logits),
+                    "input": recorded,
                     "output": np.asarray(value, dtype=logits.dtype),
                     "grad_input": snapshot(dlogits),
                     "grad_output": np.ones((), dtype=logits.dtype),
