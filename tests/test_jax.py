@@ -114,6 +114,20 @@ def test_taps_and_their_gradients_are_captured_under_jit(run_json, tmp_path):
     assert all(l["param_grads"] for l in report["layers"] if l["layer_a"].startswith("fc"))
 
 
+def test_tap_grad_inside_a_jax_run_hands_the_gradient_back(tmp_path):
+    write(tmp_path, "grads.py", (
+        "import jax.numpy as jnp\n"
+        "import layerdiff\n"
+        "def apply(params, x):\n"
+        "    h = layerdiff.tap('fc1', x @ params['fc1']['W'])\n"
+        "    return h * jnp.sum(layerdiff.tap_grad('fc1', jnp.ones(2)))\n"
+        "model = (apply, {'fc1': {'W': jnp.ones((3, 2))}})\n"
+        "input_shape = (4, 3)\n"
+    ))
+    trace = runner.run_one(modelfile.load(tmp_path / "grads.py"))
+    assert np.allclose(trace.upstream[0] * 2, trace.layers[0].tensors["grad_output"])
+
+
 def test_a_jitted_block_called_twice_records_two_calls_with_their_own_gradients(tmp_path):
     trace = runner.run_one(modelfile.load(jitted_mlp(tmp_path, shared=True)), seed=1)
     calls = {l.name: l.tensors for l in trace.layers}

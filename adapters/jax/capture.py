@@ -31,7 +31,7 @@ from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
-from layerdiff.adapters.jax.forms import Form, layout, map_named, path_name, require
+from layerdiff.adapters.jax.forms import Form, form_of, is_array, layout, map_named, path_name, require
 
 CHANNELS_LAST = "N H W C"
 
@@ -84,8 +84,8 @@ class Session:
             return value  # a module's output, tapped under the module's own name: recorded once
         return self.call(name, "tap", lambda: value, (), {})
 
-    def tap_grad(self, name: str, grad: Any) -> None:
-        pass  # JAX differentiates every tapped value itself
+    def tap_grad(self, name: str, grad: Any) -> Any:
+        return grad  # JAX differentiates every tapped value itself
 
     def call(self, name: str, kind: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.open and self.open[-1][0] == name:
@@ -95,7 +95,7 @@ class Session:
         numbered = unique_name(name, self.numbered)
         self.numbered[numbered] = None
         leaves, tree = jax.tree_util.tree_flatten(args)
-        inputs = [i for i, leaf in enumerate(leaves) if _is_array(leaf)]
+        inputs = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
         for k, i in enumerate(inputs):
             leaves[i] = _probed(Site(name, numbered, tensor_key("grad_input", k), k), leaves[i])
         self.open.append([name, False])
@@ -106,7 +106,7 @@ class Session:
         if nested and name not in self.owners:
             return out  # a container: the calls inside it say more
         out_leaves, out_tree = jax.tree_util.tree_flatten(out)
-        outputs = [i for i, leaf in enumerate(out_leaves) if _is_array(leaf)]
+        outputs = [i for i, leaf in enumerate(out_leaves) if is_array(leaf)]
         jax.debug.callback(
             functools.partial(_report_forward, name, kind),
             [leaves[i] for i in inputs],
@@ -172,10 +172,6 @@ def _probed(site: Site, x: Any) -> Any:
     return _probe(site, x) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else x
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray))
-
-
 def _named(tree: Any) -> list[tuple[str, Any]]:
     """Leaves with their paths, ``fc1.kernel``, in ``tree_flatten``'s order."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -204,8 +200,6 @@ class JaxAdapter:
     name = "jax"
 
     def claims(self, obj: Any) -> bool:
-        from layerdiff.adapters.jax.forms import form_of
-
         return form_of(obj) is not None
 
     def version(self) -> str:

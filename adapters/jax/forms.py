@@ -7,9 +7,9 @@
 Each form hands its arrays out as collections of nested dicts, ``{"params": {"fc1": {"kernel": ...}}, ...}``, and
 takes them back the same way; only ``"params"`` is differentiated and synced, listed in the order the model
 defines them (``jax.tree_util`` sorts keys: ``bias`` would come before ``kernel``, where PyTorch's ``weight`` comes
-first, and pairing by order would fail). Flax submodule calls go through
-``Calls.call`` (Linen by ``nn.intercept_methods``, NNX by wrapping the ``__call__`` of the module classes for the
-duration of a run), named by their path: ``encoder.fc1``, or ``model`` for the root.
+first, and pairing by order would fail). Flax submodule calls go through ``Calls.call`` (Linen's by
+``nn.intercept_methods``, NNX's by wrapping the ``__call__`` of the module classes for the duration of a run),
+named by their path: ``encoder.fc1``, or ``model`` for the root.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Protocol
 
 import jax
+import numpy as np
 
 from layerdiff.errors import ModelFileError
 
@@ -47,9 +48,7 @@ class Form(Protocol):
     def intercepting(self, obj: Any, calls: Calls) -> contextlib.AbstractContextManager[None]: ...
 
 
-def _is_array(x: Any) -> bool:
-    import numpy as np
-
+def is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray))
 
 
@@ -168,7 +167,7 @@ def _routed(original: Callable[..., Any], calls: Calls) -> Callable[..., Any]:
 def _in_order(node: Any, prefix: str = "") -> Iterator[str]:
     """Paths of the parameters below ``node``: dicts in insertion order, NNX modules in attribute order."""
     nnx = sys.modules.get("flax.nnx")
-    if _is_array(node) or nnx is not None and isinstance(node, nnx.Param):
+    if is_array(node) or nnx is not None and isinstance(node, nnx.Param):
         yield prefix
         return
     if isinstance(node, Mapping):
@@ -213,7 +212,7 @@ def form_of(obj: Any) -> Form | None:
             return Linen() if isinstance(obj[1], Mapping) and "params" in obj[1] else None
     if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]):
         leaves = jax.tree_util.tree_leaves(obj[1])
-        if leaves and all(_is_array(leaf) for leaf in leaves):
+        if leaves and all(is_array(leaf) for leaf in leaves):
             return Function()
     return None
 
