@@ -60,7 +60,10 @@ class Adapter(Protocol):
         """The framework's version, recorded in dumps."""
 
     def prepare(self, model: Model, dtype: str) -> None:
-        """Cast the model to float64 (``dtype == "float64"``) or leave it in its own precision (``"native"``)."""
+        """Cast the model to float64 (``dtype == "float64"``) or leave it in its own precision (``"native"``).
+
+        Where the file declares no ``activation_layout``, an adapter may set its framework's convention here.
+        """
 
     def parameters(self, model: Model) -> list[ParamRecord]:
         """Every parameter in a stable order, as the framework holds it, with its layout."""
@@ -69,7 +72,10 @@ class Adapter(Protocol):
         """Overwrite parameters by name, each array already in this side's layout."""
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says."""
+        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says.
+
+        The feed and forced values come laid out as the model takes them (``Model.run`` transposes them).
+        """
 
 
 REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")

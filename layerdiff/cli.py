@@ -176,7 +176,7 @@ def show(path: str) -> None:
             click.echo(f"{k}: {v}")
         click.echo(f"layers ({len(d.layers)}, execution order):")
         for layer in d.layers:
-            shapes = ", ".join(f"{k} {t.shape}" for k, t in layer.tensors.items())
+            shapes = ", ".join(f"{k} {t.shape}" + (f" (stored {t.layout})" if t.layout else "") for k, t in layer.tensors.items())
             click.echo(f"  {layer.index:4d} {layer.name} ({layer.kind}): {shapes}")
         click.echo("parameters:")
         for name in d.param_names():

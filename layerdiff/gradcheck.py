@@ -33,7 +33,7 @@ from layerdiff import runner
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, Trace, key_order
+from layerdiff.records import LayerRecord, Trace, canonical, key_order
 
 # Relative error bands (cs231n, "Gradient checks": above 1e-2 probably wrong, below 1e-4 fine near kinks, 1e-7 and
 # below for smooth functions; with the step chosen per coordinate, float64 does better than their single h).
@@ -172,7 +172,7 @@ def gradcheck(
     started = time.perf_counter()
     model.adapter.prepare(model, "float64")
     feed, notes = runner.make_feed([model], seed)
-    base = runner.capture(model, feed, "float64", seed)
+    base = _canonical(runner.capture(model, feed, "float64", seed))
     if runner.compute_dtype(base) != "float64":
         raise ModelFileError(
             f"{model.source} still computes in {runner.compute_dtype(base)} after casting its parameters to float64; "
@@ -187,7 +187,7 @@ def gradcheck(
 
     def run(feed_: Feed, forcing: Forcing | None = None) -> Trace:
         counter[0] += 1
-        return model.adapter.run(model, feed_, forcing)
+        return _canonical(model.run(feed_, forcing))
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
@@ -200,6 +200,14 @@ def gradcheck(
     _judge(layers)
     checked = [layer for layer in layers if layer.checks]
     return GradCheck(model.source, checked, counter[0], time.perf_counter() - started, notes)
+
+
+def _canonical(trace: Trace) -> Trace:
+    """Every recorded tensor in PyTorch's axis order, as feeds and forced values are given (channels-last models)."""
+    for r in trace.layers:
+        r.tensors = {k: canonical(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}
+        r.layouts = {}
+    return trace
 
 
 def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[int, list[tuple[int, ...]]]:

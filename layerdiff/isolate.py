@@ -35,4 +35,4 @@ def forcing_from(a: Recording, b: Recording, alignment: Alignment) -> Forcing:
 
 def replay(model: Model, feed: Feed, forcing: Forcing) -> Trace:
     """Side B's local trace: the same run, teacher-forced."""
-    return model.adapter.run(model, feed, forcing)
+    return model.run(feed, forcing)

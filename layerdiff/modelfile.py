@@ -8,6 +8,9 @@ A model file defines, at module level:
     targets       optional, for the loss
     param_map     optional {this file's parameter name: the other file's parameter name}
     layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
+    activation_layout
+                  optional axis names of the inputs and of every activation of as many dimensions, when not
+                  PyTorch's channels-first: "N H W C" (Flax models default to it)
     params_of, grads_of, input_grad_of
                   optional glue for hand-written layers of unusual shape (see the README)
     update        optional ``update(model, lr)``: the network's own SGD step, for ``overfit``
@@ -24,11 +27,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from layerdiff.adapter import Adapter, adapter_for, available
+from layerdiff.adapter import Adapter, Feed, Forcing, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
+from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
-DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts")
+DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
 GLUE = ("params_of", "grads_of", "input_grad_of", "update")
+EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
 
 @dataclass
@@ -46,6 +51,33 @@ class Model:
     param_map: dict[str, str] = field(default_factory=dict)
     layouts: dict[str, str] = field(default_factory=dict)
     glue: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    activation_layout: str | None = None  # None: not declared, the adapter may fill in its framework's convention
+
+    def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
+
+        A model whose activations are laid out otherwise receives its inputs, upstream gradient and forced values
+        transposed; its recorded tensors with as many axes as ``activation_layout`` are marked with it.
+        """
+        layout = self.activation_layout or ""
+        if not layout:
+            return self.adapter.run(self, feed, forcing)
+
+        def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
+            return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
+
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        if forcing is not None:
+            forcing = Forcing(
+                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.outputs.items()},
+                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.grad_outputs.items()},
+            )
+        trace = self.adapter.run(self, own, forcing)
+        rank = len(layout.split())
+        for record in trace.layers:
+            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+        trace.upstream = [canonical(u, layout) for u in trace.upstream]
+        return trace
 
 
 def from_object(
@@ -60,14 +92,18 @@ def from_object(
     layouts: dict[str, str] | None = None,
     glue: dict[str, Callable[..., Any]] | None = None,
     path: Path | None = None,
+    activation_layout: str | None = None,
 ) -> Model:
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
     if adapter is None:
-        raise ModelFileError(
-            f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. "
-            "Give a torch.nn.Module, a NumPy network with forward/backward, or install the adapter for its framework."
+        extra = EXTRAS.get(_type_name(obj).split(".")[0])
+        fix = (
+            f"Install with: pip install 'layerdiff[{extra}]'"
+            if extra is not None and extra not in available()
+            else "Give a torch.nn.Module, a NumPy network with forward/backward, a JAX (apply_fn, params) pair or a Flax module"
         )
+        raise ModelFileError(f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. {fix}.")
     return Model(
         obj=obj,
         adapter=adapter,
@@ -80,6 +116,7 @@ def from_object(
         param_map=dict(param_map or {}),
         layouts=dict(layouts or {}),
         glue=dict(glue or {}),
+        activation_layout=None if activation_layout is None else _layout(activation_layout, source),
     )
 
 
@@ -148,7 +185,8 @@ def _find_model(namespace: dict[str, Any], source: str) -> Any:
         )
     raise ModelFileError(
         f"{source} defines no model: expected a module-level torch.nn.Module, a NumPy network with "
-        "forward/backward (or a list of such layers), or a variable named `model`."
+        "forward/backward (or a list of such layers), a Flax NNX module, or a variable named `model` (a JAX "
+        "`(apply_fn, params)` pair, a Linen `(module, variables)` pair)."
     )
 
 
@@ -195,6 +233,16 @@ def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:
     if any(d <= 0 for s in result for d in s):
         raise ModelFileError(f"`input_shape` in {source} has a non-positive dimension: {value}.")
     return result
+
+
+def _layout(value: Any, source: str) -> str:
+    axes = value.split() if isinstance(value, str) else []
+    if not isinstance(value, str) or len(set(axes)) != len(axes) or (axes and not {"N", "C"} <= set(axes)):
+        raise ModelFileError(
+            f"`activation_layout` in {source} must name the axes of its inputs, such as \"N H W C\" for channels-last "
+            f"images; got {value!r}."
+        )
+    return " ".join(axes)
 
 
 def _type_name(obj: Any) -> str:

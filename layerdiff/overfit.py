@@ -100,7 +100,7 @@ def _train(model: Model, feed: Feed, steps: int, lr: float, dtype: str, seed: in
             own(model.obj, lr)
         else:
             model.adapter.load_parameters(model, {p.name: p.value - lr * p.grad for p in trace.params if p.grad is not None})
-        trace = model.adapter.run(model, feed)
+        trace = model.run(feed)
         losses.append(float(trace.loss if trace.loss is not None else math.nan))
     return Curve(model.source, losses, _verdict(losses), "the file's update()" if own is not None else "sgd")
 

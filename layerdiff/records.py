@@ -3,6 +3,10 @@
 Adapters produce a ``Trace``; the store writes it; compare reads it back (or takes it straight from memory).
 Tensor keys of a layer: ``input``, ``output``, ``grad_input``, ``grad_output``; a layer with several inputs or
 outputs has ``input.1``, ``grad_input.1``… after the first.
+
+A tensor is kept as its framework made it. One laid out otherwise than PyTorch (channels-last ``"N H W C"``) has
+its layout recorded, and a ``Recording`` hands it out, with its shape, in PyTorch's order: what reads recordings
+(align, compare, isolate, diagnose) never sees a layout.
 """
 
 from __future__ import annotations
@@ -13,6 +17,40 @@ from typing import Any, Protocol
 import numpy as np
 
 TENSOR_KINDS = ("input", "output", "grad_input", "grad_output")
+
+# PyTorch's order. Recordings hand out every tensor in it; dumps of any framework hash their weights in it.
+CANONICAL_AXES = ("out", "in", "O", "I", "N", "C", "D", "H", "W")
+
+
+def _to_canonical(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """The transpose from ``layout`` to PyTorch's order; None when there is none, or the layout does not fit ``ndim``."""
+    axes = layout.split()
+    if len(axes) != ndim:
+        return None
+    rank = {a: CANONICAL_AXES.index(a) if a in CANONICAL_AXES else len(CANONICAL_AXES) + i for i, a in enumerate(axes)}
+    order = tuple(sorted(range(ndim), key=lambda i: rank[axes[i]]))
+    return None if order == tuple(range(ndim)) else order
+
+
+def canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """``value``, whose axes ``layout`` names, in PyTorch's order (as it is when the layout does not fit).
+
+    >>> canonical(np.zeros((4, 8, 8, 3)), "N H W C").shape
+    (4, 3, 8, 8)
+    """
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(order)
+
+
+def from_canonical(value: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of ``canonical``: a tensor in PyTorch's order, laid out as ``layout`` says."""
+    order = _to_canonical(layout, value.ndim)
+    return value if order is None else value.transpose(np.argsort(order))
+
+
+def canonical_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    order = _to_canonical(layout, len(shape))
+    return tuple(shape) if order is None else tuple(shape[i] for i in order)
 
 
 def tensor_key(kind: str, index: int) -> str:
@@ -28,10 +66,13 @@ def key_order(key: str) -> tuple[int, int]:
 
 @dataclass
 class LayerRecord:
+    """One layer call. ``layouts`` names the axes of tensors not in PyTorch's order (``{"output": "N H W C"}``)."""
+
     name: str
     kind: str
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     params: list[str] = field(default_factory=list)
+    layouts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +120,7 @@ class TensorInfo:
     dtype: str
     norm: float  # of the finite entries: alignment tells layers apart by it without reading the tensor
     mean: float
+    layout: str = ""  # the axes it was recorded in, when not PyTorch's order (``shape`` is in PyTorch's order)
 
 
 @dataclass(frozen=True)
@@ -93,20 +135,22 @@ class LayerInfo:
 SUMMARY_SAMPLE = 1 << 16
 
 
-def summarize(a: np.ndarray) -> TensorInfo:
-    """Shape, dtype and the RMS-derived norm and mean of (an evenly strided sample of) the finite entries.
+def summarize(a: np.ndarray, layout: str = "") -> TensorInfo:
+    """Shape (in PyTorch's order), dtype and the RMS-derived norm and mean of (an evenly strided sample of) the
+    finite entries.
 
     The statistics only tell layers apart for alignment, so a sample of 65,536 entries is enough and keeps
     writing a dump at the speed of the disk.
     """
+    shape = canonical_shape(tuple(a.shape), layout)
     flat = a.reshape(-1)
     step = max(1, flat.size // SUMMARY_SAMPLE)
     sample = flat[::step].astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if not sample.size:
-        return TensorInfo(tuple(a.shape), str(a.dtype), 0.0, 0.0)
+        return TensorInfo(shape, str(a.dtype), 0.0, 0.0, layout)
     rms = float(np.sqrt(np.mean(sample * sample)))
-    return TensorInfo(tuple(a.shape), str(a.dtype), rms * float(np.sqrt(flat.size)), float(sample.mean()))
+    return TensorInfo(shape, str(a.dtype), rms * float(np.sqrt(flat.size)), float(sample.mean()), layout)
 
 
 class Recording(Protocol):
@@ -121,7 +165,8 @@ class Recording(Protocol):
     @property
     def loss(self) -> float | None: ...
 
-    def tensor(self, index: int, key: str) -> np.ndarray: ...
+    def tensor(self, index: int, key: str) -> np.ndarray:
+        """The tensor in PyTorch's axis order."""
 
     def param(self, name: str) -> ParamRecord: ...
 
@@ -135,7 +180,7 @@ class InMemory:
         self.trace = trace
         self.source = source
         self.layers = [
-            LayerInfo(i, r.name, r.kind, {k: summarize(v) for k, v in r.tensors.items()}, tuple(r.params))
+            LayerInfo(i, r.name, r.kind, {k: summarize(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}, tuple(r.params))
             for i, r in enumerate(trace.layers)
         ]
         self._params = {p.name: p for p in trace.params}
@@ -149,7 +194,8 @@ class InMemory:
         return self.trace.loss
 
     def tensor(self, index: int, key: str) -> np.ndarray:
-        return self.trace.layers[index].tensors[key]
+        record = self.trace.layers[index]
+        return canonical(record.tensors[key], record.layouts.get(key, ""))
 
     def param(self, name: str) -> ParamRecord:
         return self._params[name]

@@ -1,8 +1,9 @@
 """Run both sides on identical weights, inputs and upstream gradient, and return their traces.
 
 The weights come from the first side (or from a dump, when one side is a dump); the inputs, targets and upstream
-gradient are made once and fed to both. Each side runs twice: a side whose two runs differ has randomness left on,
-and comparing it would be comparing noise.
+gradient are made once, in PyTorch's axis order, and fed to both (``Model.run`` lays them out for a channels-last
+model). Each side runs twice: a side whose two runs differ has randomness left on, and comparing it would be
+comparing noise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import ParamRecord, Trace
+from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape
 
 DTYPES = ("float64", "native")
 
@@ -42,7 +43,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
     notes = []
     declared = next((m for m in sides if m.inputs is not None), None)
     if declared is not None and declared.inputs is not None:
-        inputs = declared.inputs
+        inputs = [canonical(x, declared.activation_layout or "") for x in declared.inputs]
         notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
     else:
         shaped = next((m for m in sides if m.input_shapes is not None), None)
@@ -52,7 +53,7 @@ def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
                 f"Neither {names} declares its inputs. Add `input_shape = (batch, features)` (or `inputs = ...`) to one of them."
             )
         rng = np.random.default_rng(seed)
-        inputs = [rng.standard_normal(s) for s in shaped.input_shapes or []]
+        inputs = [rng.standard_normal(canonical_shape(s, shaped.activation_layout or "")) for s in shaped.input_shapes or []]
         notes.append(f"inputs: seeded normal {_shapes(inputs)} (seed {seed}, shape from {shaped.source})")
     with_loss = [m for m in sides if m.loss is not None]
     if with_loss and len(with_loss) != len(sides):
@@ -89,9 +90,10 @@ def capture(
     model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None, twice: bool = True
 ) -> Trace:
     """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false."""
-    first = model.adapter.run(model, feed)
-    noise = _run_to_run(model, first, model.adapter.run(model, feed)) if twice else None
+    first = model.run(feed)
+    noise = _run_to_run(model, first, model.run(feed)) if twice else None
     first.meta = {
+        **first.meta,  # the adapter's own settings (JAX's precision flags)
         "framework": model.adapter.name,
         "framework_version": model.adapter.version(),
         "layerdiff_version": __version__,
@@ -173,7 +175,7 @@ def run_pair(
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
-        reference = twin.adapter.run(twin, feed)
+        reference = twin.run(feed)
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
     return Pair(ta, tb, links, a.source, notes, feed, reference)
 

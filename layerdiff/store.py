@@ -8,7 +8,8 @@ Schema 1, one file per side, readable with plain h5py or ``h5ls -r``::
     /targets              the targets, when the model has a loss
     /upstream/0, 1…       the seeded gradient on each output, when it has none
     /layers/0000_fc1      one group per layer call, in execution order; attrs name, kind, params
-        output, input, grad_output, grad_input (and .1, .2… for more)   datasets; attrs norm, mean
+        output, input, grad_output, grad_input (and .1, .2… for more)   datasets; attrs norm, mean, and layout
+                          (``"N H W C"``) where the axes are not in PyTorch's order
     /params/0000_fc1.W    attrs name, layer, layout; datasets value, grad
 
 Data only: no pickled objects, so opening a dump never runs code. A dump is written to a temporary file beside
@@ -27,7 +28,7 @@ import numpy as np
 
 from layerdiff import files
 from layerdiff.errors import DumpError
-from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, key_order, summarize
+from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, canonical, canonical_shape, key_order, summarize
 
 SCHEMA = 1
 
@@ -58,7 +59,7 @@ def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, c
                 g = layers.create_group(_group_name(i, layer.name))
                 g.attrs.update(name=layer.name, kind=layer.kind, params=json.dumps(layer.params))
                 for key, value in layer.tensors.items():
-                    _dataset(g, key, value, compression)
+                    _dataset(g, key, value, compression, layer.layouts.get(key, ""))
             params = f.create_group("params")
             for i, p in enumerate(trace.params):
                 g = params.create_group(_group_name(i, p.name))
@@ -69,10 +70,12 @@ def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, c
     return path
 
 
-def _dataset(group: h5py.Group, key: str, value: np.ndarray, compression: str | None) -> None:
+def _dataset(group: h5py.Group, key: str, value: np.ndarray, compression: str | None, layout: str = "") -> None:
     info = summarize(value)
     ds = group.create_dataset(key, data=value, compression=compression if value.size > 1 else None)
     ds.attrs.update(norm=info.norm, mean=info.mean)
+    if layout:
+        ds.attrs["layout"] = layout
 
 
 def _arrays(group: h5py.Group, arrays: list[np.ndarray], compression: str | None) -> None:
@@ -111,7 +114,13 @@ class Dump:
                 str(g.attrs["name"]),
                 str(g.attrs["kind"]),
                 {
-                    k: TensorInfo(tuple(g[k].shape), str(g[k].dtype), float(g[k].attrs["norm"]), float(g[k].attrs["mean"]))
+                    k: TensorInfo(
+                        canonical_shape(tuple(g[k].shape), _layout(g[k])),
+                        str(g[k].dtype),
+                        float(g[k].attrs["norm"]),
+                        float(g[k].attrs["mean"]),
+                        _layout(g[k]),
+                    )
                     for k in sorted(g, key=key_order)
                 },
                 tuple(json.loads(g.attrs["params"])),
@@ -130,7 +139,8 @@ class Dump:
         return None if np.isnan(value) else value
 
     def tensor(self, index: int, key: str) -> np.ndarray:
-        return np.asarray(self._groups[index][key][()])
+        data = self._groups[index][key]
+        return canonical(np.asarray(data[()]), _layout(data))
 
     def param_names(self) -> list[str]:
         return list(self._params)
@@ -153,7 +163,7 @@ class Dump:
         return np.asarray(self.file["targets"][()]) if "targets" in self.file else None
 
     def trace(self) -> Trace:
-        """Everything in memory (small dumps, tests)."""
+        """Everything in memory (small dumps, tests), every tensor in PyTorch's order."""
         layers = [
             LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params))
             for info in self.layers
@@ -168,6 +178,10 @@ class Dump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _layout(data: h5py.Dataset) -> str:
+    return str(data.attrs.get("layout", ""))
 
 
 def _plain(v: Any) -> Any:

@@ -1,8 +1,10 @@
 """Identical weights on both sides: which parameter of one side feeds which of the other, and in what layout.
 
-A layout names a parameter's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
-``"O I H W"`` and ``"H W I O"`` for convolutions. Moving a tensor between two layouts is a transpose worked out
-from the names, so a square weight is transposed when its layouts say so, not when its shape happens to.
+A layout names a tensor's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
+``"O I H W"`` and ``"H W I O"`` for convolutions, ``"N H W C"`` for channels-last activations. Moving a tensor
+between two layouts is a transpose worked out from the names, so a square weight is transposed when its layouts
+say so, not when its shape happens to. Weights are hashed in PyTorch's order (``records.canonical``), whatever
+layout holds them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord
-
-# PyTorch's order: dumps of any framework hash their weights in this layout.
-CANONICAL_AXES = ("out", "in", "O", "I", "D", "H", "W")
+from layerdiff.records import ParamRecord, canonical
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,6 @@ def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | Non
     if not src or not dst or src == dst or sorted(src) != sorted(dst):
         return None
     return tuple(src.index(axis) for axis in dst)
-
-
-def canonical(param: ParamRecord) -> np.ndarray:
-    axes = param.layout.split()
-    if len(axes) != param.value.ndim:
-        return param.value
-    order = sorted(range(len(axes)), key=lambda i: CANONICAL_AXES.index(axes[i]) if axes[i] in CANONICAL_AXES else i)
-    return param.value.transpose(order)
 
 
 def link(
@@ -146,7 +137,7 @@ def carry(links: Iterable[WeightLink], src: list[ParamRecord]) -> dict[str, np.n
 
 def fingerprint(params: Iterable[ParamRecord]) -> str:
     """A hash of the weights that is the same for every framework and layout holding them."""
-    digests = sorted(digest([canonical(p)]) for p in params)
+    digests = sorted(digest([canonical(p.value, p.layout)]) for p in params)
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 

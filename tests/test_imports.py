@@ -17,8 +17,8 @@ def test_import_layerdiff_imports_no_framework_nor_matplotlib():
 
 @pytest.mark.parametrize(
     "module",
-    ["layerdiff.tap", "layerdiff.sync", "layerdiff.compare", "layerdiff.api", "layerdiff.report", "layerdiff.progress",
-     "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health"],
+    ["layerdiff.tap", "layerdiff.sync", "layerdiff.records", "layerdiff.compare", "layerdiff.api", "layerdiff.report",
+     "layerdiff.progress", "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health"],
 )
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(importlib.import_module(module))
@@ -28,4 +28,4 @@ def test_docstring_examples_run(module):
 def test_adapters_are_registered_as_entry_points():
     from layerdiff.adapter import available
 
-    assert {"numpy", "torch"} <= set(available())
+    assert {"numpy", "torch", "jax"} <= set(available())
