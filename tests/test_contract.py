@@ -179,3 +179,59 @@ def test_api_leaves_the_users_models_untouched():
     layerdiff.compare_models([Dense(4, 5, 0), Tanh(), Dense(5, 3, 1)], ref, input_shape=(6, 4))
     assert all(p.dtype == torch.float32 for p in ref.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, ref.parameters()))
+
+
+class BasicBlock(torch.nn.Module):
+    """torchvision's ResNet block: in-place ops on what captured modules return."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(4)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return torch.nn.functional.relu(out, inplace=True)
+
+
+def test_in_place_ops_on_module_outputs_are_captured():
+    result = layerdiff.compare_models(BasicBlock(), BasicBlock(), input_shape=(2, 4, 6, 6))
+    assert result.match, str(result)
+    assert [l.layer_a for l in result.comparison.layers] == ["conv1", "bn1", "relu", "conv2", "bn2"]
+    assert all(any(t.key == "grad_input" for t in l.tensors) for l in result.comparison.layers)
+
+
+class CalledTwice(torch.nn.Module):
+    def __init__(self, shadow=False):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.shadow = shadow
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        if self.shadow:
+            with torch.no_grad():
+                self.fc(x)  # a side computation, outside autograd
+        return self.fc(h)
+
+
+def test_a_module_called_twice_gets_each_calls_gradients():
+    trace = layerdiff.runner.run_one(layerdiff.api.modelfile.from_object(CalledTwice(shadow=True), input_shape=(3, 4)))
+    calls = {r.name: r for r in trace.layers}
+    assert set(calls) == {"fc", "fc#2", "fc#3"}
+    assert {"grad_input", "grad_output"} <= set(calls["fc"].tensors) and {"grad_input", "grad_output"} <= set(calls["fc#3"].tensors)
+    assert "grad_output" not in calls["fc#2"].tensors  # the no_grad call has none
+    assert layerdiff.compare_models(CalledTwice(), CalledTwice(), input_shape=(3, 4)).match
+
+
+def test_per_sample_losses_are_averaged_on_every_side():
+    targets = np.array([0, 2, 1])
+    mean = torch.nn.CrossEntropyLoss()
+    per_sample = torch.nn.CrossEntropyLoss(reduction="none")
+    result = layerdiff.compare_models(torch_reference(), torch_reference(), input_shape=(3, 4), targets=targets, loss_a=mean, loss_b=per_sample)
+    assert result.match, str(result)

@@ -1,13 +1,16 @@
-"""Capture a ``torch.nn.Module`` for one iteration with forward hooks and full backward hooks.
+"""Capture a ``torch.nn.Module`` for one iteration with forward hooks and tensor hooks.
 
-Hooks only read: the loss and every gradient are bitwise the same as without them. Each value is cloned when
-recorded, and in-place activations are switched off for the run (their values are identical) because autograd
-forbids modifying a hooked module's output in place.
+Each module call works on its own copies: a pre-hook hands the module clones of its inputs, and the forward hook
+hands the rest of the network a clone of its output. The gradient that reaches an input clone is then this call's
+input gradient alone (not the sum over every consumer of that tensor), the gradient that reaches the module's own
+output is its output gradient, and code after the module may modify what it received in place (a ResNet's
+``out += identity``) without touching what the hooks watch. Clones copy values exactly, so the loss and every
+gradient are bitwise the same as without capture. In-place activation modules are switched to out-of-place for the
+run (same values), since they would overwrite the input a call recorded.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -45,7 +48,7 @@ class Recorder:
         self.forcing = forcing
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
-        self.calls: dict[int, list[LayerRecord]] = {}
+        self.inputs: dict[int, list[list[np.ndarray]]] = {}  # per module, a stack of calls in progress
         self.outputs: dict[str, Any] = {}
 
     def add(self, name: str, kind: str) -> LayerRecord:
@@ -54,86 +57,77 @@ class Recorder:
         self.records.append(record)
         return record
 
+    def pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        # Recorded before the module runs: a module may modify its input in place.
+        self.inputs.setdefault(id(module), []).append([_array(a) for a in args if isinstance(a, torch.Tensor)])
+        return tuple(a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+
     def forward_hook(self, name: str) -> Any:
-        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             record = self.add(name, type(module).__name__)
+            for i, value in enumerate(self.inputs[id(module)].pop()):
+                record.tensors[tensor_key("input", i)] = value
             for i, t in enumerate(a for a in args if isinstance(a, torch.Tensor)):
-                record.tensors[tensor_key("input", i)] = _array(t)
+                if t.requires_grad:
+                    t.register_hook(self._recorder(record, tensor_key("grad_input", i)))
             outs = output if isinstance(output, tuple) else (output,)
-            for i, t in enumerate(o for o in outs if isinstance(o, torch.Tensor)):
-                record.tensors[tensor_key("output", i)] = _array(t)
-            self.calls.setdefault(id(module), []).append(record)
-            forced = self.forced_output(record.name, output)
-            self.outputs[record.name] = output if forced is None else forced
-            return forced
+            forced = self._forced(self.forcing.outputs, record.name, outs)
+            passed = []
+            for i, o in enumerate(outs):
+                if not isinstance(o, torch.Tensor):
+                    passed.append(o)
+                    continue
+                record.tensors[tensor_key("output", i)] = _array(o)
+                if o.requires_grad:
+                    o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
+                    o_passed = o.clone() if forced is None else o + (forced[i] - o).detach()
+                else:
+                    o_passed = o if forced is None else forced[i]
+                passed.append(o_passed)
+            result = tuple(passed) if isinstance(output, tuple) else passed[0]
+            self.outputs[record.name] = result
+            return result
 
         return hook
 
-    def forced_output(self, name: str, output: Any) -> Any:
-        values = self.forcing.outputs.get(name)
-        outs = output if isinstance(output, tuple) else (output,)
-        if values is None or len(values) != len(outs) or any(tuple(v.shape) != tuple(o.shape) for v, o in zip(values, outs)):
+    def _forced(self, table: Any, name: str, like: tuple[Any, ...]) -> list[torch.Tensor] | None:
+        """The forced values for a layer, as tensors like its own, or None when it is not forced (or not alike)."""
+        values = table.get(name)
+        tensors = [t for t in like if isinstance(t, torch.Tensor)]
+        if values is None or len(values) != len(tensors) or any(tuple(v.shape) != tuple(t.shape) for v, t in zip(values, tensors)):
             return None
-        replaced = tuple(o + (torch.from_numpy(np.asarray(v)).to(o.dtype) - o).detach() for v, o in zip(values, outs))
-        return replaced if isinstance(output, tuple) else replaced[0]
+        return [torch.from_numpy(np.asarray(v)).to(t.dtype) for v, t in zip(values, tensors)]
 
-    def forced_grads(self, name: str, grads: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        values = self.forcing.grad_outputs.get(name)
-        if values is None or len(values) != len(grads) or any(g is None or tuple(v.shape) != tuple(g.shape) for v, g in zip(values, grads)):
-            return None
-        return tuple(torch.from_numpy(np.asarray(v)).to(g.dtype) for v, g in zip(values, grads))
+    def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
+        """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
 
+        def hook(g: torch.Tensor) -> torch.Tensor | None:
+            record.tensors[key] = _array(g)
+            if forced_index is None:
+                return None
+            values = self.forcing.grad_outputs.get(record.name)
+            if values is None or forced_index >= len(values) or tuple(values[forced_index].shape) != tuple(g.shape):
+                return None
+            return torch.from_numpy(np.asarray(values[forced_index])).to(g.dtype)
 
-    def backward_pre_hook(self, module: torch.nn.Module, grad_output: Any) -> Any:
-        """Records the gradient arriving at the module's output; in a replay, replaces it."""
-        pending = self.calls.get(id(module))
-        if not pending:
-            return None
-        record = pending[-1]  # backward visits a reused module's calls in reverse
-        for i, g in enumerate(grad_output):
-            if g is not None:
-                record.tensors[tensor_key("grad_output", i)] = _array(g)
-        return self.forced_grads(record.name, tuple(grad_output))
-
-    def backward_hook(self, module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
-        pending = self.calls.get(id(module))
-        if not pending:
-            return
-        record = pending.pop()
-        for i, g in enumerate(grad_input):
-            if g is not None:
-                record.tensors[tensor_key("grad_input", i)] = _array(g)
+        return hook
 
     def tap(self, name: str, value: Any) -> Any:
         known = self.by_name.get(name)
-        if known is not None and _same_tensor(self.outputs.get(known.name), value):
+        if known is not None and self.outputs.get(known.name) is value:
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
         record.tensors["output"] = _array(value)
-        forced = self.forced_output(record.name, value)
-        value = value if forced is None else forced
+        forced = self._forced(self.forcing.outputs, record.name, (value,))
         if isinstance(value, torch.Tensor) and value.requires_grad:
-
-            def arrived(g: torch.Tensor) -> torch.Tensor | None:
-                record.tensors["grad_output"] = _array(g)
-                replaced = self.forced_grads(record.name, (g,))
-                return None if replaced is None else replaced[0]
-
-            value.register_hook(arrived)
+            value.register_hook(self._recorder(record, "grad_output", 0))
+            value = value.clone() if forced is None else value + (forced[0] - value).detach()
+        elif forced is not None:
+            value = forced[0]
         return value
 
     def tap_grad(self, name: str, grad: Any) -> Any:
         return grad  # autograd reports the gradient of every tapped tensor
-
-
-def _same_tensor(x: Any, y: Any) -> bool:
-    """The same values in the same memory: a backward hook hands on its module's output as a new tensor object."""
-    return (
-        isinstance(x, torch.Tensor)
-        and isinstance(y, torch.Tensor)
-        and x.shape == y.shape
-        and x.data_ptr() == y.data_ptr()
-    )
 
 
 def _captured_modules(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -177,17 +171,14 @@ class TorchAdapter:
         handles = []
         inplace = []
         for name, module in _captured_modules(net):
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook))
             handles.append(module.register_forward_hook(recorder.forward_hook(name)))
-            handles.append(module.register_full_backward_pre_hook(recorder.backward_pre_hook))
-            handles.append(module.register_full_backward_hook(recorder.backward_hook))
             if getattr(module, "inplace", False) is True:
                 inplace.append(module)
                 module.inplace = False
         net.zero_grad(set_to_none=True)
         try:
-            with tapping(recorder), warnings.catch_warnings():
-                # Our own hooks on a module whose inputs need no gradient (an embedding's token ids).
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            with tapping(recorder):
                 loss_value, upstream = self._iterate(model, net, inputs, feed, dtype, recorder)
         finally:
             for h in handles:
@@ -218,14 +209,17 @@ class TorchAdapter:
                 return value, upstream
             logits = outputs[0]
             logits.retain_grad()
+            recorded = _array(logits)
             targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False)
             loss = model.loss(logits, targets)
+            if loss.ndim:
+                loss = loss.mean()  # per-sample losses (reduction="none"), averaged as for the other frameworks
             loss.backward()
         except Exception as exc:
             raise raised_in(model.source, exc, "in its loss or backward pass") from None
         record = recorder.add("loss", type(model.loss).__name__)
         record.tensors.update(
-            input=_array(logits),
+            input=recorded,
             output=_array(loss),
             grad_input=_array(logits.grad) if logits.grad is not None else np.zeros(logits.shape),
             grad_output=np.ones((), dtype=_array(loss).dtype),
