@@ -40,7 +40,13 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
         pairs = [(i, i) for i in range(len(a.layers))]
     else:
         pairs = _best_pairs(a.layers, b.layers, explicit)
-    if not pairs and (a.layers or b.layers):
+    for recording in (a, b):
+        if not recording.layers:
+            raise AlignmentError(
+                f"{recording.source} records no layers. Mark values in its forward pass with layerdiff.tap(name, value), "
+                "or give a model whose layers layerdiff can see (a torch.nn.Module, a NumPy layer list, a Flax module)."
+            )
+    if not pairs:
         raise AlignmentError(
             f"Cannot align: only in {a.source}: {', '.join(l.name for l in a.layers)}; only in {b.source}: "
             f"{', '.join(l.name for l in b.layers)}. Rename them, or pass --map A=B."

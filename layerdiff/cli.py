@@ -5,7 +5,9 @@ one line)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -20,6 +22,8 @@ from layerdiff.progress import Progress
 from layerdiff.report import plain, render_result
 
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
+EXIT_BUG = 3  # layerdiff itself failed: never to be read as "they diverge"
+EXIT_BROKEN_PIPE = 128 + 13  # the reader went away (`| head`), as the shell reports SIGPIPE
 
 
 def _pairs(option: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], dict[str, str]]:
@@ -41,7 +45,7 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True,
                          help="float64: both sides cast to float64. native: each side in its own dtype."),
             click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
-            click.option("--rtol", type=float, default=None, help="Tolerance; by default from the compute dtype (1e-8 for float64)."),
+            click.option("--rtol", type=float, default=None, help="A fixed tolerance; by default each layer's noise floor, 64·eps·sqrt(n)."),
             click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
                          help="Pair layer A of the first file with layer B of the second."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
@@ -80,7 +84,7 @@ def _report(result: api.Result, as_json: bool, show_all: bool, html: str | None,
     if as_json:
         click.echo(json.dumps(result.json(), indent=2, default=str))
     else:
-        result.render(Console(highlight=False), show_all=show_all)
+        result.render(Terminal(highlight=False), show_all=show_all)
     # Files are named on stderr: stdout stays the report (or the JSON) alone.
     if html is not None:
         click.echo(f"html: {result.write_html(html, force=force)}", err=True)
@@ -110,8 +114,16 @@ def _progress_bar() -> Iterator[Progress | None]:
         yield update
 
 
+class Terminal(Console):
+    """rich's console, except that a reader going away (`| head`) is not rich's SystemExit(1), our "diverge"."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 class Commands(click.Group):
-    """Turns the project's own errors into one line and exit code 2; a bug in layerdiff keeps its traceback."""
+    """Turns the project's own errors into one line and exit code 2; a bug in layerdiff keeps its traceback and
+    exits 3, so that a crash is never read as a divergence (exit 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -121,6 +133,15 @@ class Commands(click.Group):
                 click.echo(exc.details, err=True)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
+        except BrokenPipeError:
+            sys.stdout = open(os.devnull, "w")  # nothing more can be printed; keep Python's exit flush quiet
+            ctx.exit(EXIT_BROKEN_PIPE)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception:
+            traceback.print_exc()
+            click.echo("error: layerdiff itself failed (the traceback above is a bug in layerdiff; please report it).", err=True)
+            ctx.exit(EXIT_BUG)
 
 
 @click.group(cls=Commands)
@@ -181,7 +202,8 @@ def show(path: str) -> None:
         click.echo("parameters:")
         for name in d.param_names():
             p = d.param(name)
-            click.echo(f"  {name} {p.value.shape} {p.layout or ''}".rstrip())
+            layout = p.layout.replace("?", " (guessed)") if p.layout else ""
+            click.echo(f"  {name} {p.value.shape} {layout}".rstrip())
 
 
 
@@ -211,7 +233,7 @@ def _print(result: Any, as_json: bool, ok: bool) -> None:
     if as_json:
         click.echo(json.dumps(plain(result), indent=2))
     else:
-        render_result(result, Console(highlight=False))
+        render_result(result, Terminal(highlight=False))
     sys.exit(EXIT_MATCH if ok else EXIT_DIVERGE)
 
 

@@ -14,6 +14,7 @@ in native precision, at least 4 times the distance between side B and a float64 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -261,10 +262,11 @@ def check_same_run(a: Recording, b: Recording) -> None:
     differ = [h for h in HASHES if a.meta.get(h) and b.meta.get(h) and a.meta.get(h) != b.meta.get(h)]
     if differ:
         what = ", ".join(h.removesuffix("_sha256") for h in differ)
+        script = b.meta.get("script") or "B.py"
         raise DumpError(
             f"{a.source} and {b.source} were made with different {what}, so their layers cannot be compared. "
-            f"Make one from the other (`layerdiff dump {b.source.removesuffix('.h5')}.py --weights-from {a.source}`), "
-            "or pass --force to compare them anyway."
+            f"Make one from the other (`layerdiff dump {script} -o {Path(b.source).stem}-synced.h5 "
+            f"--weights-from {getattr(a, 'path', a.source)}`), or pass --force to compare them anyway."
         )
 
 

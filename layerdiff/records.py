@@ -16,15 +16,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
-TENSOR_KINDS = ("input", "output", "grad_input", "grad_output")
-
 # PyTorch's order. Recordings hand out every tensor in it; dumps of any framework hash their weights in it.
 CANONICAL_AXES = ("out", "in", "O", "I", "N", "C", "D", "H", "W")
 
 
+def axes_of(layout: str) -> list[str]:
+    """The axis names of a layout. A trailing ``?`` marks a layout an adapter guessed, which shapes may overrule.
+
+    >>> axes_of("in out?")
+    ['in', 'out']
+    """
+    return layout.replace("?", "").split()
+
+
+def is_guess(layout: str) -> bool:
+    return layout.endswith("?")
+
+
 def _to_canonical(layout: str, ndim: int) -> tuple[int, ...] | None:
     """The transpose from ``layout`` to PyTorch's order; None when there is none, or the layout does not fit ``ndim``."""
-    axes = layout.split()
+    axes = axes_of(layout)
     if len(axes) != ndim:
         return None
     rank = {a: CANONICAL_AXES.index(a) if a in CANONICAL_AXES else len(CANONICAL_AXES) + i for i, a in enumerate(axes)}

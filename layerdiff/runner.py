@@ -87,7 +87,7 @@ def feed_from(recorded: Trace) -> Feed:
 
 
 def capture(
-    model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None, twice: bool = True
+    model: Model, feed: Feed, dtype: str, seed: int, twice: bool = True
 ) -> Trace:
     """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false."""
     first = model.run(feed)
@@ -103,7 +103,7 @@ def capture(
         "seed": seed,
         "script": str(model.path or model.source),
         "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
-        "weights_sha256": sync.fingerprint(weights if weights is not None else first.params),
+        "weights_sha256": sync.fingerprint(first.params),  # what this side holds, not what it was given
         "inputs_sha256": sync.digest(feed.inputs),
         "run_to_run": "not measured" if noise is None else noise,
         "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
@@ -121,6 +121,13 @@ def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
     Nondeterministic kernels stay under the noise floor and widen the tolerances; dropout left on does not.
     Forward values are checked in order first, then gradients from the output, so the layer named is the source.
     """
+    for p1, p2 in zip(first.params, second.params):
+        if p1.value.shape != p2.value.shape or not np.array_equal(p1.value, p2.value, equal_nan=True):
+            raise ModelFileError(
+                f"{model.source} changes its parameters during an iteration: '{p1.name}' (layer '{p1.layer}') differs "
+                "after a second run (an optimizer step inside backward?). layerdiff compares one iteration on fixed "
+                "weights: move the update out of the layers' backward."
+            )
     dtype = compute_dtype(first)
     pairs = list(zip(first.layers, second.layers))
     forward = [(r1, r2, k) for r1, r2 in pairs for k in r1.tensors if not k.startswith("grad")]
@@ -134,8 +141,8 @@ def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
         if d is None or not d.ok:
             raise ModelFileError(
                 f"{model.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
-                "same weights and inputs (dropout or other randomness left on). Turn it off (p=0, eval mode, "
-                "training=False) and run again."
+                "same weights and inputs (dropout or other randomness left on). Turn it off (dropout p=0, or eval() "
+                "for a torch module) and run again."
             )
         worst = max(worst, d.max_rel)
     return worst
@@ -169,9 +176,9 @@ def run_pair(
     values = sync.carry(links, src)
     b.adapter.load_parameters(b, values)
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, src, twice)
+        ta = capture(a, feed, dtype, seed, twice)
     with stage(progress, f"capture {b.source}"):
-        tb = capture(b, feed, dtype, seed, src, twice)
+        tb = capture(b, feed, dtype, seed, twice)
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
@@ -212,7 +219,7 @@ def run_against(
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(model, feed, dtype, seed, recorded.params, twice)
+        trace = capture(model, feed, dtype, seed, twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
@@ -225,7 +232,7 @@ def run_one(model: Model, dtype: str = "float64", seed: int = 0, weights: Trace 
         return capture(model, feed, dtype, seed)
     links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
     model.adapter.load_parameters(model, sync.carry(links, weights.params))
-    return capture(model, feed_from(weights), dtype, seed, weights.params)
+    return capture(model, feed_from(weights), dtype, seed)
 
 
 def _check_dtype(dtype: str) -> None:

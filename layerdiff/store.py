@@ -98,7 +98,7 @@ class Dump:
                 f"{self.path} is not an HDF5 file. Give a dump written by `layerdiff dump` or `layerdiff run`."
             ) from None
         schema = self.file.attrs.get("layerdiff_schema")
-        if schema is None or "layers" not in self.file:
+        if schema is None or "layers" not in self.file or "params" not in self.file:
             self.file.close()
             raise DumpError(f"{self.path} is an HDF5 file but not a layerdiff dump (no layerdiff_schema attribute).")
         if int(schema) != SCHEMA:
@@ -107,27 +107,31 @@ class Dump:
                 f"{self.path} has dump schema {int(schema)}; this layerdiff reads schema {SCHEMA}. "
                 "Write it again with this version's `layerdiff dump`."
             )
-        self._groups = [self.file["layers"][k] for k in sorted(self.file["layers"])]
-        self.layers = [
-            LayerInfo(
-                i,
-                str(g.attrs["name"]),
-                str(g.attrs["kind"]),
-                {
-                    k: TensorInfo(
-                        canonical_shape(tuple(g[k].shape), _layout(g[k])),
-                        str(g[k].dtype),
-                        float(g[k].attrs["norm"]),
-                        float(g[k].attrs["mean"]),
-                        _layout(g[k]),
-                    )
-                    for k in sorted(g, key=key_order)
-                },
-                tuple(json.loads(g.attrs["params"])),
-            )
-            for i, g in enumerate(self._groups)
-        ]
-        self._params = {str(g.attrs["name"]): g for g in (self.file["params"][k] for k in sorted(self.file["params"]))}
+        try:
+            self._groups = [self.file["layers"][k] for k in sorted(self.file["layers"], key=_index)]
+            self.layers = [
+                LayerInfo(
+                    i,
+                    str(g.attrs["name"]),
+                    str(g.attrs["kind"]),
+                    {
+                        k: TensorInfo(
+                            canonical_shape(tuple(g[k].shape), _layout(g[k])),
+                            str(g[k].dtype),
+                            float(g[k].attrs["norm"]),
+                            float(g[k].attrs["mean"]),
+                            _layout(g[k]),
+                        )
+                        for k in sorted(g, key=key_order)
+                    },
+                    tuple(json.loads(g.attrs["params"])),
+                )
+                for i, g in enumerate(self._groups)
+            ]
+            self._params = {str(g.attrs["name"]): g for g in (self.file["params"][k] for k in sorted(self.file["params"], key=_index))}
+        except (KeyError, ValueError) as exc:
+            self.file.close()
+            raise DumpError(f"{self.path} is a damaged layerdiff dump ({exc}). Write it again with `layerdiff dump`.") from None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -182,6 +186,11 @@ class Dump:
 
 def _layout(data: h5py.Dataset) -> str:
     return str(data.attrs.get("layout", ""))
+
+
+def _index(group_name: str) -> int:
+    """Groups are named "0042_fc1": ordered by that number, also past 9999."""
+    return int(group_name.split("_", 1)[0])
 
 
 def _plain(v: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord, canonical
+from layerdiff.records import ParamRecord, axes_of, canonical, is_guess
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | Non
     >>> transpose_between("out", "out") is None
     True
     """
-    src, dst = src_layout.split(), dst_layout.split()
+    src, dst = axes_of(src_layout), axes_of(dst_layout)
     if not src or not dst or src == dst or sorted(src) != sorted(dst):
         return None
     return tuple(src.index(axis) for axis in dst)
@@ -87,7 +87,7 @@ def link(
     used_dst = set(explicit.values())
     for p in src:
         if p.name not in used_src and p.name in by_dst and p.name not in used_dst:
-            if _axes_for(p, by_dst[p.name]) is not False:
+            if _axes_for(p, by_dst[p.name])[0]:
                 pairs.append((p, by_dst[p.name], "name"))
                 used_src.add(p.name)
                 used_dst.add(p.name)
@@ -102,23 +102,29 @@ def link(
     pairs += [(a, b, "order") for a, b in zip(rest_src, rest_dst)]
     links = []
     for x, y, how in pairs:
-        axes = _axes_for(x, y)
-        if axes is False or axes is True:
+        fits, axes = _axes_for(x, y)
+        if not fits:
             raise AlignmentError(
                 f"Cannot map parameter {x.name} {x.value.shape} of {src_source} onto {y.name} {y.value.shape} "
-                f"of {dst_source} (paired by {how}). Give a param_map in the model file or --param-map A=B."
+                f"of {dst_source} (paired by {how}). Pair them with param_map in a model file or --param-map A=B; "
+                "if the pairing is right, declare the layout of a hand-written weight, e.g. layouts = {'fc1.W': 'out in'}."
             )
         links.append(WeightLink(x.name, y.name, x.value.shape, y.value.shape, axes, how))
     order = {p.name: i for i, p in enumerate(dst)}
     return sorted(links, key=lambda w: order[w.dst])
 
 
-def _axes_for(a: ParamRecord, b: ParamRecord) -> tuple[int, ...] | None | bool:
-    """The transpose from a to b, None for none, False when the shapes cannot be made to agree."""
+def _axes_for(a: ParamRecord, b: ParamRecord) -> tuple[bool, tuple[int, ...] | None]:
+    """Whether a's value can become b's, and the transpose that does it (None for none)."""
     axes = transpose_between(a.layout, b.layout)
     shape = a.value.shape if axes is None else tuple(a.value.shape[i] for i in axes)
     # nnfs keeps a bias as (1, out) where frameworks hold (out,): the same numbers, reshaped.
-    return axes if _squeezed(shape) == _squeezed(b.value.shape) else False
+    if _squeezed(shape) == _squeezed(b.value.shape):
+        return True, axes
+    # A guessed layout ("in out?" for a hand-written W) gives way when only the shapes as they are agree.
+    if (is_guess(a.layout) or is_guess(b.layout)) and _squeezed(a.value.shape) == _squeezed(b.value.shape):
+        return True, None
+    return False, None
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -137,7 +143,8 @@ def carry(links: Iterable[WeightLink], src: list[ParamRecord]) -> dict[str, np.n
 
 def fingerprint(params: Iterable[ParamRecord]) -> str:
     """A hash of the weights that is the same for every framework and layout holding them."""
-    digests = sorted(digest([canonical(p.value, p.layout)]) for p in params)
+    # Squeezed: nnfs's (1, n) bias holds the same weights as a framework's (n,).
+    digests = sorted(digest([_squeeze(canonical(p.value, p.layout))]) for p in params)
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
@@ -148,6 +155,10 @@ def digest(arrays: Iterable[np.ndarray]) -> str:
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _squeeze(a: np.ndarray) -> np.ndarray:
+    return a.reshape(_squeezed(a.shape))
 
 
 def _names(params: list[ParamRecord]) -> str:

@@ -163,4 +163,59 @@ def test_show_lists_layers_and_parameters(cli):
     code, out, _ = cli("show", "c.h5")
     assert code == 0
     assert "conv1 (Conv2D): input (4, 3, 8, 8), output (4, 8, 8, 8)" in out
-    assert "conv1.weights (8, 3, 3, 3) O I H W" in out
+    assert "conv1.weights (8, 3, 3, 3) O I H W (guessed)" in out
+
+
+def test_a_damaged_dump_is_one_line_not_a_crash(cli, tmp_path):
+    with h5py.File(tmp_path / "fake.h5", "w") as f:
+        f.attrs["layerdiff_schema"] = 1
+        f.create_group("params")
+        g = f.create_group("layers").create_group("0000_x")
+        g.attrs.update(name="x", kind="k", params="[]")
+        g["output"] = np.zeros(3)  # no summary attributes
+    code, _, err = cli("show", "fake.h5")
+    assert code == 2 and "fake.h5 is a damaged layerdiff dump" in one_error_line(err)
+
+
+def test_a_bug_in_layerdiff_exits_3_with_its_traceback(cli, monkeypatch):
+    from layerdiff import api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("inside layerdiff")
+
+    monkeypatch.setattr(api, "run", broken)
+    code, _, err = cli("run", MLP, MLP_TORCH)
+    assert code == 3
+    assert "ZeroDivisionError: inside layerdiff" in err and "a bug in layerdiff" in err
+
+
+def test_a_model_recording_no_layers_is_told_to_tap(cli, tmp_path):
+    write(tmp_path, "untapped.py", (
+        "import jax.numpy as jnp\n"
+        "def apply(params, x):\n"
+        "    return jnp.tanh(x @ params['fc']['W'])\n"
+        "model = (apply, {'fc': {'W': jnp.ones((4, 3))}})\n"
+        "input_shape = (2, 4)\n"
+    ))
+    write(tmp_path, "ref.py", "import torch\nmodel = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.Tanh())\n")
+    code, _, err = cli("run", "ref.py", "untapped.py")
+    assert code == 2
+    assert "untapped.py records no layers. Mark values in its forward pass with layerdiff.tap" in one_error_line(err)
+
+
+def test_parameters_changed_during_an_iteration_are_named(cli, tmp_path):
+    write(tmp_path, "sgd_inside.py", (
+        "import numpy as np\n"
+        "class Dense:\n"
+        "    def __init__(self): self.W = np.full((4, 3), 0.1); self.b = np.zeros(3)\n"
+        "    def forward(self, x): self.x = x; return x @ self.W + self.b\n"
+        "    def backward(self, d):\n"
+        "        self.dW = self.x.T @ d; self.db = d.sum(0)\n"
+        "        self.W -= 0.1 * self.dW  # the update, inside backward\n"
+        "        return d @ self.W.T\n"
+        "model = [Dense()]\ninput_shape = (2, 4)\n"
+    ))
+    write(tmp_path, "ref.py", "import torch\nmodel = torch.nn.Linear(4, 3)\n")
+    code, _, err = cli("run", "sgd_inside.py", "ref.py")
+    assert code == 2
+    assert "sgd_inside.py changes its parameters during an iteration: '0.W' (layer '0')" in one_error_line(err)

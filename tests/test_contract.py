@@ -235,3 +235,49 @@ def test_per_sample_losses_are_averaged_on_every_side():
     per_sample = torch.nn.CrossEntropyLoss(reduction="none")
     result = layerdiff.compare_models(torch_reference(), torch_reference(), input_shape=(3, 4), targets=targets, loss_a=mean, loss_b=per_sample)
     assert result.match, str(result)
+
+
+class DenseOutIn(Dense):
+    """W kept as (out, in) and used as x @ W.T: the other common hand-written layout."""
+
+    def __init__(self, n_in, n_out, seed):
+        super().__init__(n_in, n_out, seed)
+        self.W = np.ascontiguousarray(self.W.T)
+
+    def forward(self, x, training=False):
+        self.x = x
+        return x @ self.W.T + self.b
+
+    def backward(self, dout):
+        self.dW = dout.T @ self.x
+        self.db = dout.sum(axis=0)
+        return dout @ self.W
+
+
+def test_a_hand_written_out_in_weight_is_taken_as_its_shape_says():
+    result = layerdiff.compare_models([DenseOutIn(4, 5, 0), Tanh(), DenseOutIn(5, 3, 1)], torch_reference(), input_shape=(6, 4))
+    assert result.match, str(result)
+    assert all(link.axes is None for link in result.links)
+
+
+class AttributeNet:
+    """A whole network object holding its layers as attributes, with no layer list."""
+
+    def __init__(self):
+        self.fc1, self.act, self.fc2 = Dense(4, 5, 0), Tanh(), Dense(5, 3, 1)
+
+    def forward(self, x):
+        self.act.forward(layerdiff.tap("0", self.fc1.forward(x)))
+        return layerdiff.tap("2", self.fc2.forward(layerdiff.tap("1", self.act.output)))
+
+    def backward(self, dout):
+        dh = self.fc2.backward(layerdiff.tap_grad("2", dout))
+        self.act.backward(layerdiff.tap_grad("1", dh))
+        return self.fc1.backward(layerdiff.tap_grad("0", self.act.dX))
+
+
+def test_a_network_holding_its_layers_as_attributes_has_their_parameters():
+    result = layerdiff.compare_models(AttributeNet(), torch_reference(), input_shape=(6, 4))
+    assert result.match, str(result)
+    assert [link.src for link in result.links] == ["fc1.W", "fc1.b", "fc2.W", "fc2.b"]
+    assert sum(len(l.param_grads) for l in result.comparison.layers) == 4

@@ -105,12 +105,15 @@ class Network:
         return None
 
     def params(self) -> list[tuple[str, Layer, str, Slot]]:
-        """(full name, layer, key, slot); a whole network's parameters keep their own keys as names."""
-        return [
-            (k if self.whole is not None else f"{layer.name}.{k}", layer, k, slot)
-            for layer in self.layers
-            for k, slot in self.slots(layer).items()
-        ]
+        """(full name, owner, key, slot). A whole network's own parameters keep their keys as names; one that holds
+        its layers as attributes (``self.fc1 = Dense(...)``) has theirs, named ``fc1.W``."""
+        if self.whole is None:
+            return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
+        own = self.slots(self.layers[0])
+        if own:
+            return [(k, self.layers[0], k, slot) for k, slot in own.items()]
+        parts = [Layer(k, v) for k, v in vars(self.whole).items() if not k.startswith("_") and hasattr(v, "__dict__")]
+        return [(f"{part.name}.{k}", part, k, slot) for part in parts for k, slot in self.slots(part).items()]
 
 
 def _all_layers(layers: Any) -> bool:
@@ -131,7 +134,8 @@ def _layout(name: str, value: np.ndarray, model: Model) -> str:
     if value.ndim == 2 and value.shape[0] == 1:
         return ""  # nnfs's (1, out) bias: matched to (out,) by shape
     # The x @ W convention of from-scratch code (cs231n, nnfs, d2l); NCHW convolutions as cs231n writes them.
-    return {1: "out", 2: "in out", 4: "O I H W"}.get(value.ndim, "")
+    # Guesses ("?"): where only the shapes as they are fit the other side, the shapes win.
+    return {1: "out", 2: "in out?", 4: "O I H W?"}.get(value.ndim, "")
 
 
 class NumpyTapper:
@@ -223,7 +227,7 @@ class NumpyAdapter:
             ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()), _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
         ]
-        for r in layer_records:
+        for r in records:
             r.params = [p.name for p in params if p.layer == r.name]
         return Trace(records, params, loss, upstream=[] if model.loss is not None else douts)
 
