@@ -98,6 +98,9 @@ class Health:
     depth_span: tuple[str, str] | None
     lr: float | None
     flags: list[Flag] = field(default_factory=list)
+    # Without a loss the gradients answer a seeded random upstream gradient, whose size is arbitrary: their
+    # ratios to the weights say nothing about learning, so they are shown but not flagged.
+    random_upstream: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -155,6 +158,7 @@ def inspect(
     health = Health(
         rec.source, params, layers, count_nonfinite(rec), origin["forward"], origin["backward"], ratio,
         (span[0].name, span[-1].name) if len(span) >= 2 else None, lr,
+        random_upstream=str(rec.meta.get("upstream_sha256", "")).startswith("random:"),
     )
     health.flags = _flags(health)
     return health
@@ -268,7 +272,7 @@ def _flags(h: Health) -> list[Flag]:
         flags.append(Flag("nonfinite", h.forward_origin, f"NaN/Inf start here in the forward pass (finite in, non-finite out){after}"))
     elif h.backward_origin:
         flags.append(Flag("nonfinite", h.backward_origin, "NaN/Inf start here in the backward pass (finite gradient in, non-finite out)"))
-    weights = [p for p in h.params if not p.bias]
+    weights = [p for p in h.params if not p.bias and not h.random_upstream]
     for p in weights:
         if p.ratio is not None and p.ratio < SLOW_RATIO:
             flags.append(Flag("slow", p.name, f"learns slowly: ‖grad‖/‖w‖ = {p.ratio:.1e} < {SLOW_RATIO:g}"))

@@ -172,3 +172,16 @@ def test_run_report_has_a_health_section_per_side(cli):
     code, out, _ = cli("run", FIXTURES / "sick_saturated_sigmoid.py", FIXTURES / "sick_saturated_sigmoid.py", "-o", "sick", "--json")
     report = json.loads(out)
     assert [f["where"] for f in report["health"]["a"]["flags"]] == ["sig1", "sig2"]
+
+
+def test_gradient_weight_ratios_are_not_flagged_without_a_loss(tmp_path):
+    import torch
+
+    from layerdiff import health, modelfile, runner
+    from layerdiff.records import InMemory
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    trace = runner.run_one(modelfile.from_object(net, input_shape=(16, 8)))
+    found = health.inspect(InMemory(trace, "net"))
+    assert max(p.ratio for p in found.params if p.ratio is not None) >= health.UNSTABLE_RATIO  # what would be flagged
+    assert found.random_upstream and not [f for f in found.flags if f.kind in ("slow", "unstable", "update")]
