@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,8 +45,30 @@ class Forcing:
     local input gradient, and parameter gradients from forced inputs and forced upstream gradient.
     """
 
-    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    grad_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    outputs: Mapping[str, list[np.ndarray]] = field(default_factory=dict)
+    grad_outputs: Mapping[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+class Lazy(Mapping[str, list[np.ndarray]]):
+    """A forcing table whose values are made only when an adapter asks for them, one layer's at a time: a replay
+    does not hold the other side's whole recording in memory.
+
+    >>> table = Lazy({"fc1": lambda: [np.zeros(2)]})
+    >>> list(table), table.get("fc1")[0].shape, table.get("fc2")
+    (['fc1'], (2,), None)
+    """
+
+    def __init__(self, readers: dict[str, Callable[[], list[np.ndarray]]]) -> None:
+        self._readers = readers
+
+    def __getitem__(self, name: str) -> list[np.ndarray]:
+        return self._readers[name]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._readers)
+
+    def __len__(self) -> int:
+        return len(self._readers)
 
 
 @runtime_checkable

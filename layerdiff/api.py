@@ -162,6 +162,9 @@ def run(
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
     with stage(progress, "write dumps"):
         written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
+    for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
+        trace.layers.clear()
+        trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, b, pair, layer_map, rtol, progress=progress)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from deepdiff import DeepDiff
@@ -157,8 +157,50 @@ class Comparison:
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
+BLOCK = 1 << 16  # elements a tensor is compared in at a time: the temporaries stay in cache, whatever its size
+TILE = 256  # columns of a block of a transposed 2-D tensor: both sides read a few cache lines per row
+
+
+def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Matching blocks of two arrays of one shape, as views: a transposed weight is read in tiles where it lies,
+    not copied whole."""
+    if a.ndim > 1 and a.size > BLOCK and not (a.flags.c_contiguous and b.flags.c_contiguous):
+        order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # a's own memory order
+        a, b = a.transpose(order), b.transpose(order)
+    if a.ndim <= 1 or a.size <= BLOCK or (a.flags.c_contiguous and b.flags.c_contiguous):
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        for start in range(0, flat_a.size, BLOCK):
+            yield flat_a[start : start + BLOCK], flat_b[start : start + BLOCK]
+        return
+    if a.ndim > 2:
+        for i in range(a.shape[0]):
+            yield from _blocks(a[i], b[i])
+        return
+    rows, cols = a.shape
+    width = min(cols, max(TILE, BLOCK // rows))
+    height = max(1, BLOCK // width)
+    for r in range(0, rows, height):
+        for c in range(0, cols, width):
+            yield a[r : r + height, c : c + width], b[r : r + height, c : c + width]
+
+
+def _block_pair(x: np.ndarray, y: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A block's error ``|x - y|`` (in ``scratch``) and reference ``y``, zero where either side is not finite; and,
+    only when some entry is not, where the two sides hold the same NaN or infinity (which agree) or both are finite."""
+    x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+    d = np.subtract(x64, y64, out=scratch[: x.size].reshape(x.shape))
+    if np.isfinite(d).all():  # a NaN or an infinity on either side makes the difference one too
+        return np.abs(d, out=d), y64, None
+    both, same_special = _finite(x64, y64)
+    np.copyto(d, 0.0, where=~both)
+    return np.abs(d, out=d), np.where(both, y64, 0.0), both | same_special
+
+
 def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0) -> TensorDiff:
     """Compare one tensor pair; ``floor`` raises the RMS floor of the denominator (see ``grad_floor``).
+
+    Two passes over blocks of ``BLOCK`` entries (the first for the RMS of ``b``) in two scratch buffers, so that the
+    memory it takes does not grow with the tensor, and no large temporary is allocated (and page-faulted) per call.
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -170,26 +212,41 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0)
             result.ok, result.problem = False, "shape"
             return result
         a = a.reshape(b.shape)  # (1, n) against (n,): nnfs biases
-    a64 = a.astype(np.float64, copy=False)
-    b64 = b.astype(np.float64, copy=False)
-    both, same_special = _finite(a64, b64)
-    result.nonfinite_mismatch = int(np.count_nonzero(~both & ~same_special))
-    if a64.size == 0:
+    if a.size == 0:
         return result
-    err = np.abs(np.where(both, a64 - b64, 0.0))
-    ref = np.where(both, b64, 0.0)
-    rel = _relative(err, ref, floor)
-    result.max_abs = float(err.max())
-    result.max_rel = float(rel.max())
-    norm_b = float(np.linalg.norm(ref.ravel()))
-    result.rel_l2 = float(np.linalg.norm(err.ravel())) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
-    bad = (rel > tol) | ~(both | same_special)
-    result.mismatch_fraction = float(np.count_nonzero(bad)) / a64.size
-    result.ok = not bad.any()
+    scratch = np.empty((2, min(a.size, BLOCK)))
+    sum_ref = sum_err = 0.0
+    for x, y in _blocks(a, b):
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        sum_err += _sum_squares(err, scratch[1])
+        sum_ref += _sum_squares(ref, scratch[1])
+        if agree is not None:
+            result.nonfinite_mismatch += int(agree.size - np.count_nonzero(agree))
+    rms = max(math.sqrt(sum_ref / a.size), floor)
+    bad = 0
+    for x, y in _blocks(a, b):
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        result.max_abs = max(result.max_abs, float(err.max()))
+        if rms > 0:
+            rel = np.abs(ref, out=scratch[1][: ref.size].reshape(ref.shape))
+            rel += rms
+            np.divide(err, rel, out=rel)
+        else:
+            rel = np.where(err > 0, np.inf, 0.0)
+        result.max_rel = max(result.max_rel, float(rel.max()))
+        bad += int(np.count_nonzero(rel > tol if agree is None else (rel > tol) | ~agree))
+    norm_b = math.sqrt(sum_ref)
+    result.rel_l2 = math.sqrt(sum_err) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
+    result.mismatch_fraction = bad / a.size
+    result.ok = bad == 0
     if result.nonfinite_mismatch:
         result.problem = "nonfinite"
         result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+def _sum_squares(x: np.ndarray, scratch: np.ndarray) -> float:
+    return float(np.square(x, out=scratch[: x.size].reshape(x.shape)).sum())
 
 
 def grad_floor(layer: LayerInfo, param_size: int) -> float:
@@ -267,6 +324,58 @@ def check_same_run(a: Recording, b: Recording) -> None:
         )
 
 
+class _Reader:
+    """A recording as compare reads it: the layer being compared keeps its tensors until the next one is read (the
+    plain and the teacher-forced comparison both read side A's), and whether each tensor read was finite is noted,
+    so that finding where NaN or Inf first appears reads no tensor a second time."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.source = recording.source
+        self.layers = recording.layers
+        self._index = -1
+        self._row: dict[str, np.ndarray] = {}
+        self._finite: dict[tuple[int, str], bool] = {}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.recording.meta
+
+    @property
+    def loss(self) -> float | None:
+        return self.recording.loss
+
+    def tensor(self, index: int, key: str) -> np.ndarray:
+        if index != self._index:
+            self._index, self._row = index, {}
+        if key not in self._row:
+            value = self._row[key] = self.recording.tensor(index, key)
+            self._finite[index, key] = _all_finite(value)
+        return self._row[key]
+
+    def finite(self, index: int, key: str) -> bool:
+        if (index, key) not in self._finite:
+            self.tensor(index, key)
+        return self._finite[index, key]
+
+    def param(self, name: str) -> ParamRecord:
+        return self.recording.param(name)
+
+    def param_grad(self, name: str) -> np.ndarray | None:
+        return self.recording.param_grad(name)
+
+    def param_names(self) -> list[str]:
+        return self.recording.param_names()
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    if not np.issubdtype(value.dtype, np.inexact):
+        return True
+    with np.errstate(all="ignore"):
+        total = value.sum()  # NaN or infinite when any entry is (or, rarely, when finite entries overflow)
+    return bool(np.isfinite(total)) or bool(np.isfinite(value).all())
+
+
 class _Judge:
     """Tolerances per tensor: the noise floor of the layer's computation, or the user's fixed one."""
 
@@ -325,6 +434,7 @@ def compare(
     alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
+    a, b = reader_a, reader_b = _Reader(a), _Reader(b)
     judge = _Judge(a, b, rtol, reference)
     local_index = {l.name: l.index for l in local.layers} if local is not None else {}
     batch = _batch(a)
@@ -338,7 +448,9 @@ def compare(
         layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
         name = (a.layers[i] if local_side == "a" else b.layers[j]).name
         if local is not None and name in local_index:
-            sides = ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
+            sides: tuple[tuple[Recording, int], tuple[Recording, int]] = (
+                ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
+            )
             for c in _isolate_layer(*sides, row_links.get(row, []), judge, layer, batch):
                 culprits.append(_blame_consumer(c, row, alignment, a, b) if c.tensor.startswith("grad_output") else (row, c))
         layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
@@ -362,7 +474,7 @@ def compare(
         _first_forward(layers),
         _first_backward(layers),
         [c for _, c in forward + backward] if local is not None else None,
-        {"a": _nonfinite_origin(a), "b": _nonfinite_origin(b)},
+        {"a": _nonfinite_origin(reader_a), "b": _nonfinite_origin(reader_b)},
         alignment.only_a,
         alignment.only_b,
         _structure(a, b, alignment),
@@ -399,10 +511,10 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
 
 
 def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
-    ga, gb = a.param(w.src).grad, b.param(w.dst).grad
+    ga, gb = a.param_grad(w.src), b.param_grad(w.dst)
     if ga is None or gb is None:
         return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
-    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol, floor)
+    return diff(f"{w.src} ~ {w.dst}", w.view(ga), gb, tol, floor)
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
@@ -451,10 +563,10 @@ def _isolate_layer(
                 found.append(_culprit(layer, pass_, key, d, va, vb, ra.source, rb.source, batch))
                 break
     for link in links:
-        ga, gb = ra.param(link.src).grad, rb.param(link.dst).grad
+        ga, gb = ra.param_grad(link.src), rb.param_grad(link.dst)
         if ga is None or gb is None:
             continue
-        va = link.apply(ga)
+        va = link.view(ga)
         d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
@@ -514,11 +626,11 @@ def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
     return None
 
 
-def _nonfinite_origin(r: Recording) -> dict[str, str | None]:
+def _nonfinite_origin(r: _Reader) -> dict[str, str | None]:
     """The first layer whose inputs are finite and whose output is not (forward), and likewise backward."""
 
     def finite(index: int, keys: list[str]) -> bool:
-        return all(np.isfinite(r.tensor(index, k)).all() for k in keys)
+        return all(r.finite(index, k) for k in keys)
 
     forward = backward = None
     for layer in r.layers:

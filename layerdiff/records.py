@@ -170,6 +170,9 @@ class Recording(Protocol):
 
     def param(self, name: str) -> ParamRecord: ...
 
+    def param_grad(self, name: str) -> np.ndarray | None:
+        """The gradient alone: reading it does not read the value."""
+
     def param_names(self) -> list[str]: ...
 
 
@@ -199,6 +202,9 @@ class InMemory:
 
     def param(self, name: str) -> ParamRecord:
         return self._params[name]
+
+    def param_grad(self, name: str) -> np.ndarray | None:
+        return self._params[name].grad
 
     def param_names(self) -> list[str]:
         return list(self._params)

@@ -22,7 +22,7 @@ from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape
+from layerdiff.records import Trace, canonical, canonical_shape
 
 DTYPES = ("float64", "native")
 
@@ -86,10 +86,11 @@ def feed_from(recorded: Trace) -> Feed:
     return Feed(recorded.inputs, recorded.targets, upstream)
 
 
-def capture(
-    model: Model, feed: Feed, dtype: str, seed: int, weights: list[ParamRecord] | None = None, twice: bool = True
-) -> Trace:
-    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false."""
+def capture(model: Model, feed: Feed, dtype: str, seed: int, weights_sha256: str | None = None, twice: bool = True) -> Trace:
+    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
+
+    ``weights_sha256`` is the hash of the weights it was given (hashed once for both sides); by default its own.
+    """
     first = model.run(feed)
     noise = _run_to_run(model, first, model.run(feed)) if twice else None
     first.meta = {
@@ -103,7 +104,7 @@ def capture(
         "seed": seed,
         "script": str(model.path or model.source),
         "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
-        "weights_sha256": sync.fingerprint(weights if weights is not None else first.params),
+        "weights_sha256": weights_sha256 or sync.fingerprint(first.params),
         "inputs_sha256": sync.digest(feed.inputs),
         "run_to_run": "not measured" if noise is None else noise,
         "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
@@ -169,10 +170,14 @@ def run_pair(
     twin = _float64_twin(b) if dtype == "native" else None
     values = sync.carry(links, src)
     b.adapter.load_parameters(b, values)
+    weights_sha256 = sync.fingerprint(src)
+    del src  # a snapshot as large as the model: each trace records its side's parameters as they are
+    if twin is None:
+        del values
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, src, twice)
+        ta = capture(a, feed, dtype, seed, weights_sha256, twice)
     with stage(progress, f"capture {b.source}"):
-        tb = capture(b, feed, dtype, seed, src, twice)
+        tb = capture(b, feed, dtype, seed, weights_sha256, twice)
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
@@ -206,7 +211,7 @@ def run_against(
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(model, feed, dtype, seed, recorded.params, twice)
+        trace = capture(model, feed, dtype, seed, sync.fingerprint(recorded.params), twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
@@ -219,7 +224,7 @@ def run_one(model: Model, dtype: str = "float64", seed: int = 0, weights: Trace 
         return capture(model, feed, dtype, seed)
     links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
     model.adapter.load_parameters(model, sync.carry(links, weights.params))
-    return capture(model, feed_from(weights), dtype, seed, weights.params)
+    return capture(model, feed_from(weights), dtype, seed, sync.fingerprint(weights.params))
 
 
 def _check_dtype(dtype: str) -> None:

@@ -147,8 +147,11 @@ class Dump:
 
     def param(self, name: str) -> ParamRecord:
         g = self._params[name]
-        grad = np.asarray(g["grad"][()]) if "grad" in g else None
-        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), grad)
+        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+
+    def param_grad(self, name: str) -> np.ndarray | None:
+        g = self._params[name]
+        return np.asarray(g["grad"][()]) if "grad" in g else None
 
     def params(self) -> Iterator[ParamRecord]:
         return (self.param(n) for n in self._params)

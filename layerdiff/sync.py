@@ -31,9 +31,13 @@ class WeightLink:
     how: str  # "name", "order" or "map"
 
     def apply(self, value: np.ndarray) -> np.ndarray:
-        """The source's value (or gradient) as the destination holds it."""
+        """The source's value (or gradient) as the destination holds it, in a contiguous array of its own layout."""
+        return np.ascontiguousarray(self.view(value))
+
+    def view(self, value: np.ndarray) -> np.ndarray:
+        """``apply`` without the copy, where a transposed view will do (to compare it)."""
         moved = value if self.axes is None else value.transpose(self.axes)
-        return np.ascontiguousarray(moved.reshape(self.dst_shape))
+        return moved.reshape(self.dst_shape)
 
     @property
     def moved(self) -> str:
@@ -141,12 +145,23 @@ def fingerprint(params: Iterable[ParamRecord]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+HASH_BLOCK = 1 << 16  # entries of a transposed array made contiguous at a time to be hashed
+
+
 def digest(arrays: Iterable[np.ndarray]) -> str:
+    """SHA-256 of the arrays as contiguous float64, in their axis order; a transposed view is hashed in blocks of rows,
+    not copied whole."""
     h = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a, dtype=np.float64)
+        a = np.asarray(a)
+        a = a.reshape(1) if a.ndim == 0 else a
         h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
+        if a.dtype == np.float64 and a.flags.c_contiguous:
+            h.update(a.data)
+            continue
+        rows = max(1, HASH_BLOCK // max(1, a.size // max(1, a.shape[0])))
+        for start in range(0, a.shape[0], rows):
+            h.update(np.ascontiguousarray(a[start : start + rows], dtype=np.float64).data)
     return h.hexdigest()
 
 

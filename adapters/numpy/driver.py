@@ -218,8 +218,10 @@ class NumpyAdapter:
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
+        # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
+        # accumulate into and zero their gradient arrays in place on the next run.
         params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()), _snap(net.grad(layer, k)))
+            ParamRecord(full, layer.name, _layout(full, slot.get(), model), np.asarray(slot.get()), _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
         ]
         for r in layer_records:

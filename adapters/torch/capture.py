@@ -24,6 +24,18 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().clone().numpy()
 
 
+def _from(a: np.ndarray) -> torch.Tensor:
+    """A tensor on ``a``'s memory, copied first only when torch cannot share it (read-only views of JAX arrays,
+    transposed views)."""
+    return torch.from_numpy(np.require(a, requirements=["C", "W"]))
+
+
+def _shared(t: torch.Tensor) -> np.ndarray:
+    """A parameter or its gradient without a copy (on the CPU): autograd never writes into a parameter, and each
+    backward after ``zero_grad(set_to_none=True)`` makes new gradient tensors, so what was recorded stays as it was."""
+    return t.detach().cpu().numpy()
+
+
 def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
     if pname == "bias":
         return "out"
@@ -74,14 +86,14 @@ class Recorder:
         outs = output if isinstance(output, tuple) else (output,)
         if values is None or len(values) != len(outs) or any(tuple(v.shape) != tuple(o.shape) for v, o in zip(values, outs)):
             return None
-        replaced = tuple(o + (torch.from_numpy(np.asarray(v)).to(o.dtype) - o).detach() for v, o in zip(values, outs))
+        replaced = tuple(o + (_from(v).to(o.dtype) - o).detach() for v, o in zip(values, outs))
         return replaced if isinstance(output, tuple) else replaced[0]
 
     def forced_grads(self, name: str, grads: tuple[Any, ...]) -> tuple[Any, ...] | None:
         values = self.forcing.grad_outputs.get(name)
         if values is None or len(values) != len(grads) or any(g is None or tuple(v.shape) != tuple(g.shape) for v, g in zip(values, grads)):
             return None
-        return tuple(torch.from_numpy(np.asarray(v)).to(g.dtype) for v, g in zip(values, grads))
+        return tuple(_from(v).to(g.dtype) for v, g in zip(values, grads))
 
 
     def backward_pre_hook(self, module: torch.nn.Module, grad_output: Any) -> Any:
@@ -157,7 +169,7 @@ class TorchAdapter:
         with torch.no_grad():
             for full, p in model.obj.named_parameters():
                 if full in values:
-                    p.copy_(torch.from_numpy(np.ascontiguousarray(values[full])))
+                    p.copy_(_from(values[full]))
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net: torch.nn.Module = model.obj
@@ -202,7 +214,7 @@ class TorchAdapter:
         try:
             if model.loss is None:
                 upstream = [feed.upstream(i, tuple(o.shape)) for i, o in enumerate(outputs)]
-                grads = [torch.from_numpy(u).to(o.dtype) for u, o in zip(upstream, outputs)]
+                grads = [_from(u).to(o.dtype) for u, o in zip(upstream, outputs)]
                 torch.autograd.backward(outputs, grads)
                 value = sum(float(torch.vdot(o.detach().reshape(-1), g.reshape(-1))) for o, g in zip(outputs, grads))
                 return value, upstream
@@ -232,13 +244,13 @@ def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
     records = []
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]
-        grad = None if p.grad is None else _array(p.grad)
-        records.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), _array(p), grad))
+        grad = None if p.grad is None else _shared(p.grad)
+        records.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), _shared(p), grad))
     return records
 
 
 def _tensor(x: np.ndarray, dtype: torch.dtype, grad: bool) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = _from(x)
     if t.is_floating_point():
         t = t.to(dtype)
         if grad:
