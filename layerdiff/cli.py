@@ -176,6 +176,6 @@ def show(path: str) -> None:
             click.echo(f"  {layer.index:4d} {layer.name} ({layer.kind}): {shapes}")
         click.echo("parameters:")
         for name in d.param_names():
-            p = d.param(name)
+            p = d.spec(name)
             click.echo(f"  {name} {p.value.shape} {p.layout or ''}".rstrip())
 

@@ -364,6 +364,9 @@ class _Reader:
     def param_grad(self, name: str) -> np.ndarray | None:
         return self.recording.param_grad(name)
 
+    def spec(self, name: str) -> ParamRecord:
+        return self.recording.spec(name)
+
     def param_names(self) -> list[str]:
         return self.recording.param_names()
 
@@ -518,7 +521,7 @@ def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floo
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
-    return [r.param(name) for name in r.param_names()]
+    return [r.spec(name) for name in r.param_names()]
 
 
 def _batch(a: Recording) -> int | None:

@@ -99,6 +99,11 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
 
 
+def placeholder(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` that takes no memory: a parameter's form, without its values."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
 def unique_name(name: str, taken: Any) -> str:
     """``name``, or ``name#2``, ``name#3``… for the second and later calls of one layer."""
     if name not in taken:
@@ -173,6 +178,9 @@ class Recording(Protocol):
     def param_grad(self, name: str) -> np.ndarray | None:
         """The gradient alone: reading it does not read the value."""
 
+    def spec(self, name: str) -> ParamRecord:
+        """Name, layer, layout, shape and dtype, without reading anything (``value`` may be a placeholder)."""
+
     def param_names(self) -> list[str]: ...
 
 
@@ -205,6 +213,9 @@ class InMemory:
 
     def param_grad(self, name: str) -> np.ndarray | None:
         return self._params[name].grad
+
+    def spec(self, name: str) -> ParamRecord:
+        return self._params[name]
 
     def param_names(self) -> list[str]:
         return list(self._params)

@@ -28,7 +28,18 @@ import numpy as np
 
 from layerdiff import files
 from layerdiff.errors import DumpError
-from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, canonical, canonical_shape, key_order, summarize
+from layerdiff.records import (
+    LayerInfo,
+    LayerRecord,
+    ParamRecord,
+    TensorInfo,
+    Trace,
+    canonical,
+    canonical_shape,
+    key_order,
+    placeholder,
+    summarize,
+)
 
 SCHEMA = 1
 
@@ -148,6 +159,11 @@ class Dump:
     def param(self, name: str) -> ParamRecord:
         g = self._params[name]
         return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+
+    def spec(self, name: str) -> ParamRecord:
+        g = self._params[name]
+        value = placeholder(tuple(g["value"].shape), g["value"].dtype)
+        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), value)
 
     def param_grad(self, name: str) -> np.ndarray | None:
         g = self._params[name]
