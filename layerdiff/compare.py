@@ -26,7 +26,7 @@ from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import DumpError
 from layerdiff.isolate import keys_of
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording
+from layerdiff.records import LayerInfo, ParamRecord, Recording, TensorInfo, sketch_weight, statistics
 
 EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04, "bfloat16": 7.8125e-03}
 SAFETY = 64.0
@@ -249,6 +249,57 @@ def _sum_squares(x: np.ndarray, scratch: np.ndarray) -> float:
     return float(np.square(x, out=scratch[: x.size].reshape(x.shape)).sum())
 
 
+def stats_diff(key: str, a: TensorInfo, b: TensorInfo, tol: float, floor: float = 0.0) -> TensorDiff:
+    """Compare a pair from statistics alone (``records.statistics``: a stats-only dump keeps no more). Its figures are
+    lower bounds: a pair it finds different does differ; one it passes agrees unless the error cancels in the sketch.
+
+    With ``e = a - b`` and ``r`` the sketch's pseudo-random projection, every element within tolerance gives
+    ``|<r, e>| <= tol * (<|r|, |b|> + rms(b) * sum |r|)``: ``max_rel`` is ``|<r, e>|`` (less the rounding of the two
+    projections) over that bound. Equal hashes are equal tensors.
+
+    >>> from layerdiff.records import statistics
+    >>> x = np.linspace(1.0, 2.0, 1000)
+    >>> stats_diff("output", statistics(x), statistics(x), 1e-12).ok, stats_diff("output", statistics(x * 1.001), statistics(x), 1e-8).ok
+    (True, False)
+    """
+    result = TensorDiff(key, a.shape, b.shape, a.dtype, b.dtype, tol, problem="stats")
+    n = int(np.prod(b.shape))
+    if a.shape != b.shape and (int(np.prod(a.shape)) != n or _squeezed(a.shape) != _squeezed(b.shape)):
+        result.ok, result.problem = False, "shape"
+        return result
+    if a.sha256 and a.sha256 == b.sha256:
+        return result
+    if a.finite != b.finite:
+        result.ok, result.problem, result.max_rel, result.max_abs = False, "nonfinite", math.inf, math.inf
+        result.nonfinite_mismatch = 1
+        return result
+    if not a.finite or n == 0:
+        return result  # NaN on both sides: whether in the same places, statistics cannot tell
+    weight = sketch_weight(n)
+    bound = b.sketch[1] + max(b.norm / math.sqrt(n), floor) * weight
+    rounding = SAFETY * EPS["float64"] * math.sqrt(n) * (a.sketch[1] + b.sketch[1])
+    gap = max(abs(a.sketch[0] - b.sketch[0]) - rounding, 0.0)
+    result.max_abs = gap / weight
+    result.max_rel = result.rel_l2 = gap / bound if bound > 0 else (math.inf if gap > 0 else 0.0)
+    result.ok = result.max_rel <= tol
+    result.mismatch_fraction = 0.0 if result.ok else 1.0 / n
+    return result
+
+
+def _pair(key: str, a: Recording, i: int, b: Recording, j: int, tol: float) -> TensorDiff:
+    """One tensor of layer ``i`` of ``a`` against the same of layer ``j`` of ``b``: from their values when both are
+    stored, from statistics when either is not."""
+    ia, ib = a.layers[i].tensors[key], b.layers[j].tensors[key]
+    if ia.stored and ib.stored:
+        return diff(key, a.tensor(i, key), b.tensor(j, key), tol)
+    return stats_diff(key, _stats(ia, a, i, key), _stats(ib, b, j, key), tol)
+
+
+def _stats(info: TensorInfo, r: Recording, index: int, key: str) -> TensorInfo:
+    """A tensor's full statistics: as recorded, or made from its values (which ``Recording`` hands out in PyTorch's order)."""
+    return info if info.sketch else statistics(r.tensor(index, key))
+
+
 def grad_floor(layer: LayerInfo, param_size: int) -> float:
     """The size a parameter gradient's entries would have without cancellation: a bias before a batch norm has a
     gradient that is exactly zero in exact arithmetic, and two rounding noises must not be compared to each other.
@@ -354,6 +405,9 @@ class _Reader:
         return self._row[key]
 
     def finite(self, index: int, key: str) -> bool:
+        info = self.layers[index].tensors[key]
+        if not info.stored:
+            return info.finite
         if (index, key) not in self._finite:
             self.tensor(index, key)
         return self._finite[index, key]
@@ -366,6 +420,9 @@ class _Reader:
 
     def spec(self, name: str) -> ParamRecord:
         return self.recording.spec(name)
+
+    def param_info(self, name: str) -> TensorInfo | None:
+        return self.recording.param_info(name)
 
     def param_names(self) -> list[str]:
         return self.recording.param_names()
@@ -400,7 +457,7 @@ class _Judge:
         if side_b is not None and side_b.name in self.reference_index and self.reference is not None:
             r = self.reference_index[side_b.name]
             if key in self.reference.layers[r].tensors and key in side_b.tensors:
-                own = diff(key, self.b.tensor(side_b.index, key), self.reference.tensor(r, key), math.inf)
+                own = _pair(key, self.b, side_b.index, self.reference, r, math.inf)
                 tol = max(tol, NOISE_MARGIN * own.max_rel)
         return tol
 
@@ -437,6 +494,8 @@ def compare(
     alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
+    recorded_a, recorded_b = set(a.param_names()), set(b.param_names())
+    links = [w for w in links if w.src in recorded_a and w.dst in recorded_b]  # --layers records some parameters only
     a, b = reader_a, reader_b = _Reader(a), _Reader(b)
     judge = _Judge(a, b, rtol, reference)
     local_index = {l.name: l.index for l in local.layers} if local is not None else {}
@@ -450,7 +509,9 @@ def compare(
         row = len(layers)
         layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
         name = (a.layers[i] if local_side == "a" else b.layers[j]).name
-        if local is not None and name in local_index:
+        forced_from = b.layers[j] if local_side == "a" else a.layers[i]
+        # A layer the replay could not force (a stats-only dump kept none of its values) has no local result.
+        if local is not None and name in local_index and all(t.stored for t in forced_from.tensors.values()):
             sides: tuple[tuple[Recording, int], tuple[Recording, int]] = (
                 ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
             )
@@ -514,10 +575,23 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
 
 
 def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
-    ga, gb = a.param_grad(w.src), b.param_grad(w.dst)
-    if ga is None or gb is None:
-        return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
-    return diff(f"{w.src} ~ {w.dst}", w.view(ga), gb, tol, floor)
+    ia, ib = a.param_info(w.src), b.param_info(w.dst)
+    key = f"{w.src} ~ {w.dst}"
+    if ia is None or ib is None:
+        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient")
+    if not (ia.stored and ib.stored):
+        return stats_diff(key, _grad_stats(ia, a, w.src), _grad_stats(ib, b, w.dst), tol, floor)
+    return diff(key, w.view(_grad(a, w.src)), _grad(b, w.dst), tol, floor)
+
+
+def _grad(r: Recording, name: str) -> np.ndarray:
+    grad = r.param_grad(name)
+    assert grad is not None  # param_info said there is one
+    return grad
+
+
+def _grad_stats(info: TensorInfo, r: Recording, name: str) -> TensorInfo:
+    return info if info.sketch else statistics(_grad(r, name), r.spec(name).layout)
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
@@ -535,7 +609,7 @@ def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
     for key in la.tensors:
         if key in lb.tensors:
-            result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
+            result.tensors.append(_pair(key, a, i, b, j, judge.tol(la, key, lb)))
     result.param_grads = [
         _param_diff(a, b, w, judge.tol(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in links
     ]
@@ -559,27 +633,37 @@ def _isolate_layer(
         for key in keys_of(la.tensors, kind):
             if key not in lb.tensors:
                 continue
-            va, vb = ra.tensor(i, key), rb.tensor(k, key)
-            d = diff(key, va, vb, judge.tol(la, key))
+            d = _pair(key, ra, i, rb, k, judge.tol(la, key))
             layer.local.append(d)
             if not d.ok:
-                found.append(_culprit(layer, pass_, key, d, va, vb, ra.source, rb.source, batch))
+                values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
+                found.append(_culprit(layer, pass_, key, d, values, ra.source, rb.source, batch))
                 break
     for link in links:
-        ga, gb = ra.param_grad(link.src), rb.param_grad(link.dst)
-        if ga is None or gb is None:
+        if ra.param_info(link.src) is None or rb.param_info(link.dst) is None:
             continue
-        va = link.view(ga)
-        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
+        d = _param_diff(ra, rb, link, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
-            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))
+            values = None if d.problem == "stats" else (link.view(_grad(ra, link.src)), _grad(rb, link.dst))
+            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
     return found
 
 
 def _culprit(
-    layer: LayerDiff, pass_: str, key: str, d: TensorDiff, va: np.ndarray, vb: np.ndarray, src_a: str, src_b: str, batch: int | None
+    layer: LayerDiff,
+    pass_: str,
+    key: str,
+    d: TensorDiff,
+    values: tuple[np.ndarray, np.ndarray] | None,
+    src_a: str,
+    src_b: str,
+    batch: int | None,
 ) -> Culprit:
+    """A culprit, with a hint from its values (none when only statistics were kept)."""
+    if values is None:
+        return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
+    va, vb = values
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
     sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
@@ -598,6 +682,8 @@ def _note(t: TensorDiff) -> str:
         return f"shape {t.shape_a} against {t.shape_b}"
     if t.problem == "nonfinite":
         return f"{t.nonfinite_mismatch} NaN/Inf entries on one side only"
+    if t.problem == "stats":
+        return "from statistics alone (a stats-only dump): the figures are lower bounds"
     if t.key.startswith("input") or t.key == "grad_output":
         return "already different where this layer receives it: the cause is in code between captured layers"
     return ""

@@ -19,10 +19,10 @@ import numpy as np
 from layerdiff import __version__, sync
 from layerdiff.adapter import Feed
 from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
-from layerdiff.errors import ModelFileError
+from layerdiff.errors import AlignmentError, ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import Trace, canonical, canonical_shape
+from layerdiff.records import Trace, canonical, canonical_shape, select
 
 DTYPES = ("float64", "native")
 
@@ -86,13 +86,25 @@ def feed_from(recorded: Trace) -> Feed:
     return Feed(recorded.inputs, recorded.targets, upstream)
 
 
-def capture(model: Model, feed: Feed, dtype: str, seed: int, weights_sha256: str | None = None, twice: bool = True) -> Trace:
+def capture(
+    model: Model,
+    feed: Feed,
+    dtype: str,
+    seed: int,
+    weights_sha256: str | None = None,
+    twice: bool = True,
+    layers: list[str] | None = None,
+) -> Trace:
     """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
     ``weights_sha256`` is the hash of the weights it was given (hashed once for both sides); by default its own.
+    ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
     """
-    first = model.run(feed)
-    noise = _run_to_run(model, first, model.run(feed)) if twice else None
+    whole = model.run(feed)
+    weights_sha256 = weights_sha256 or sync.fingerprint(whole.params)
+    first = select(whole, layers) if layers else whole
+    del whole
+    noise = _run_to_run(model, first, select(model.run(feed), layers) if layers else model.run(feed)) if twice else None
     first.meta = {
         **first.meta,  # the adapter's own settings (JAX's precision flags)
         "framework": model.adapter.name,
@@ -104,7 +116,7 @@ def capture(model: Model, feed: Feed, dtype: str, seed: int, weights_sha256: str
         "seed": seed,
         "script": str(model.path or model.source),
         "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
-        "weights_sha256": weights_sha256 or sync.fingerprint(first.params),
+        "weights_sha256": weights_sha256,
         "inputs_sha256": sync.digest(feed.inputs),
         "run_to_run": "not measured" if noise is None else noise,
         "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
@@ -158,8 +170,10 @@ def run_pair(
     param_map: dict[str, str] | None = None,
     twice: bool = True,
     progress: Progress | None = None,
+    layers: list[str] | None = None,
 ) -> Pair:
-    """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each."""
+    """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each (only the layers
+    ``layers`` names by glob, when given)."""
     _check_dtype(dtype)
     for m in (a, b):
         m.adapter.prepare(m, dtype)
@@ -175,9 +189,11 @@ def run_pair(
     if twin is None:
         del values
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, weights_sha256, twice)
+        ta = capture(a, feed, dtype, seed, weights_sha256, twice, layers)
     with stage(progress, f"capture {b.source}"):
-        tb = capture(b, feed, dtype, seed, weights_sha256, twice)
+        tb = capture(b, feed, dtype, seed, weights_sha256, twice, layers)
+    if layers:
+        _check_globs(layers, {a.source: ta, b.source: tb})
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
@@ -215,16 +231,37 @@ def run_against(
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
-def run_one(model: Model, dtype: str = "float64", seed: int = 0, weights: Trace | None = None, weights_source: str = "") -> Trace:
+def run_one(
+    model: Model,
+    dtype: str = "float64",
+    seed: int = 0,
+    weights: Trace | None = None,
+    weights_source: str = "",
+    layers: list[str] | None = None,
+) -> Trace:
     """One side alone, for ``layerdiff dump``: its own weights, or those of another dump."""
     _check_dtype(dtype)
     model.adapter.prepare(model, dtype)
     if weights is None:
         feed, _ = make_feed([model], seed)
-        return capture(model, feed, dtype, seed)
-    links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
-    model.adapter.load_parameters(model, sync.carry(links, weights.params))
-    return capture(model, feed_from(weights), dtype, seed, sync.fingerprint(weights.params))
+        trace = capture(model, feed, dtype, seed, layers=layers)
+    else:
+        links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
+        model.adapter.load_parameters(model, sync.carry(links, weights.params))
+        trace = capture(model, feed_from(weights), dtype, seed, sync.fingerprint(weights.params), layers=layers)
+    if layers:
+        _check_globs(layers, {model.source: trace})
+    return trace
+
+
+def _check_globs(globs: list[str], traces: dict[str, Trace]) -> None:
+    """Refuse a ``--layers`` glob that matches no layer of either side."""
+    for glob in globs:
+        if not any(select(t, [glob]).layers for t in traces.values()):
+            raise AlignmentError(
+                f"--layers '{glob}' matches no layer of {' or '.join(traces)}. Layers are named by module path or tap "
+                "name (`layerdiff show` lists a dump's): e.g. --layers 'blocks.1.*'."
+            )
 
 
 def _check_dtype(dtype: str) -> None:

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord, canonical
+from layerdiff.records import ParamRecord, canonical, flat_chunks
 
 
 @dataclass(frozen=True)
@@ -145,23 +145,14 @@ def fingerprint(params: Iterable[ParamRecord]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-HASH_BLOCK = 1 << 16  # entries of a transposed array made contiguous at a time to be hashed
-
-
 def digest(arrays: Iterable[np.ndarray]) -> str:
-    """SHA-256 of the arrays as contiguous float64, in their axis order; a transposed view is hashed in blocks of rows,
-    not copied whole."""
+    """SHA-256 of the arrays as contiguous float64, in their axis order (a transposed view is not copied whole)."""
     h = hashlib.sha256()
     for a in arrays:
         a = np.asarray(a)
-        a = a.reshape(1) if a.ndim == 0 else a
-        h.update(repr(a.shape).encode())
-        if a.dtype == np.float64 and a.flags.c_contiguous:
-            h.update(a.data)
-            continue
-        rows = max(1, HASH_BLOCK // max(1, a.size // max(1, a.shape[0])))
-        for start in range(0, a.shape[0], rows):
-            h.update(np.ascontiguousarray(a[start : start + rows], dtype=np.float64).data)
+        h.update(repr(a.shape or (1,)).encode())
+        for chunk in flat_chunks(a, 1 << 16):
+            h.update(chunk.data)
     return h.hexdigest()
 
 

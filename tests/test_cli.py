@@ -113,7 +113,7 @@ def test_dump_of_another_schema_version(cli, tmp_path):
         f.attrs["layerdiff_schema"] = 99
     code, _, err = cli("compare", "a.h5", "a.h5")
     assert code == 2
-    assert "a.h5 has dump schema 99; this layerdiff reads schema 1" in one_error_line(err)
+    assert "a.h5 has dump schema 99; this layerdiff reads schemas 1, 2" in one_error_line(err)
 
 
 def test_dumps_made_with_different_weights_are_refused(cli):
