@@ -37,19 +37,19 @@ from typing import Any
 import numpy as np
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-# name: (side A, side B, size variable, full size, quick size)
+# name: (side A, side B, size variable, full size, quick size, a --layers glob for one block)
 MODELS = {
-    "mlp": ("mlp_numpy.py", "mlp_torch.py", "LAYERDIFF_MLP_SIZE", "wide", "tiny"),
-    "resnet18": ("resnet_numpy.py", "resnet_torch.py", "LAYERDIFF_RESNET_SIZE", "resnet18", "tiny"),
-    "gpt2-small": ("gpt_numpy.py", "gpt_torch.py", "LAYERDIFF_GPT_SIZE", "small", "tiny"),
+    "mlp": ("mlp_numpy.py", "mlp_torch.py", "LAYERDIFF_MLP_SIZE", "wide", "tiny", "fc2"),
+    "resnet18": ("resnet_numpy.py", "resnet_torch.py", "LAYERDIFF_RESNET_SIZE", "resnet18", "tiny", "layer4.*"),
+    "gpt2-small": ("gpt_numpy.py", "gpt_torch.py", "LAYERDIFF_GPT_SIZE", "small", "tiny", "blocks.1.*"),
 }
-OPTIONS = [[], ["--once"]]
+OPTIONS = [[], ["--once"], ["--skip-copied-weights"], ["--compression", "lzf"], ["--stats-only"], ["--layers"]]
 GB = 1e9
 
 
 def child_env(model: str, quick: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    _, _, var, full, small = MODELS[model]
+    _, _, var, full, small, _ = MODELS[model]
     return {**env, var: small if quick else full}
 
 
@@ -241,8 +241,9 @@ def main() -> None:
         env = child_env(model, args.quick)
         m = child(["--measure", model, *quick], env)
         plain_walls = [timed([sys.executable, __file__, "--plain", str(FIXTURES / f)], env)[1] for f in MODELS[model][:2]]
+        options = [o + [MODELS[model][5]] if o == ["--layers"] else o for o in OPTIONS]
         with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
-            runs = {" ".join(o): layerdiff_run(model, env, o, Path(tmp)) for o in (OPTIONS if model == models[-1] else OPTIONS[:1])}
+            runs = {" ".join(o): layerdiff_run(model, env, o, Path(tmp)) for o in (options if model == models[-1] else options[:1])}
         rows[model] = (m, plain_walls, runs)
     flats = [child(["--flat", str(n), *quick], env0) for n in (10, 100)]
 

@@ -64,6 +64,9 @@ class Lazy(Mapping[str, list[np.ndarray]]):
     def __getitem__(self, name: str) -> list[np.ndarray]:
         return self._readers[name]()
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._readers  # Mapping's own would read the value to find out
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._readers)
 

@@ -188,7 +188,8 @@ def _block_pair(x: np.ndarray, y: np.ndarray, scratch: np.ndarray) -> tuple[np.n
     """A block's error ``|x - y|`` (in ``scratch``) and reference ``y``, zero where either side is not finite; and,
     only when some entry is not, where the two sides hold the same NaN or infinity (which agree) or both are finite."""
     x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
-    d = np.subtract(x64, y64, out=scratch[: x.size].reshape(x.shape))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: handled below, as agreeing infinities
+        d = np.subtract(x64, y64, out=scratch[: x.size].reshape(x.shape))
     if np.isfinite(d).all():  # a NaN or an infinity on either side makes the difference one too
         return np.abs(d, out=d), y64, None
     both, same_special = _finite(x64, y64)

@@ -49,6 +49,12 @@ def run_json(cli):
     return invoke
 
 
+def one_error_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text)

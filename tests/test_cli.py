@@ -5,15 +5,9 @@ import json
 import h5py
 import numpy as np
 
-from conftest import FIXTURES, write
+from conftest import FIXTURES, one_error_line, write
 
 MLP, MLP_TORCH = FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py"
-
-
-def one_error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_match_exits_0_and_prints_the_report(cli):
