@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from layerdiff.api import Result, compare_models, compare_paths, compare_to_dump, dump, dump_model, run
+from layerdiff.api import Result, compare_models, compare_paths, compare_to_dump, dump, dump_model, gradcheck, inspect, overfit, run
 from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError, ReportError
 from layerdiff.tap import tap, tap_grad
 
@@ -18,6 +18,9 @@ __all__ = [
     "compare_to_dump",
     "dump",
     "dump_model",
+    "gradcheck",
+    "inspect",
+    "overfit",
     "run",
     "tap",
     "tap_grad",

@@ -91,13 +91,17 @@ class Adapter(Protocol):
         """
 
     def parameters(self, model: Model) -> list[ParamRecord]:
-        """Every parameter in a stable order, as the framework holds it, with its layout."""
+        """Every parameter in a stable order, as the framework holds it, with its layout: a snapshot of its values,
+        which later changes to the model do not reach."""
 
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name, each array already in this side's layout."""
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says.
+
+        Parameter values may be the model's own arrays, not copies (``runner.capture`` keeps a snapshot); gradients
+        and layer tensors must be the run's own, which a later run does not overwrite.
 
         The feed and forced values come laid out as the model takes them (``Model.run`` transposes them).
         """

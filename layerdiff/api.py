@@ -1,4 +1,4 @@
-"""The Python API: the same comparisons as the CLI, for notebooks and test suites."""
+"""The Python API: the same comparisons and health checks as the CLI, for notebooks and test suites."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from typing import Any
 from rich.console import Console
 
 from layerdiff import files, isolate, modelfile, runner, store
+from layerdiff import gradcheck as _gradcheck
+from layerdiff import health as _health
+from layerdiff import overfit as _overfit
 from layerdiff.align import Alignment, align
 from layerdiff.compare import Comparison, check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
-from layerdiff.report import render, to_json
+from layerdiff.report import plain, render, render_health_summary, to_json
 from layerdiff.sync import WeightLink
 
 
@@ -30,6 +33,7 @@ class Result:
     weights_from: str = ""
     notes: list[str] = field(default_factory=list)
     dumps: list[str] = field(default_factory=list)
+    health: list[_health.Health] = field(default_factory=list)  # per side, for ``run``
 
     @property
     def match(self) -> bool:
@@ -38,9 +42,14 @@ class Result:
     def render(self, console: Console, show_all: bool = False) -> None:
         """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
         render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
+        for side in self.health:
+            render_health_summary(side, console)
 
     def json(self) -> dict[str, Any]:
-        return to_json(self.comparison, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps)
+        report = to_json(self.comparison, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps)
+        if self.health:
+            report["health"] = dict(zip("ab", (plain(h) for h in self.health)))
+        return report
 
     def __str__(self) -> str:
         buffer = io.StringIO()
@@ -191,6 +200,8 @@ def run(
     for p in paths:
         files.check(p, force, DumpError, "-o to write elsewhere")
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
+        sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
         if stats_only:
             for t, p in zip((pair.a, pair.b), paths):
@@ -207,7 +218,7 @@ def run(
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, b, pair, layer_map, rtol, progress=progress)
-    return Result(result, pair.links, pair.weights_from, pair.notes, written)
+    return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
 def dump(
@@ -353,6 +364,94 @@ def _against_dump(
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
         result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if dump_first else "a", progress=progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
+
+
+def gradcheck(
+    model: Any,
+    *,
+    inputs: Any = None,
+    input_shape: Any = None,
+    targets: Any = None,
+    loss: Any = None,
+    samples: int = _gradcheck.SAMPLES,
+    full: bool = False,
+    at: dict[str, list[tuple[int, ...]]] | None = None,
+    seed: int = 0,
+) -> _gradcheck.GradCheck:
+    """``layerdiff gradcheck``: every layer's and parameter's gradient against central differences, in float64.
+
+    Args:
+        model: a model file's path, or a live network (copied first; ``inputs``/``input_shape``, ``targets`` and
+            ``loss`` then say what the file would).
+        samples: random coordinates per tensor, beside the largest-gradient and zero-gradient ones.
+        full: every coordinate of every tensor.
+        at: extra coordinates, by parameter name or layer name (that layer's input): ``{"fc1.W": [(3, 7)]}``.
+
+    Returns:
+        A ``GradCheck``; ``result.passed`` is False when a layer's gradient is wrong, ``result.culprits`` names it.
+
+    >>> import numpy as np
+    >>> class Square:
+    ...     def forward(self, x): self.x = x; return x * x
+    ...     def backward(self, d): return d * self.x      # forgot the 2
+    >>> gradcheck([Square()], input_shape=(2, 3)).culprits
+    ['0']
+    """
+    return _gradcheck.gradcheck(_model(model, inputs=inputs, input_shape=input_shape, targets=targets, loss=loss), samples=samples, full=full, at=at, seed=seed)
+
+
+def inspect(
+    path: str | os.PathLike[str],
+    *,
+    lr: float | None = None,
+    activations: dict[str, str] | None = None,
+    allow_neg_inf: list[str] | tuple[str, ...] = (),
+    dtype: str = "float64",
+    seed: int = 0,
+) -> _health.Health:
+    """``layerdiff inspect``: one network's health from a dump (or a model file, run once first).
+
+    Args:
+        lr: a learning rate, to report ‖Δw‖/‖w‖ of one SGD step.
+        activations: layer name -> relu, sigmoid, tanh or none, where the layer's kind or name does not say.
+        allow_neg_inf: layers whose forward values may hold -inf (attention masks).
+
+    Returns:
+        A ``Health``; ``result.flags`` lists the problems found, empty for a healthy network.
+    """
+    options: dict[str, Any] = {"lr": lr, "activations": activations, "allow_neg_inf": allow_neg_inf}
+    if not store.is_dump(path) and Path(path).suffix == ".py":
+        model = modelfile.load(path)
+        return _health.inspect(InMemory(runner.run_one(model, dtype, seed), model.source), **options)
+    with store.Dump(path) as recorded:
+        return _health.inspect(recorded, **options)
+
+
+def overfit(
+    model_a: Any,
+    model_b: Any = None,
+    *,
+    steps: int = 200,
+    lr: float = 0.1,
+    batch: int = 2,
+    dtype: str = "float64",
+    seed: int = 0,
+    param_map: dict[str, str] | None = None,
+) -> _overfit.Overfit:
+    """``layerdiff overfit``: plain SGD on the first ``batch`` examples; whether the loss goes toward zero.
+
+    With two models (paths or live networks, each copied), the second starts from the first's weights and both get
+    the same batch: ``result.parted`` is the first step where their losses differ.
+    """
+    models = [_model(m) for m in (model_a, model_b) if m is not None]
+    return _overfit.overfit(models, steps=steps, lr=lr, batch=batch, dtype=dtype, seed=seed, param_map=param_map)
+
+
+def _model(x: Any, **declared: Any) -> modelfile.Model:
+    """A model file's path, loaded; or a live network, copied so that the caller's stays as it is."""
+    if isinstance(x, (str, os.PathLike)):
+        return modelfile.load(x)
+    return modelfile.from_object(copy.deepcopy(x), source=type(x).__name__, **declared)
 
 
 def _next_run_folder(root: Path) -> Path:

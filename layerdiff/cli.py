@@ -1,5 +1,6 @@
-"""The command line: parses, calls the API, prints. Exit 0: the same within tolerance; 1: they diverge;
-2: could not compare (the reason on one line)."""
+"""The command line: parses, calls the API, prints. Exit 0: the same within tolerance (gradients right, healthy,
+the loss goes to zero); 1: they diverge (a gradient wrong, a problem flagged); 2: could not compare (the reason on
+one line)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from rich.console import Console
 
 from layerdiff import api, files, store
 from layerdiff.errors import LayerdiffError, ReportError
+from layerdiff.gradcheck import SAMPLES
+from layerdiff.health import ACTIVATIONS
 from layerdiff.progress import Progress
+from layerdiff.report import plain, render_result
 
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
 
@@ -200,3 +204,80 @@ def show(path: str) -> None:
             p = d.spec(name)
             click.echo(f"  {name} {p.value.shape} {p.layout or ''}".rstrip())
 
+
+
+def _coordinates(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, list[tuple[int, ...]]]:
+    found: dict[str, list[tuple[int, ...]]] = {}
+    for v in values:
+        name, sep, index = v.partition("=")
+        try:
+            coordinate = tuple(int(i) for i in index.split(","))
+        except ValueError:
+            coordinate = ()
+        if not sep or not name or not coordinate:
+            raise click.BadParameter(f"'{v}' is not NAME=I,J,..., e.g. --at fc1.W=3,7")
+        found.setdefault(name, []).append(coordinate)
+    return found
+
+
+def _activations(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    kinds = _pairs("--activation")(ctx, param, values)
+    for layer, kind in kinds.items():
+        if kind not in ACTIVATIONS:
+            raise click.BadParameter(f"'{layer}={kind}': the kind must be one of {', '.join(ACTIVATIONS)}")
+    return kinds
+
+
+def _print(result: Any, as_json: bool, ok: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(plain(result), indent=2))
+    else:
+        render_result(result, Console(highlight=False))
+    sys.exit(EXIT_MATCH if ok else EXIT_DIVERGE)
+
+
+@main.command()
+@click.argument("model_file", metavar="MODEL.py")
+@click.option("--samples", type=click.IntRange(0), default=SAMPLES, show_default=True,
+              help="Random coordinates per tensor, beside the largest-gradient and zero-gradient ones.")
+@click.option("--full", is_flag=True, help="Check every coordinate of every tensor.")
+@click.option("--at", multiple=True, callback=_coordinates, metavar="NAME=I,J",
+              help="Also check this coordinate of a parameter, or of a layer's input (by the layer's name).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and of the sampled coordinates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def gradcheck(model_file: str, samples: int, full: bool, at: dict[str, list[tuple[int, ...]]], seed: int, as_json: bool) -> None:
+    """Check every layer's and parameter's gradient against finite differences. Exit 1 when one is wrong."""
+    result = api.gradcheck(model_file, samples=samples, full=full, at=at, seed=seed)
+    _print(result, as_json, result.passed)
+
+
+@main.command()
+@click.argument("path", metavar="DUMP.h5")
+@click.option("--lr", type=float, default=None, help="Learning rate: report ‖Δw‖/‖w‖ of one SGD step.")
+@click.option("--activation", "activations", multiple=True, callback=_activations, metavar="LAYER=KIND",
+              help=f"Say which activation a layer applies ({', '.join(ACTIVATIONS)}) where its kind or name does not.")
+@click.option("--allow-neg-inf", multiple=True, metavar="LAYER", help="A layer whose forward values may hold -inf (a mask).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def inspect(path: str, lr: float | None, activations: dict[str, str], allow_neg_inf: tuple[str, ...], as_json: bool) -> None:
+    """One network's health from a dump (or a model file): gradient/weight ratios, vanishing and exploding
+    gradients, NaN/Inf and where they start, saturation, dead ReLUs. Exit 1 when something is flagged."""
+    result = api.inspect(path, lr=lr, activations=activations, allow_neg_inf=allow_neg_inf)
+    _print(result, as_json, result.healthy)
+
+
+@main.command()
+@click.argument("file_a", metavar="A.py")
+@click.argument("file_b", metavar="[B.py]", required=False)
+@click.option("--steps", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="How many of the inputs to train on.")
+@click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
+              help="Copy parameter A of the first file into parameter B of the second.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def overfit(file_a: str, file_b: str | None, as_json: bool, **kw: Any) -> None:
+    """Train on a tiny batch with plain SGD: does the loss go toward zero? With B.py, both from the same weights,
+    side by side, and the first step where they part. Exit 1 when a loss does not, or the curves part."""
+    result = api.overfit(file_a, file_b, **kw)
+    _print(result, as_json, result.ok)

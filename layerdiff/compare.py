@@ -24,9 +24,10 @@ from layerdiff import sync
 from layerdiff.align import Alignment, align
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import DumpError
+from layerdiff.health import nonfinite_origin
 from layerdiff.isolate import keys_of
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording, TensorInfo, sketch_weight, statistics
+from layerdiff.records import LayerInfo, ParamRecord, Recording, TensorInfo, all_finite, sketch_weight, statistics
 
 EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04, "bfloat16": 7.8125e-03}
 SAFETY = 64.0
@@ -270,7 +271,7 @@ def stats_diff(key: str, a: TensorInfo, b: TensorInfo, tol: float, floor: float 
         return result
     if a.sha256 and a.sha256 == b.sha256:
         return result
-    if a.finite != b.finite:
+    if bool(a.finite) != bool(b.finite):
         result.ok, result.problem, result.max_rel, result.max_abs = False, "nonfinite", math.inf, math.inf
         result.nonfinite_mismatch = 1
         return result
@@ -402,13 +403,13 @@ class _Reader:
             self._index, self._row = index, {}
         if key not in self._row:
             value = self._row[key] = self.recording.tensor(index, key)
-            self._finite[index, key] = _all_finite(value)
+            self._finite[index, key] = all_finite(value)
         return self._row[key]
 
     def finite(self, index: int, key: str) -> bool:
-        info = self.layers[index].tensors[key]
-        if not info.stored:
-            return info.finite
+        noted = self.layers[index].tensors[key].finite
+        if noted is not None:
+            return noted
         if (index, key) not in self._finite:
             self.tensor(index, key)
         return self._finite[index, key]
@@ -427,14 +428,6 @@ class _Reader:
 
     def param_names(self) -> list[str]:
         return self.recording.param_names()
-
-
-def _all_finite(value: np.ndarray) -> bool:
-    if not np.issubdtype(value.dtype, np.inexact):
-        return True
-    with np.errstate(all="ignore"):
-        total = value.sum()  # NaN or infinite when any entry is (or, rarely, when finite entries overflow)
-    return bool(np.isfinite(total)) or bool(np.isfinite(value).all())
 
 
 class _Judge:
@@ -497,7 +490,7 @@ def compare(
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
     recorded_a, recorded_b = set(a.param_names()), set(b.param_names())
     links = [w for w in links if w.src in recorded_a and w.dst in recorded_b]  # --layers records some parameters only
-    a, b = reader_a, reader_b = _Reader(a), _Reader(b)
+    a, b = _Reader(a), _Reader(b)
     judge = _Judge(a, b, rtol, reference)
     local_index = {l.name: l.index for l in local.layers} if local is not None else {}
     batch = _batch(a)
@@ -539,7 +532,7 @@ def compare(
         _first_forward(layers),
         _first_backward(layers),
         [c for _, c in forward + backward] if local is not None else None,
-        {"a": _nonfinite_origin(reader_a), "b": _nonfinite_origin(reader_b)},
+        {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
         alignment.only_b,
         _structure(a, b, alignment),
@@ -714,26 +707,6 @@ def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
             return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, _note(bad))
         consumer = layer
     return None
-
-
-def _nonfinite_origin(r: _Reader) -> dict[str, str | None]:
-    """The first layer whose inputs are finite and whose output is not (forward), and likewise backward."""
-
-    def finite(index: int, keys: list[str]) -> bool:
-        return all(r.finite(index, k) for k in keys)
-
-    forward = backward = None
-    for layer in r.layers:
-        ins, outs = keys_of(layer.tensors, "input"), keys_of(layer.tensors, "output")
-        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
-            forward = layer.name
-            break
-    for layer in reversed(r.layers):
-        ins, outs = keys_of(layer.tensors, "grad_output"), keys_of(layer.tensors, "grad_input")
-        if outs and finite(layer.index, ins) and not finite(layer.index, outs):
-            backward = layer.name
-            break
-    return {"forward": forward, "backward": backward}
 
 
 def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:

@@ -13,6 +13,7 @@ A model file defines, at module level:
                   PyTorch's channels-first: "N H W C" (Flax models default to it)
     params_of, grads_of, input_grad_of
                   optional glue for hand-written layers of unusual shape (see the README)
+    update        optional ``update(model, lr)``: the network's own SGD step, for ``overfit``
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
 DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
-GLUE = ("params_of", "grads_of", "input_grad_of")
+GLUE = ("params_of", "grads_of", "input_grad_of", "update")
 EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
 

@@ -101,6 +101,19 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
 
 
+def all_finite(value: np.ndarray) -> bool:
+    """Whether every entry is finite, in one summing pass without a temporary as large as ``value``.
+
+    >>> all_finite(np.array([1.0, 2.0])), all_finite(np.array([1.0, np.inf]))
+    (True, False)
+    """
+    if not np.issubdtype(value.dtype, np.inexact):
+        return True
+    with np.errstate(all="ignore"):
+        total = value.sum()  # NaN or infinite when any entry is (or, rarely, when finite entries overflow)
+    return bool(np.isfinite(total)) or bool(np.isfinite(value).all())
+
+
 def owned(p: ParamRecord, layers: Callable[[str], bool]) -> bool:
     """Whether a parameter belongs to one of ``layers``: its module's, or (in a tapped network) its name's prefix."""
     return layers(p.layer) or layers(p.name.rpartition(".")[0])
@@ -150,7 +163,7 @@ class TensorInfo:
     stored: bool = True  # False: a stats-only dump kept the statistics below, not the values
     sha256: str = ""  # with the sketch, from ``statistics``: every entry read, in PyTorch's order
     sketch: tuple[float, ...] = ()  # (<r, x>, <|r|, |x|>): see ``statistics``
-    finite: bool = True
+    finite: bool | None = None  # whether every entry is; None: not recorded (schema 1), read the tensor to know
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,9 @@ class Recording(Protocol):
     def spec(self, name: str) -> ParamRecord:
         """Name, layer, layout, shape and dtype, without reading anything (``value`` may be a placeholder)."""
 
+    def finite(self, index: int, key: str) -> bool:
+        """Whether every entry of a layer's tensor is finite: from what the recording noted, else by reading it."""
+
     def param_info(self, name: str) -> TensorInfo | None:
         """The gradient's statistics (``stored`` False when only they were kept); None without a gradient."""
 
@@ -306,7 +322,10 @@ class InMemory:
 
     def param_info(self, name: str) -> TensorInfo | None:
         p = self._params[name]
-        return None if p.grad is None else summarize(p.grad, p.layout)
+        return None if p.grad is None else replace(summarize(p.grad, p.layout), finite=all_finite(p.grad))
+
+    def finite(self, index: int, key: str) -> bool:
+        return all_finite(self.trace.layers[index].tensors[key])
 
     def param_names(self) -> list[str]:
         return list(self._params)

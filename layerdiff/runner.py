@@ -22,7 +22,7 @@ from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
 from layerdiff.errors import AlignmentError, ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import Trace, canonical, canonical_shape, select
+from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape, select, snapshot
 
 DTYPES = ("float64", "native")
 
@@ -94,13 +94,18 @@ def capture(
     weights_sha256: str | None = None,
     twice: bool = True,
     layers: list[str] | None = None,
+    values: dict[str, np.ndarray] | None = None,
 ) -> Trace:
     """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
     ``weights_sha256`` is the hash of the weights it was given (hashed once for both sides); by default its own.
     ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
+    ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
+    (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
     """
     whole = model.run(feed)
+    for p in whole.params:
+        p.value = values[p.name] if values is not None and p.name in values else snapshot(p.value)
     weights_sha256 = weights_sha256 or sync.fingerprint(whole.params)
     first = select(whole, layers) if layers else whole
     del whole
@@ -178,20 +183,18 @@ def run_pair(
     for m in (a, b):
         m.adapter.prepare(m, dtype)
     feed, notes = make_feed([a, b], seed)
-    src = a.adapter.parameters(a)
-    links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
+    src, links = weight_links(a, b, param_map)
     # The float64 twin is made before B runs in its own precision, from the same weights.
     twin = _float64_twin(b) if dtype == "native" else None
     values = sync.carry(links, src)
     b.adapter.load_parameters(b, values)
     weights_sha256 = sync.fingerprint(src)
-    del src  # a snapshot as large as the model: each trace records its side's parameters as they are
-    if twin is None:
-        del values
+    # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, weights_sha256, twice, layers)
+        ta = capture(a, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
+    del src
     with stage(progress, f"capture {b.source}"):
-        tb = capture(b, feed, dtype, seed, weights_sha256, twice, layers)
+        tb = capture(b, feed, dtype, seed, weights_sha256, twice, layers, values)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
     reference = None
@@ -200,6 +203,13 @@ def run_pair(
         reference = twin.run(feed)
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
     return Pair(ta, tb, links, a.source, notes, feed, reference)
+
+
+def weight_links(a: Model, b: Model, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
+    """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
+    src = a.adapter.parameters(a)
+    links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
+    return src, links
 
 
 def _float64_twin(model: Model) -> Model | None:

@@ -160,6 +160,7 @@ def test_free_form_numpy_taps_against_torch_taps():
     assert result.match, str(result)
     names = [l.layer_a for l in result.comparison.layers]
     assert names[:2] == ["fc", "relu"]
+    assert result.comparison.only_b == []  # the tap of fc's own output is not a second layer
     # The network's own parameters belong to no tap: their gradients are compared on the torch layer's row.
     assert [t.key for t in result.comparison.layers[0].param_grads] == ["W ~ fc.weight", "b ~ fc.bias"]
 

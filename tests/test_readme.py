@@ -37,3 +37,16 @@ def test_readme_json_example_has_the_fields_of_a_real_report(run_json):
     assert set(example["layers"][0]) == set(layer)
     assert set(example["layers"][0]["tensors"][0]) == set(layer["tensors"][0])
     assert set(example["weights"]["links"][0]) == set(report["weights"]["links"][0])
+
+
+def test_readme_model_file_examples_run_against_their_reference(cli, tmp_path):
+    numpy_net = code_after("**NumPy, layer list**", "python")
+    (tmp_path / "mine.py").write_text(numpy_net)
+    (tmp_path / "ref.py").write_text(
+        "import torch.nn as nn\nmodel = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))\n"
+    )
+    code, out, err = cli("run", "mine.py", "ref.py", "--json")
+    assert code == 0, out + err
+    assert [l["layer_a"] for l in json.loads(out)["layers"]] == ["fc1", "relu", "fc2"]
+    (tmp_path / "conv.py").write_text(code_after("**PyTorch**: a module-level", "python") + "input_shape = (2, 3, 8, 8)\ntargets = [1, 2]\n")
+    assert cli("dump", "conv.py", "-o", "conv.h5")[0] == 0

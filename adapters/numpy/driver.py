@@ -173,7 +173,8 @@ class NumpyAdapter:
     def claims(self, obj: Any) -> bool:
         if isinstance(obj, (list, tuple)):
             return _all_layers(obj)
-        return _is_layer(obj)
+        layers = getattr(obj, "layers", None)
+        return _is_layer(obj) or (isinstance(layers, (list, tuple, dict)) and _all_layers(layers))
 
     def version(self) -> str:
         return np.__version__

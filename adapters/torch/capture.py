@@ -8,6 +8,7 @@ forbids modifying a hooked module's output in place.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,7 @@ class Recorder:
 
     def tap(self, name: str, value: Any) -> Any:
         known = self.by_name.get(name)
-        if known is not None and self.outputs.get(known.name) is value:
+        if known is not None and _same_tensor(self.outputs.get(known.name), value):
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
         record.tensors["output"] = _array(value)
@@ -136,6 +137,16 @@ class Recorder:
 
     def tap_grad(self, name: str, grad: Any) -> Any:
         return grad  # autograd reports the gradient of every tapped tensor
+
+
+def _same_tensor(x: Any, y: Any) -> bool:
+    """The same values in the same memory: a backward hook hands on its module's output as a new tensor object."""
+    return (
+        isinstance(x, torch.Tensor)
+        and isinstance(y, torch.Tensor)
+        and x.shape == y.shape
+        and x.data_ptr() == y.data_ptr()
+    )
 
 
 def _captured_modules(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -163,7 +174,7 @@ class TorchAdapter:
                 model.loss.double()
 
     def parameters(self, model: Model) -> list[ParamRecord]:
-        return _param_records(model.obj)
+        return [replace(p, value=p.value.copy()) for p in _param_records(model.obj)]  # a snapshot, as the protocol says
 
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         with torch.no_grad():

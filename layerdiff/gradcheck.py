@@ -1,0 +1,495 @@
+"""Finite-difference gradient check of one network, per layer and per parameter tensor, in float64.
+
+Everything goes through the adapter protocol, so any adapter is checked the same way:
+- a parameter coordinate is moved with ``load_parameters``;
+- a network input is moved in the feed;
+- a layer's output is moved with teacher forcing (``Forcing.outputs``), so that the layers after it receive the
+  moved value: the derivative of the loss with respect to that output, which is also the derivative with respect to
+  the input of the layer that consumes it.
+
+Each layer is then judged on what it computes itself: a layer is *wrong* when its input gradient or a parameter
+gradient is wrong while the gradient arriving at its output is right; *inherited* when what arrives is already wrong.
+
+Per coordinate, the central difference ``(L(θ+h) - L(θ-h)) / 2h`` is taken first at h = 1e-5 (about eps^(1/3),
+where truncation and rounding errors of float64 balance); when that does not agree, or a kink was crossed, at every
+step of ``STEPS``, and the estimate is taken where neighbouring steps agree best. Their disagreement is the estimate's
+own uncertainty, subtracted before the relative error ``|a - n| / max(|a|, |n|)`` is judged, so that rounding noise
+at a zero gradient is not called an error.
+
+A kink is crossed when some layer's output bends between θ-h and θ+h: its second difference
+``o(θ+h) + o(θ-h) - 2 o(θ)`` is a sizeable part of its first difference (a ReLU, max or abs mask flipping); smooth
+functions keep that ratio near h. A coordinate whose every step crosses a kink is reported as "kink", never as wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from layerdiff import runner
+from layerdiff.adapter import Feed, Forcing
+from layerdiff.errors import ModelFileError
+from layerdiff.modelfile import Model
+from layerdiff.records import LayerRecord, Trace, canonical, key_order
+
+# Relative error bands (cs231n, "Gradient checks": above 1e-2 probably wrong, below 1e-4 fine near kinks, 1e-7 and
+# below for smooth functions; with the step chosen per coordinate, float64 does better than their single h).
+GOOD = 1e-6
+ACCEPTABLE = 1e-4
+STEPS = (1e-5, 1e-3, 1e-4, 1e-6, 1e-7)  # relative to max(1, |θ|)
+EXHAUSTIVE = 32  # tensors this small are checked at every coordinate
+TOP = 4  # largest-gradient coordinates per tensor
+ZEROS = 2  # zero-gradient coordinates per tensor
+SAMPLES = 8  # random coordinates per tensor
+BEND = 0.05  # second difference over first difference that means a kink was crossed
+ROUNDING = 16 * np.finfo(np.float64).eps  # relative rounding error allowed in one loss evaluation
+
+
+@dataclass
+class Point:
+    """One checked coordinate."""
+
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float
+    rel: float  # |a - n| / max(|a|, |n|)
+    excess: float  # the same after the estimate's own uncertainty is taken off: what the status is judged on
+    noise: float  # that uncertainty, absolute
+    step: float
+    status: str  # good, acceptable, wrong, kink
+    kink_at: str = ""  # the first layer whose output bent, for a kink
+
+
+@dataclass
+class Check:
+    """One tensor's gradient checked: a parameter, or a layer's input or output."""
+
+    layer: str
+    tensor: str  # the parameter's name, or "input", "output" (".1"… for more)
+    shape: tuple[int, ...]
+    points: list[Point]
+    shown: bool = True  # an output check repeating the next layer's input check only serves the verdict
+
+    @property
+    def status(self) -> str:
+        found = {p.status for p in self.points}
+        return next((s for s in ("wrong", "acceptable", "good") if s in found), "kink" if found else "good")
+
+    @property
+    def kinks(self) -> int:
+        return sum(p.status == "kink" for p in self.points)
+
+    @property
+    def worst(self) -> Point | None:
+        """The point of worst status; among equals, of largest error where the gradient stands above the noise."""
+        severity = {"wrong": 3, "acceptable": 2, "good": 1, "kink": 0}
+        return max(
+            self.points,
+            key=lambda p: (severity[p.status], p.excess, max(abs(p.analytic), abs(p.numeric)) > p.noise, p.rel),
+            default=None,
+        )
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    kind: str
+    verdict: str  # ok, wrong, inherited
+    checks: list[Check]
+    note: str = ""
+
+
+@dataclass
+class GradCheck:
+    """The result: ``passed`` is False when some layer's gradient is wrong; ``culprits`` names those layers."""
+
+    source: str
+    layers: list[LayerCheck]
+    evaluations: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.culprits
+
+    @property
+    def culprits(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.verdict == "wrong"]
+
+    @property
+    def points(self) -> int:
+        return sum(len(c.points) for layer in self.layers for c in layer.checks)
+
+    def __str__(self) -> str:
+        from layerdiff.report import text
+
+        return text(self)
+
+
+@dataclass
+class Estimate:
+    numeric: float
+    step: float
+    spread: float  # the estimate's own uncertainty
+    kink_at: str  # the layer that bent at every step tried; "" when smooth
+
+
+@dataclass
+class _Probe:
+    """A value that can be moved: a parameter, a network input or a layer's output; and who reads its gradient."""
+
+    label: str
+    base: np.ndarray
+    run: Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]  # (moved value, layer outputs pinned) -> trace
+    analytic: list[tuple[Check, np.ndarray]] = field(default_factory=list)
+    done: Callable[[], None] = lambda: None
+    seen_by: tuple[int, str] | None = None  # (layer index, input key) that must receive a forced value
+
+
+def gradcheck(
+    model: Model,
+    *,
+    samples: int = SAMPLES,
+    full: bool = False,
+    seed: int = 0,
+    at: dict[str, list[tuple[int, ...]]] | None = None,
+) -> GradCheck:
+    """Check every layer's and parameter's gradient of ``model`` against central differences of its loss.
+
+    Args:
+        model: a loaded model (``modelfile.load`` or ``modelfile.from_object``); it is cast to float64.
+        samples: random coordinates per tensor, beside the largest-gradient and zero-gradient ones.
+        full: check every coordinate of every tensor.
+        at: extra coordinates to check, by parameter name or layer name (that layer's input).
+
+    Raises:
+        ModelFileError: the model cannot run in float64, is not deterministic, or its loss is not finite.
+    """
+    started = time.perf_counter()
+    model.adapter.prepare(model, "float64")
+    feed, notes = runner.make_feed([model], seed)
+    base = _canonical(runner.capture(model, feed, "float64", seed))
+    if runner.compute_dtype(base) != "float64":
+        raise ModelFileError(
+            f"{model.source} still computes in {runner.compute_dtype(base)} after casting its parameters to float64; "
+            "finite differences need float64. Remove the hard-coded casts (astype(np.float32)) from its layers."
+        )
+    if base.loss is None or not np.isfinite(base.loss):
+        raise ModelFileError(
+            f"{model.source} has loss {base.loss} at its starting point; a gradient check needs a finite loss. "
+            "Run `layerdiff inspect` on it to find the first layer that produces NaN/Inf."
+        )
+    counter = [0]
+
+    def run(feed_: Feed, forcing: Forcing | None = None) -> Trace:
+        counter[0] += 1
+        return _canonical(model.run(feed_, forcing))
+
+    layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
+    unrecorded: list[LayerCheck] = []
+    probes = _param_probes(model, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
+    rng = np.random.default_rng(seed)
+    extra = _extra(probes, at or {})
+    for probe in probes:
+        _check(probe, base, _coordinates(probe, rng, samples, full, extra.get(id(probe), [])), notes)
+    layers = unrecorded + layers
+    _judge(layers)
+    checked = [layer for layer in layers if layer.checks]
+    return GradCheck(model.source, checked, counter[0], time.perf_counter() - started, notes)
+
+
+def _canonical(trace: Trace) -> Trace:
+    """Every recorded tensor in PyTorch's axis order, as feeds and forced values are given (channels-last models)."""
+    for r in trace.layers:
+        r.tensors = {k: canonical(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}
+        r.layouts = {}
+    return trace
+
+
+def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[int, list[tuple[int, ...]]]:
+    """``at``'s coordinates by probe: a parameter's name, or a layer's name for that layer's input."""
+    found: dict[int, list[tuple[int, ...]]] = {}
+    names = {}
+    for probe in probes:
+        for check, _ in probe.analytic:
+            if check.tensor == probe.label:
+                names[probe.label] = probe
+            elif check.tensor == "input":
+                names[check.layer] = probe
+    for name, indices in at.items():
+        if name not in names:
+            raise ModelFileError(f"--at names '{name}', which is neither a parameter nor a layer with a checked input. Checked: {', '.join(names)}.")
+        found.setdefault(id(names[name]), []).extend(tuple(int(i) for i in index) for index in indices)
+    return found
+
+
+def _param_probes(
+    model: Model, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+) -> list[_Probe]:
+    by_name = {layer.name: layer for layer in layers}
+    probes = []
+    for p in base.params:
+        if p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
+            continue
+        owner = by_name.get(p.layer)
+        if owner is None:
+            # Free-form code recorded through taps: its parameters belong to no recorded layer.
+            owner = by_name[p.layer] = LayerCheck(p.layer, "unrecorded", "ok", [])
+            unrecorded.append(owner)
+        check = Check(p.layer, p.name, tuple(p.value.shape), [])
+        owner.checks.append(check)
+
+        def load_and_run(value: np.ndarray, pin: dict[str, list[np.ndarray]], name: str = p.name) -> Trace:
+            model.adapter.load_parameters(model, {name: value})
+            return run(feed)
+
+        def restore(name: str = p.name, value: np.ndarray = p.value) -> None:
+            model.adapter.load_parameters(model, {name: value})
+
+        probes.append(_Probe(p.name, p.value, load_and_run, [(check, p.grad)], restore))
+    return probes
+
+
+def _value_probes(base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], notes: list[str]) -> list[_Probe]:
+    """Probes on the network inputs and on every layer's outputs, with the input and output checks they serve."""
+    records = base.layers
+    probes: dict[tuple[int, str], _Probe] = {}  # (producer index or -1 - input number, output key)
+    for i, x in enumerate(feed.inputs):
+        if np.issubdtype(np.asarray(x).dtype, np.floating):
+            probes[-1 - i, "input"] = _Probe(f"input {i}", np.asarray(x, dtype=np.float64), _feed_runner(feed, i, run))
+    for k, r in enumerate(records):
+        for key, value in r.tensors.items():
+            if key.startswith("output") and value.ndim > 0 and np.issubdtype(value.dtype, np.floating):
+                probes[k, key] = _Probe(f"{r.name} {key}", value, _forcing_runner(feed, r.name, r.tensors, key, run))
+    consumers: dict[tuple[int, str], list[tuple[int, str]]] = {}
+    for k, r in enumerate(records):
+        for key, value in r.tensors.items():
+            if key.startswith("input"):
+                source = _producer(value, k, records, feed)
+                if source is not None and source in probes:
+                    consumers.setdefault(source, []).append((k, key))
+    for source, probe in probes.items():
+        readers = consumers.get(source, [])
+        for k, key in readers if len(readers) == 1 else []:
+            grad = records[k].tensors.get(key.replace("input", "grad_input"))
+            if grad is None or grad.shape != probe.base.shape:
+                continue
+            if not _only_path(probe, grad, records[k], base):
+                notes.append(f"{probe.label} also reaches the loss by a path no layer records: {records[k].name}'s input gradient is not checked alone")
+                continue
+            check = Check(records[k].name, key, tuple(grad.shape), [])
+            layers[k].checks.insert(0, check)
+            probe.analytic.append((check, grad))
+            if source[0] >= 0:
+                probe.seen_by = (k, key)
+        if len(readers) > 1:
+            notes.append(f"{probe.label} feeds {len(readers)} layers: their input gradients add up, checked as one at its source")
+        if source[0] >= 0:
+            k, key = source
+            grad = records[k].tensors.get(key.replace("output", "grad_output"))
+            if grad is not None and grad.shape == probe.base.shape:
+                check = Check(records[k].name, key, tuple(grad.shape), [], shown=not probe.analytic)
+                layers[k].checks.append(check)
+                probe.analytic.append((check, grad))
+    return [p for p in probes.values() if p.analytic]
+
+
+def _only_path(probe: _Probe, grad: np.ndarray, consumer: LayerRecord, base: Trace) -> bool:
+    """Whether the value reaches the loss only through ``consumer``: moved while the consumer's outputs are pinned
+    to their recorded values, the loss must not move. A residual (``x + f(x)``) fails this, and then the
+    consumer's input gradient is only part of the value's."""
+    if consumer is base.layers[-1] and all(v.ndim == 0 for v in _outputs(consumer.tensors)):
+        return True  # the loss itself: nothing comes after it
+    i = int(np.argmax(np.abs(np.nan_to_num(grad)).ravel()))
+    moved = probe.base.copy()
+    moved.flat[i] += 1e-4 * max(1.0, abs(float(moved.flat[i])))
+    free = float(probe.run(moved, {}).loss or 0.0)
+    pinned = float(probe.run(moved, {consumer.name: _outputs(consumer.tensors)}).loss or 0.0)
+    f0 = float(base.loss or 0.0)
+    return abs(pinned - f0) <= max(1e-6 * abs(free - f0), ROUNDING * max(abs(f0), 1.0))
+
+
+def _producer(value: np.ndarray, k: int, records: list[LayerRecord], feed: Feed) -> tuple[int, str] | None:
+    """Where layer ``k``'s input comes from: the latest earlier output, or network input, holding the same values."""
+    for j in range(k - 1, -1, -1):
+        for key, out in records[j].tensors.items():
+            if key.startswith("output") and out.shape == value.shape and np.array_equal(out, value):
+                return j, key
+    for i, x in enumerate(feed.inputs):
+        if np.shape(x) == value.shape and np.array_equal(x, value):
+            return -1 - i, "input"
+    return None
+
+
+def _feed_runner(feed: Feed, i: int, run: Callable[..., Trace]) -> Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]:
+    def moved(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
+        inputs = list(feed.inputs)
+        inputs[i] = value
+        return run(Feed(inputs, feed.targets, feed.upstream), Forcing(outputs=pin) if pin else None)
+
+    return moved
+
+
+def _outputs(tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [tensors[k] for k in sorted((k for k in tensors if k.startswith("output")), key=key_order)]
+
+
+def _forcing_runner(feed: Feed, name: str, tensors: dict[str, np.ndarray], key: str, run: Callable[..., Trace]) -> Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]:
+    outputs = _outputs(tensors)
+    index = sorted((k for k in tensors if k.startswith("output")), key=key_order).index(key)
+
+    def forced(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
+        values = list(outputs)
+        values[index] = value
+        return run(feed, Forcing(outputs={**pin, name: values}))
+
+    return forced
+
+
+def _coordinates(probe: _Probe, rng: np.random.Generator, samples: int, full: bool, extra: list[tuple[int, ...]]) -> list[int]:
+    """Flat indices: every one for small tensors or ``full``; else the largest gradients, a random set, some zeros."""
+    size = probe.base.size
+    for index in extra:
+        if len(index) != probe.base.ndim or any(not 0 <= i < d for i, d in zip(index, probe.base.shape)):
+            raise ModelFileError(f"--at {probe.label}={','.join(map(str, index))} is outside its shape {probe.base.shape}.")
+    chosen = [int(np.ravel_multi_index(index, probe.base.shape)) for index in extra]
+    if full or size <= EXHAUSTIVE:
+        return chosen + [i for i in range(size) if i not in chosen]
+    magnitude = np.max([np.abs(np.nan_to_num(a, nan=np.inf)).ravel() for _, a in probe.analytic], axis=0)
+    chosen += [int(i) for i in np.argsort(-magnitude, kind="stable")[:TOP]]
+    zeros = np.flatnonzero(magnitude == 0)
+    if zeros.size:
+        chosen += [int(i) for i in rng.choice(zeros, min(ZEROS, zeros.size), replace=False)]
+    chosen += [int(i) for i in rng.choice(size, min(samples, size), replace=False)]
+    return list(dict.fromkeys(chosen))
+
+
+def _check(probe: _Probe, base: Trace, flat: list[int], notes: list[str]) -> None:
+    f0 = float(base.loss or 0.0)
+    try:
+        for n, i in enumerate(flat):
+            analytic = [(check, float(a.flat[i])) for check, a in probe.analytic]
+
+            def needs_more(est: Estimate) -> bool:
+                return any(_judge_point(a, est)[2] != "good" for _, a in analytic)
+
+            est = _estimate(probe, i, f0, base, needs_more)
+            if est is None:
+                notes.append(f"{probe.label}: the forced value never reached the layer after it; not checked")
+                for check, _ in probe.analytic:
+                    check.points.clear()
+                return
+            index = tuple(int(j) for j in np.unravel_index(i, probe.base.shape))
+            for check, a in analytic:
+                rel, excess, status = _judge_point(a, est)
+                check.points.append(Point(index, a, est.numeric, rel, excess, est.spread, est.step, status, est.kink_at))
+    finally:
+        probe.done()
+
+
+def _estimate(probe: _Probe, i: int, f0: float, base: Trace, needs_more: Callable[[Estimate], bool]) -> Estimate | None:
+    scale = max(1.0, abs(float(probe.base.flat[i])))
+    tried: dict[float, tuple[float, float, str]] = {}
+
+    def central(step: float) -> tuple[float, float, str] | None:
+        h = step * scale
+        plus, minus = probe.base.copy(), probe.base.copy()
+        plus.flat[i] += h
+        minus.flat[i] -= h
+        tp, tm = probe.run(plus, {}), probe.run(minus, {})
+        if probe.seen_by is not None and not _received(tp, probe.seen_by, plus):
+            return None
+        fp, fm = float(tp.loss or 0.0), float(tm.loss or 0.0)
+        rounding = ROUNDING * max(abs(fp), abs(fm), abs(f0)) / h
+        return (fp - fm) / (2 * h), rounding, _bend(base, tp, tm)
+
+    first = central(STEPS[0])
+    if first is None:
+        return None
+    tried[STEPS[0]] = first
+    n, rounding, bent = first
+    if not bent and not needs_more(Estimate(n, STEPS[0] * scale, rounding, "")):
+        return Estimate(n, STEPS[0] * scale, rounding, "")
+    for step in STEPS[1:]:
+        result = central(step)
+        if result is not None:
+            tried[step] = result
+    smooth = sorted((s for s, r in tried.items() if not r[2]), reverse=True)
+    if not smooth:
+        return Estimate(n, STEPS[0] * scale, rounding, bent)
+    if len(smooth) == 1:
+        s = smooth[0]
+        return Estimate(tried[s][0], s * scale, tried[s][1], "")
+    # Where neighbouring steps agree best, truncation (large h) and rounding (small h) errors are both small.
+    spread, s = min((abs(tried[a][0] - tried[b][0]), b) for a, b in zip(smooth, smooth[1:]))
+    return Estimate(tried[s][0], s * scale, max(spread, tried[s][1]), "")
+
+
+def _received(trace: Trace, seen_by: tuple[int, str], value: np.ndarray) -> bool:
+    k, key = seen_by
+    got = trace.layers[k].tensors.get(key) if k < len(trace.layers) else None
+    # Frameworks hand on a forced value as own + (forced - own), which may round by an ulp: tolerated, while the
+    # moved coordinate, h away, is not.
+    return got is not None and got.shape == value.shape and bool(np.allclose(got, value, rtol=1e-12, atol=0))
+
+
+def _bend(base: Trace, plus: Trace, minus: Trace) -> str:
+    """The first layer whose output is not smooth between the two moved runs (a mask flipped), or ""."""
+    for r0, rp, rm in zip(base.layers, plus.layers, minus.layers):
+        for key, o0 in r0.tensors.items():
+            if not key.startswith("output") or o0.size < 2 or key not in rp.tensors or key not in rm.tensors:
+                continue
+            op, om = rp.tensors[key], rm.tensors[key]
+            if op.shape != o0.shape or om.shape != o0.shape:
+                continue
+            first = np.abs(op - om)
+            top = first.max(initial=0.0)
+            if not top > 0:
+                continue
+            second = np.abs(op + om - 2 * o0)
+            # Rounding on the tensor's own scale: a value near zero is often computed from much larger ones.
+            noise = 64 * np.finfo(np.float64).eps * max(np.abs(o0).max(), np.abs(op).max(), np.abs(om).max())
+            bent = (second > BEND * first) & (second > noise) & (first > noise) & (first >= 1e-3 * top)
+            if bent.any():
+                return r0.name
+    return ""
+
+
+def _judge_point(a: float, est: Estimate) -> tuple[float, float, str]:
+    """The relative error, the part of it beyond the estimate's uncertainty, and the status that part earns."""
+    n = est.numeric
+    scale = max(abs(a), abs(n))
+    if not np.isfinite(a) or not np.isfinite(n):
+        return float("inf"), float("inf"), "kink" if est.kink_at else "wrong"
+    rel = 0.0 if scale == 0 else abs(a - n) / scale
+    excess = 0.0 if scale == 0 else max(abs(a - n) - est.spread, 0.0) / scale
+    if est.kink_at:
+        return rel, excess, "kink"
+    return rel, excess, "good" if excess <= GOOD else "acceptable" if excess <= ACCEPTABLE else "wrong"
+
+
+def _judge(layers: list[LayerCheck]) -> None:
+    """A layer is wrong when its own gradients are while the one arriving at its output is right."""
+    arriving_anywhere = any(c.status == "wrong" for layer in layers for c in layer.checks if c.tensor.startswith("output"))
+    for layer in layers:
+        arriving = any(c.status == "wrong" for c in layer.checks if c.tensor.startswith("output"))
+        own = any(c.status == "wrong" for c in layer.checks if not c.tensor.startswith("output"))
+        if layer.kind == "unrecorded":
+            arriving = arriving_anywhere  # what arrives at an unrecorded layer is unknown: blame a recorded one first
+        layer.verdict = "inherited" if own and arriving or arriving else "wrong" if own else "ok"
+    if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "wrong" for layer in layers):
+        # No layer makes the error given what it receives: the last one that receives it wrong records no input
+        # gradient (a tap), so the error comes from the backward of the layer that consumes it, the next one.
+        recorded = [layer for layer in layers if layer.kind != "unrecorded"]
+        last = max(i for i, layer in enumerate(recorded) if layer.verdict == "inherited")
+        if last + 1 < len(recorded):
+            consumer = recorded[last + 1]
+            consumer.verdict = "wrong"
+            consumer.note = f"the gradient its backward sends to {recorded[last].name} is wrong"
+        else:
+            recorded[last].verdict = "wrong"
+            recorded[last].note = "the gradient arriving at its output is wrong: the cause is in backward code after it that no layer records"

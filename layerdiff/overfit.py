@@ -1,0 +1,123 @@
+"""Overfit a tiny batch: plain SGD for a bounded number of steps, and whether the loss goes toward zero.
+
+A network that cannot drive the loss on two examples toward zero has a bug (or a learning rate far off); two
+implementations that start from the same weights and inputs should trace the same curve, and the step where their
+curves part says whether the forward (step 0) or the gradients (a later step) differ.
+
+The step is p <- p - lr * dL/dp through the adapter, for every framework: it is what ``torch.optim.SGD(lr)`` does
+with momentum and weight decay off. A NumPy model file may give its own rule as ``update(model, lr)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from layerdiff import runner, sync
+from layerdiff.adapter import Feed
+from layerdiff.errors import ModelFileError
+from layerdiff.modelfile import Model
+
+# The verdict on a curve, from its last loss L against its first L0 (losses that are >= 0, as classification and
+# regression losses are): toward zero when L <= ZERO_FRACTION * L0, decreasing when L <= DECREASING_FRACTION * L0.
+ZERO_FRACTION = 0.01
+DECREASING_FRACTION = 0.5
+# Two curves part at the first step where |La - Lb| > PART_RTOL * max(|La|, |Lb|). float64 noise stays far below.
+PART_RTOL = 1e-6
+
+
+@dataclass
+class Curve:
+    source: str
+    losses: list[float]
+    verdict: str  # "toward zero", "decreasing", "stuck", "diverged"
+    update: str  # "sgd" or "the file's update()"
+
+
+@dataclass
+class Overfit:
+    curves: list[Curve]
+    steps: int
+    lr: float
+    batch: int
+    parted: int | None  # two files: the first step where their losses differ
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.verdict == "toward zero" for c in self.curves) and self.parted is None
+
+    def __str__(self) -> str:
+        from layerdiff.report import text
+
+        return text(self)
+
+
+def overfit(
+    models: list[Model], *, steps: int = 100, lr: float = 0.1, batch: int = 2, dtype: str = "float64", seed: int = 0,
+    param_map: dict[str, str] | None = None,
+) -> Overfit:
+    """Train each model (one or two, the second starting from the first's weights) on the same tiny batch.
+
+    Raises:
+        ModelFileError: a model without a loss, a bad ``steps``/``lr``/``batch``, or randomness left on.
+    """
+    if steps < 1 or batch < 1 or not lr > 0:
+        raise ModelFileError(f"overfit needs steps >= 1, batch >= 1 and lr > 0; got steps {steps}, batch {batch}, lr {lr}.")
+    for m in models:
+        if m.loss is None:
+            raise ModelFileError(
+                f"{m.source} defines no loss: overfitting needs one to drive toward zero. Add `loss` and `targets` to it."
+            )
+        m.adapter.prepare(m, dtype)
+    feed, notes = runner.make_feed(models, seed)
+    feed = _first(feed, batch)
+    if len(models) == 2:
+        src, links = runner.weight_links(models[0], models[1], param_map)
+        models[1].adapter.load_parameters(models[1], sync.carry(links, src))
+        notes.append(f"weights: {len(links)} tensors copied from {models[0].source}")
+    curves = [_train(m, feed, steps, lr, dtype, seed) for m in models]
+    parted = _parted(curves[0].losses, curves[1].losses) if len(curves) == 2 else None
+    return Overfit(curves, steps, lr, len(feed.inputs[0]) if feed.inputs else batch, parted, notes)
+
+
+def _first(feed: Feed, batch: int) -> Feed:
+    """The first ``batch`` examples of the inputs and targets."""
+    targets = None if feed.targets is None or np.ndim(feed.targets) == 0 else feed.targets[:batch]
+    return Feed([x[:batch] if np.ndim(x) else x for x in feed.inputs], targets, feed.upstream)
+
+
+def _train(model: Model, feed: Feed, steps: int, lr: float, dtype: str, seed: int) -> Curve:
+    own = model.glue.get("update") if model.adapter.name == "numpy" else None
+    trace = runner.capture(model, feed, dtype, seed)  # runs twice: randomness left on is refused here
+    losses = [float(trace.loss if trace.loss is not None else math.nan)]
+    for _ in range(steps):
+        if not math.isfinite(losses[-1]):
+            break
+        if own is not None:
+            own(model.obj, lr)
+        else:
+            model.adapter.load_parameters(model, {p.name: p.value - lr * p.grad for p in trace.params if p.grad is not None})
+        trace = model.run(feed)
+        losses.append(float(trace.loss if trace.loss is not None else math.nan))
+    return Curve(model.source, losses, _verdict(losses), "the file's update()" if own is not None else "sgd")
+
+
+def _verdict(losses: list[float]) -> str:
+    first, last = losses[0], losses[-1]
+    if not math.isfinite(last) or last > first:
+        return "diverged"
+    if last <= ZERO_FRACTION * first:
+        return "toward zero"
+    if last <= DECREASING_FRACTION * first:
+        return "decreasing"
+    return "stuck"
+
+
+def _parted(a: list[float], b: list[float]) -> int | None:
+    for step, (x, y) in enumerate(zip(a, b)):
+        if not (abs(x - y) <= PART_RTOL * max(abs(x), abs(y))):
+            return step
+    return None if len(a) == len(b) else min(len(a), len(b))
