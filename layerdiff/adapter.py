@@ -91,8 +91,8 @@ class Adapter(Protocol):
         """
 
     def parameters(self, model: Model) -> list[ParamRecord]:
-        """Every parameter in a stable order, as the framework holds it, with its layout: a snapshot of its values,
-        which later changes to the model do not reach."""
+        """Every parameter in a stable order, as the framework holds it, with its layout. The values may be the
+        model's own memory (PyTorch's are): read them before the model changes, or copy them."""
 
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name, each array already in this side's layout."""

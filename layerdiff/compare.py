@@ -388,7 +388,7 @@ class _Reader:
         self.layers = recording.layers
         self._index = -1
         self._row: dict[str, np.ndarray] = {}
-        self._finite: dict[tuple[int, str], bool] = {}
+        self._finite: dict[tuple[int, str], bool] = {}  # by (layer index, key), and (-1, name) for parameter gradients
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -418,13 +418,19 @@ class _Reader:
         return self.recording.param(name)
 
     def param_grad(self, name: str) -> np.ndarray | None:
-        return self.recording.param_grad(name)
+        grad = self.recording.param_grad(name)
+        if grad is not None:
+            self._finite[-1, name] = all_finite(grad)
+        return grad
 
     def spec(self, name: str) -> ParamRecord:
         return self.recording.spec(name)
 
     def param_info(self, name: str) -> TensorInfo | None:
-        return self.recording.param_info(name)
+        info = self.recording.param_info(name)
+        if info is not None and info.finite is None and (-1, name) in self._finite:
+            return replace(info, finite=self._finite[-1, name])  # the comparison read it already
+        return info
 
     def param_names(self) -> list[str]:
         return self.recording.param_names()

@@ -13,7 +13,7 @@ Schema 2, one file per side, readable with plain h5py or ``h5ls -r``::
     /params/0000_fc1.W    attrs name, layer, layout; datasets value, grad
 
 A tensor a stats-only dump (``--stats-only``, ``--skip-copied-weights``) does not keep is a dataset with its shape
-and dtype but no storage, and attrs stored=0, sha256 and sketch (``records.statistics``); every tensor has attr finite; schema 1 is
+and dtype but no storage, and attrs stored=0, sha256, sketch and finite (``records.statistics``); schema 1 is
 schema 2 with every tensor stored, and is read as well.
 
 Data only: no pickled objects, so opening a dump never runs code. A dump is written to a temporary file beside
@@ -50,7 +50,7 @@ from layerdiff.records import (
 )
 
 SCHEMA = 2
-READS = (1, 2)  # schema 2 added attr finite, and stats-only tensors (attrs stored, sha256, sketch); 1 is 2 with every tensor stored
+READS = (1, 2)  # schema 2 added stats-only tensors (attrs stored, sha256, sketch, finite); 1 is 2 with every tensor stored
 
 
 def _group_name(index: int, name: str) -> str:
@@ -153,9 +153,9 @@ def _dataset(
     else:
         ds = group.create_dataset(key, shape=value.shape, dtype=value.dtype, **options)
         ds.attrs["stored"] = 0
-    ds.attrs.update(norm=info.norm, mean=info.mean, finite=info.finite if stats else all_finite(value))
-    if stats:
-        ds.attrs.update(sha256=info.sha256, sketch=np.array(info.sketch))
+    ds.attrs.update(norm=info.norm, mean=info.mean)
+    if stats:  # what a comparison that cannot read the tensor goes by
+        ds.attrs.update(sha256=info.sha256, sketch=np.array(info.sketch), finite=info.finite)
     if layout and key != "value" and key != "grad":
         ds.attrs["layout"] = layout
 
@@ -167,17 +167,18 @@ def _arrays(group: h5py.Group, arrays: list[np.ndarray], compression: str | None
 
 
 def _info(data: h5py.Dataset) -> TensorInfo:
-    layout = _layout(data)
+    attrs = dict(data.attrs)  # one read of them all: a dump of a large model has thousands
+    layout = str(attrs.get("layout", ""))
     return TensorInfo(
         canonical_shape(tuple(data.shape), layout),
         str(data.dtype),
-        float(data.attrs["norm"]),
-        float(data.attrs["mean"]),
+        float(attrs["norm"]),
+        float(attrs["mean"]),
         layout,
-        bool(data.attrs.get("stored", 1)),
-        str(data.attrs.get("sha256", "")),
-        tuple(float(x) for x in data.attrs.get("sketch", ())),
-        None if "finite" not in data.attrs else bool(data.attrs["finite"]),
+        bool(attrs.get("stored", 1)),
+        str(attrs.get("sha256", "")),
+        tuple(float(x) for x in attrs.get("sketch", ())),
+        None if "finite" not in attrs else bool(attrs["finite"]),
     )
 
 
