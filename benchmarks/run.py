@@ -7,8 +7,8 @@ Per model, NumPy (side A) against PyTorch (side B), both in float64:
 - plain: one forward+backward of the fixture's own model, without layerdiff; capture: one iteration through
   layerdiff's adapter (hooks or taps, every layer's tensors copied out); each the fastest of a few, interleaved
   in one process so that both see the same machine;
-- dump: ``store.write`` of the captured traces against ``np.save`` of the same arrays, interleaved, the median of
-  five of each (the page cache makes single writes erratic);
+- dump: ``store.write`` of the captured traces against ``np.save`` of the same arrays, interleaved, each after
+  ``os.sync()``, the median of five of each (the page cache makes single writes erratic);
 - compare: ``compare`` of the two dumps read from disk (as ``layerdiff compare a.h5 b.h5``): GB/s of tensor data
   read, and its peak traced memory (tracemalloc) against the dumps' size and the largest tensor;
 - run: the whole ``layerdiff run`` (each side twice, the replay, the dumps, the comparison) in a fresh process, wall
@@ -103,11 +103,11 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
         written, saved = [], []
         arrays = [x for t in traces.values() for x in arrays_of(t)]
         for _ in range(reps + 2):
-            for f in folder.iterdir():
-                f.unlink()
+            clean(folder)
             start = time.perf_counter()
             paths = [store.write(t, folder / f"{side}.h5") for side, t in traces.items()]
             written.append(time.perf_counter() - start)
+            os.sync()  # the dumps stay, for the comparison below; their pages are written out first
             start = time.perf_counter()
             for i, x in enumerate(arrays):
                 np.save(folder / f"{i}.npy", x)
@@ -123,6 +123,13 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
         del traces, arrays, compared
         out["compare_s"], out["compare_peak"], out["match"] = compare_dumps(paths, reps)
     return out
+
+
+def clean(folder: Path) -> None:
+    """An empty folder and no dirty pages left: each write starts as the last one did."""
+    for f in folder.iterdir():
+        f.unlink()
+    os.sync()
 
 
 def compare_dumps(paths: list[Path], reps: int) -> tuple[float, int, bool]:

@@ -20,6 +20,9 @@ from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, uniqu
 from layerdiff.tap import tapping
 
 
+RECENT = 16  # tensors a recorder remembers having copied
+
+
 def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().clone().numpy()
 
@@ -59,6 +62,21 @@ class Recorder:
         self.by_name: dict[str, LayerRecord] = {}
         self.calls: dict[int, list[LayerRecord]] = {}
         self.outputs: dict[str, Any] = {}
+        self.copies: dict[tuple[Any, ...], tuple[torch.Tensor, np.ndarray]] = {}
+
+    def copy(self, t: torch.Tensor) -> np.ndarray:
+        """``t`` as a NumPy copy, made once however many records take it: a module's input is most often the output
+        the module before it recorded (the same memory at the same version: nothing wrote into it in between)."""
+        # By memory, not object: the backward hooks hand the next module a view of the output the forward hook saw.
+        key = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t._version)
+        hit = self.copies.get(key)
+        if hit is not None:
+            return hit[1]
+        value = _array(t)
+        self.copies[key] = (t, value)  # the tensor is held, so that its memory is not another's while remembered
+        if len(self.copies) > RECENT:
+            del self.copies[next(iter(self.copies))]
+        return value
 
     def add(self, name: str, kind: str) -> LayerRecord:
         record = LayerRecord(unique_name(name, self.by_name), kind)
@@ -70,10 +88,10 @@ class Recorder:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
             record = self.add(name, type(module).__name__)
             for i, t in enumerate(a for a in args if isinstance(a, torch.Tensor)):
-                record.tensors[tensor_key("input", i)] = _array(t)
+                record.tensors[tensor_key("input", i)] = self.copy(t)
             outs = output if isinstance(output, tuple) else (output,)
             for i, t in enumerate(o for o in outs if isinstance(o, torch.Tensor)):
-                record.tensors[tensor_key("output", i)] = _array(t)
+                record.tensors[tensor_key("output", i)] = self.copy(t)
             self.calls.setdefault(id(module), []).append(record)
             forced = self.forced_output(record.name, output)
             self.outputs[record.name] = output if forced is None else forced
@@ -104,7 +122,7 @@ class Recorder:
         record = pending[-1]  # backward visits a reused module's calls in reverse
         for i, g in enumerate(grad_output):
             if g is not None:
-                record.tensors[tensor_key("grad_output", i)] = _array(g)
+                record.tensors[tensor_key("grad_output", i)] = self.copy(g)
         return self.forced_grads(record.name, tuple(grad_output))
 
     def backward_hook(self, module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
@@ -114,20 +132,20 @@ class Recorder:
         record = pending.pop()
         for i, g in enumerate(grad_input):
             if g is not None:
-                record.tensors[tensor_key("grad_input", i)] = _array(g)
+                record.tensors[tensor_key("grad_input", i)] = self.copy(g)
 
     def tap(self, name: str, value: Any) -> Any:
         known = self.by_name.get(name)
         if known is not None and _same_tensor(self.outputs.get(known.name), value):
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
-        record.tensors["output"] = _array(value)
+        record.tensors["output"] = self.copy(value)
         forced = self.forced_output(record.name, value)
         value = value if forced is None else forced
         if isinstance(value, torch.Tensor) and value.requires_grad:
 
             def arrived(g: torch.Tensor) -> torch.Tensor | None:
-                record.tensors["grad_output"] = _array(g)
+                record.tensors["grad_output"] = self.copy(g)
                 replaced = self.forced_grads(record.name, (g,))
                 return None if replaced is None else replaced[0]
 
