@@ -7,8 +7,9 @@ Per model, NumPy (side A) against PyTorch (side B), both in float64:
 - plain: one forward+backward of the fixture's own model, without layerdiff; capture: one iteration through
   layerdiff's adapter (hooks or taps, every layer's tensors copied out); each the fastest of a few, interleaved
   in one process so that both see the same machine;
-- dump: ``store.write`` of the captured traces against ``np.save`` of the same arrays, interleaved, each after
-  ``os.sync()``, the median of five of each (the page cache makes single writes erratic);
+- dump: ``store.write`` of the captured traces against ``np.save`` of the same arrays, and against h5py alone
+  (``create_dataset`` of each, nothing else), interleaved, each after ``os.sync()``, the median of five of each
+  (the page cache makes single writes erratic);
 - compare: ``compare`` of the two dumps read from disk (as ``layerdiff compare a.h5 b.h5``): GB/s of tensor data
   read, and its peak traced memory (tracemalloc) against the dumps' size and the largest tensor;
 - run: the whole ``layerdiff run`` (each side twice, the replay, the dumps, the comparison) in a fresh process, wall
@@ -77,6 +78,8 @@ def arrays_of(trace: Any) -> list[np.ndarray]:
 
 
 def measure(model_name: str, reps: int) -> dict[str, Any]:
+    import h5py
+
     from layerdiff import modelfile, runner, store, sync
 
     a, b = (modelfile.load(FIXTURES / f) for f in MODELS[model_name][:2])
@@ -100,7 +103,7 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
         out["sides"][side] = {"framework": m.adapter.name, "plain_s": min(plain), "capture_s": min(captured)}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         folder = Path(tmp)
-        written, saved = [], []
+        written, saved, raw = [], [], []
         arrays = [x for t in traces.values() for x in arrays_of(t)]
         for _ in range(reps + 2):
             clean(folder)
@@ -112,10 +115,16 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
             for i, x in enumerate(arrays):
                 np.save(folder / f"{i}.npy", x)
             saved.append(time.perf_counter() - start)
+            os.sync()
+            start = time.perf_counter()
+            with h5py.File(folder / "raw.h5", "w") as f:  # h5py alone: what bounds store.write from above
+                for i, x in enumerate(arrays):
+                    f.create_dataset(str(i), data=x)
+            raw.append(time.perf_counter() - start)
         out["array_bytes"] = sum(x.nbytes for x in arrays)
         out["dump_bytes"] = sum(p.stat().st_size for p in paths)
         # The page cache makes single writes erratic (the same np.save runs at 1 or 6 GB/s): the median of five each.
-        out["write_s"], out["save_s"] = float(np.median(written)), float(np.median(saved))
+        out["write_s"], out["save_s"], out["h5py_s"] = (float(np.median(t)) for t in (written, saved, raw))
         out["largest_tensor"] = max(x.nbytes for x in arrays)
         compared = [v for t in traces.values() for r in t.layers for v in r.tensors.values()]
         compared += [p.grad for t in traces.values() for p in t.params if p.grad is not None]
@@ -267,13 +276,13 @@ def main() -> None:
             ratio = side["capture_s"] / side["plain_s"]
             print(f"{model:12}{side['framework']:8}{side['plain_s']:>9.3f}{side['capture_s']:>11.3f}{ratio:>7.2f}")
     print("\ndumps of both sides: store.write against np.save of the same arrays; compare of the two dumps from disk")
-    print(f"{'model':12}{'dumps GB':>9}{'write GB/s':>12}{'np.save GB/s':>14}{'ratio':>7}{'compare GB/s':>14}"
-          f"{'peak MB':>9}{'largest MB':>12}")
+    print(f"{'model':12}{'dumps GB':>9}{'write GB/s':>12}{'np.save GB/s':>14}{'ratio':>7}{'h5py GB/s':>11}"
+          f"{'compare GB/s':>14}{'peak MB':>9}{'largest MB':>12}")
     for model, (m, _, _) in rows.items():
-        write, save = m["array_bytes"] / m["write_s"] / GB, m["array_bytes"] / m["save_s"] / GB
+        write, save, h5 = (m["array_bytes"] / m[k] / GB for k in ("write_s", "save_s", "h5py_s"))
         speed = m["compare_bytes"] / m["compare_s"] / GB
-        print(f"{model:12}{m['dump_bytes'] / GB:>9.3f}{write:>12.2f}{save:>14.2f}{write / save:>7.2f}{speed:>14.2f}"
-              f"{m['compare_peak'] / 1e6:>9.1f}{m['largest_tensor'] / 1e6:>12.1f}")
+        print(f"{model:12}{m['dump_bytes'] / GB:>9.3f}{write:>12.2f}{save:>14.2f}{write / save:>7.2f}{h5:>11.2f}"
+              f"{speed:>14.2f}{m['compare_peak'] / 1e6:>9.1f}{m['largest_tensor'] / 1e6:>12.1f}")
     print("\nthe whole `layerdiff run` (a fresh process) against the plain processes (load, one forward+backward) and np.save")
     print(f"{'model':12}{'plain A+B s':>12}{'np.save s':>11}{'run s':>8}{'ratio':>7}{'peak GB':>9}")
     for model, (m, walls, runs) in rows.items():
