@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,8 +45,33 @@ class Forcing:
     local input gradient, and parameter gradients from forced inputs and forced upstream gradient.
     """
 
-    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    grad_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    outputs: Mapping[str, list[np.ndarray]] = field(default_factory=dict)
+    grad_outputs: Mapping[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+class Lazy(Mapping[str, list[np.ndarray]]):
+    """A forcing table whose values are made only when an adapter asks for them, one layer's at a time: a replay
+    does not hold the other side's whole recording in memory.
+
+    >>> table = Lazy({"fc1": lambda: [np.zeros(2)]})
+    >>> list(table), table.get("fc1")[0].shape, table.get("fc2")
+    (['fc1'], (2,), None)
+    """
+
+    def __init__(self, readers: dict[str, Callable[[], list[np.ndarray]]]) -> None:
+        self._readers = readers
+
+    def __getitem__(self, name: str) -> list[np.ndarray]:
+        return self._readers[name]()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._readers  # Mapping's own would read the value to find out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._readers)
+
+    def __len__(self) -> int:
+        return len(self._readers)
 
 
 @runtime_checkable
@@ -66,13 +91,17 @@ class Adapter(Protocol):
         """
 
     def parameters(self, model: Model) -> list[ParamRecord]:
-        """Every parameter in a stable order, as the framework holds it, with its layout."""
+        """Every parameter in a stable order, as the framework holds it, with its layout. The values may be the
+        model's own memory (PyTorch's are): read them before the model changes, or copy them."""
 
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name, each array already in this side's layout."""
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says.
+
+        Parameter values may be the model's own arrays, not copies (``runner.capture`` keeps a snapshot); gradients
+        and layer tensors must be the run's own, which a later run does not overwrite.
 
         The feed and forced values come laid out as the model takes them (``Model.run`` transposes them).
         """

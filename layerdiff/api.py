@@ -141,6 +141,25 @@ def _isolated(
     )
 
 
+def _nothing(name: str) -> bool:
+    return False
+
+
+def _around_divergence(paths: tuple[Path, Path], layer_map: dict[str, str] | None) -> tuple[set[str], set[str]]:
+    """The layers of each side around the first divergence of each pass, as the statistics of two stats-only dumps
+    place them: the layer, the one before (whose values force its input in the replay) and the one after."""
+    with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
+        found = compare(da, db, layer_map=layer_map)
+    rows = {(l.layer_a, l.layer_b): n for n, l in enumerate(found.layers)}
+    names: tuple[set[str], set[str]] = (set(), set())
+    for d in (found.forward, found.backward):
+        row = rows.get((d.layer_a, d.layer_b)) if d is not None else None
+        for near in found.layers[max(row - 1, 0) : row + 2] if row is not None else []:
+            names[0].add(near.layer_a)
+            names[1].add(near.layer_b)
+    return names
+
+
 def _swapped(alignment: Alignment) -> Alignment:
     return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
 
@@ -158,24 +177,47 @@ def run(
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
+    layers: list[str] | None = None,
+    stats_only: bool = False,
+    skip_copied_weights: bool = False,
+    compression: str | None = None,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
     ``out`` defaults to a new ``layerdiff-out/run-N`` folder, so that no earlier dump is overwritten.
+
+    Args:
+        layers: globs of the layers to record (with their parameters); the others are neither dumped nor compared.
+        stats_only: dump statistics and a hash of every tensor, compare them to find the first divergences, then
+            store the values of the layers around them only (with their parameters' gradients).
+        skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
+        compression: ``"gzip"`` or ``"lzf"``.
     """
+    store.check_compression(compression)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     folder = Path(out) if out is not None else _next_run_folder(Path("layerdiff-out"))
     paths = _dump_paths(folder, Path(file_a), Path(file_b))
     for p in paths:
         files.check(p, force, DumpError, "-o to write elsewhere")
-    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
+    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
+        sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
-        written = [str(store.write(t, p, overwrite=force)) for t, p in zip((pair.a, pair.b), paths)]
+        if stats_only:
+            for t, p in zip((pair.a, pair.b), paths):
+                store.write(t, p, force, compression, full=_nothing)
+            for t, p, names in zip((pair.a, pair.b), paths, _around_divergence(paths, layer_map)):
+                store.fill(t, p, names.__contains__)
+        else:
+            store.write(pair.a, paths[0], force, compression)
+            store.write(pair.b, paths[1], force, compression, values=not skip_copied_weights)
+    written = [str(p) for p in paths]
+    for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
+        trace.layers.clear()
+        trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, b, pair, layer_map, rtol, progress=progress)
-        with stage(progress, "health"):
-            sides = [_health.inspect(da), _health.inspect(db)]
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -187,10 +229,14 @@ def dump(
     seed: int = 0,
     weights_from: str | os.PathLike[str] | None = None,
     force: bool = False,
+    layers: list[str] | None = None,
+    compression: str | None = None,
 ) -> Path:
-    """``layerdiff dump``: one model file's iteration to an HDF5 file (with another dump's weights and feed, if given)."""
+    """``layerdiff dump``: one model file's iteration to an HDF5 file (with another dump's weights and feed, if given);
+    ``layers`` and ``compression`` as for ``run``."""
     files.check(out, force, DumpError, "choose another -o")
-    return _dump(modelfile.load(model_file), out, dtype, seed, weights_from, force)
+    store.check_compression(compression)
+    return _dump(modelfile.load(model_file), out, dtype, seed, weights_from, force, layers, compression)
 
 
 def dump_model(
@@ -219,14 +265,24 @@ def dump_model(
     return _dump(live, out, dtype, seed, None, force)
 
 
-def _dump(model: modelfile.Model, out: str | os.PathLike[str], dtype: str, seed: int, weights_from: str | os.PathLike[str] | None, force: bool) -> Path:
+def _dump(
+    model: modelfile.Model,
+    out: str | os.PathLike[str],
+    dtype: str,
+    seed: int,
+    weights_from: str | os.PathLike[str] | None,
+    force: bool,
+    layers: list[str] | None = None,
+    compression: str | None = None,
+) -> Path:
     if weights_from is None:
-        trace = runner.run_one(model, dtype, seed)
+        trace = runner.run_one(model, dtype, seed, layers=layers)
     else:
         with store.Dump(weights_from) as source:
             recorded = source.trace()
-        trace = runner.run_one(model, str(recorded.meta.get("dtype", dtype)), int(recorded.meta.get("seed", seed)), recorded, Path(weights_from).name)
-    return store.write(trace, out, overwrite=force)
+        dtype, seed = str(recorded.meta.get("dtype", dtype)), int(recorded.meta.get("seed", seed))
+        trace = runner.run_one(model, dtype, seed, recorded, Path(weights_from).name, layers)
+    return store.write(trace, out, overwrite=force, compression=compression)
 
 
 def compare_paths(

@@ -150,16 +150,34 @@ def main() -> None:
     """Find the layer where two implementations of the same network part ways."""
 
 
+def dump_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--layers", "layers", multiple=True, metavar="GLOB",
+                         help="Record only the layers whose names match (repeatable, e.g. 'blocks.1.*'), with their parameters."),
+            click.option("--compression", default=None, metavar="gzip|lzf", help="Compress the dumps' datasets."),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
 @main.command()
 @click.argument("file_a", metavar="A.py")
 @click.argument("file_b", metavar="B.py")
 @click.option("-o", "--out", default=None, help="Folder for the two dumps [default: a new layerdiff-out/run-N].")
 @comparison_options
-def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool, html: str | None, plot: str | None, **kw: Any) -> None:
+@dump_options
+@click.option("--stats-only", is_flag=True,
+              help="Dump statistics and a hash of every tensor; values only around the first divergences.")
+@click.option("--skip-copied-weights", is_flag=True,
+              help="Leave B's parameter values (copies of A's) out of its dump; their hashes stay.")
+def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool, html: str | None, plot: str | None,
+        layers: tuple[str, ...], **kw: Any) -> None:
     """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
     _outputs(html, plot, kw["force"])
     with _progress_bar() as progress:
-        result = api.run(file_a, file_b, out=out, progress=progress, **kw)
+        result = api.run(file_a, file_b, out=out, progress=progress, layers=list(layers) or None, **kw)
     _report(result, as_json, show_all, html, plot, kw["force"])
 
 
@@ -182,9 +200,12 @@ def compare(x: str, y: str, as_json: bool, show_all: bool, html: str | None, plo
 @click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace the dump if it exists.")
-def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: int, force: bool) -> None:
+@dump_options
+def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: int, force: bool, layers: tuple[str, ...],
+         compression: str | None) -> None:
     """Capture one model file's iteration to an HDF5 dump."""
-    path = api.dump(model_file, out, dtype=dtype, seed=seed, weights_from=weights_from, force=force)
+    path = api.dump(model_file, out, dtype=dtype, seed=seed, weights_from=weights_from, force=force,
+                    layers=list(layers) or None, compression=compression)
     click.echo(f"wrote {path}")
 
 
@@ -201,7 +222,7 @@ def show(path: str) -> None:
             click.echo(f"  {layer.index:4d} {layer.name} ({layer.kind}): {shapes}")
         click.echo("parameters:")
         for name in d.param_names():
-            p = d.param(name)
+            p = d.spec(name)
             layout = p.layout.replace("?", " (guessed)") if p.layout else ""
             click.echo(f"  {name} {p.value.shape} {layout}".rstrip())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from deepdiff import DeepDiff
@@ -28,7 +28,7 @@ from layerdiff.errors import DumpError
 from layerdiff.health import nonfinite_origin
 from layerdiff.isolate import keys_of
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording
+from layerdiff.records import LayerInfo, ParamRecord, Recording, TensorInfo, all_finite, sketch_weight, statistics
 
 EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920929e-07, "float16": 9.765625e-04, "bfloat16": 7.8125e-03}
 SAFETY = 64.0
@@ -159,8 +159,51 @@ class Comparison:
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
 
 
+BLOCK = 1 << 16  # elements a tensor is compared in at a time: the temporaries stay in cache, whatever its size
+TILE = 256  # columns of a block of a transposed 2-D tensor: both sides read a few cache lines per row
+
+
+def _blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Matching blocks of two arrays of one shape, as views: a transposed weight is read in tiles where it lies,
+    not copied whole."""
+    if a.ndim > 1 and a.size > BLOCK and not (a.flags.c_contiguous and b.flags.c_contiguous):
+        order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # a's own memory order
+        a, b = a.transpose(order), b.transpose(order)
+    if a.ndim <= 1 or a.size <= BLOCK or (a.flags.c_contiguous and b.flags.c_contiguous):
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        for start in range(0, flat_a.size, BLOCK):
+            yield flat_a[start : start + BLOCK], flat_b[start : start + BLOCK]
+        return
+    if a.ndim > 2:
+        for i in range(a.shape[0]):
+            yield from _blocks(a[i], b[i])
+        return
+    rows, cols = a.shape
+    width = min(cols, max(TILE, BLOCK // rows))
+    height = max(1, BLOCK // width)
+    for r in range(0, rows, height):
+        for c in range(0, cols, width):
+            yield a[r : r + height, c : c + width], b[r : r + height, c : c + width]
+
+
+def _block_pair(x: np.ndarray, y: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A block's error ``|x - y|`` (in ``scratch``) and reference ``y``, zero where either side is not finite; and,
+    only when some entry is not, where the two sides hold the same NaN or infinity (which agree) or both are finite."""
+    x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: handled below, as agreeing infinities
+        d = np.subtract(x64, y64, out=scratch[: x.size].reshape(x.shape))
+    if np.isfinite(d).all():  # a NaN or an infinity on either side makes the difference one too
+        return np.abs(d, out=d), y64, None
+    both, same_special = _finite(x64, y64)
+    np.copyto(d, 0.0, where=~both)
+    return np.abs(d, out=d), np.where(both, y64, 0.0), both | same_special
+
+
 def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0) -> TensorDiff:
     """Compare one tensor pair; ``floor`` raises the RMS floor of the denominator (see ``grad_floor``).
+
+    Two passes over blocks of ``BLOCK`` entries (the first for the RMS of ``b``) in two scratch buffers, so that the
+    memory it takes does not grow with the tensor, and no large temporary is allocated (and page-faulted) per call.
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -172,26 +215,92 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0)
             result.ok, result.problem = False, "shape"
             return result
         a = a.reshape(b.shape)  # (1, n) against (n,): nnfs biases
-    a64 = a.astype(np.float64, copy=False)
-    b64 = b.astype(np.float64, copy=False)
-    both, same_special = _finite(a64, b64)
-    result.nonfinite_mismatch = int(np.count_nonzero(~both & ~same_special))
-    if a64.size == 0:
+    if a.size == 0:
         return result
-    err = np.abs(np.where(both, a64 - b64, 0.0))
-    ref = np.where(both, b64, 0.0)
-    rel = _relative(err, ref, floor)
-    result.max_abs = float(err.max())
-    result.max_rel = float(rel.max())
-    norm_b = float(np.linalg.norm(ref.ravel()))
-    result.rel_l2 = float(np.linalg.norm(err.ravel())) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
-    bad = (rel > tol) | ~(both | same_special)
-    result.mismatch_fraction = float(np.count_nonzero(bad)) / a64.size
-    result.ok = not bad.any()
+    scratch = np.empty((2, min(a.size, BLOCK)))
+    sum_ref = sum_err = 0.0
+    for x, y in _blocks(a, b):
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        sum_err += _sum_squares(err, scratch[1])
+        sum_ref += _sum_squares(ref, scratch[1])
+        if agree is not None:
+            result.nonfinite_mismatch += int(agree.size - np.count_nonzero(agree))
+    rms = max(math.sqrt(sum_ref / a.size), floor)
+    bad = 0
+    for x, y in _blocks(a, b):
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        result.max_abs = max(result.max_abs, float(err.max()))
+        if rms > 0:
+            rel = np.abs(ref, out=scratch[1][: ref.size].reshape(ref.shape))
+            rel += rms
+            np.divide(err, rel, out=rel)
+        else:
+            rel = np.where(err > 0, np.inf, 0.0)
+        result.max_rel = max(result.max_rel, float(rel.max()))
+        bad += int(np.count_nonzero(rel > tol if agree is None else (rel > tol) | ~agree))
+    norm_b = math.sqrt(sum_ref)
+    result.rel_l2 = math.sqrt(sum_err) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
+    result.mismatch_fraction = bad / a.size
+    result.ok = bad == 0
     if result.nonfinite_mismatch:
         result.problem = "nonfinite"
         result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+def _sum_squares(x: np.ndarray, scratch: np.ndarray) -> float:
+    return float(np.square(x, out=scratch[: x.size].reshape(x.shape)).sum())
+
+
+def stats_diff(key: str, a: TensorInfo, b: TensorInfo, tol: float, floor: float = 0.0) -> TensorDiff:
+    """Compare a pair from statistics alone (``records.statistics``: a stats-only dump keeps no more). Its figures are
+    lower bounds: a pair it finds different does differ; one it passes agrees unless the error cancels in the sketch.
+
+    With ``e = a - b`` and ``r`` the sketch's pseudo-random projection, every element within tolerance gives
+    ``|<r, e>| <= tol * (<|r|, |b|> + rms(b) * sum |r|)``: ``max_rel`` is ``|<r, e>|`` (less the rounding of the two
+    projections) over that bound. Equal hashes are equal tensors.
+
+    >>> from layerdiff.records import statistics
+    >>> x = np.linspace(1.0, 2.0, 1000)
+    >>> stats_diff("output", statistics(x), statistics(x), 1e-12).ok, stats_diff("output", statistics(x * 1.001), statistics(x), 1e-8).ok
+    (True, False)
+    """
+    result = TensorDiff(key, a.shape, b.shape, a.dtype, b.dtype, tol, problem="stats")
+    n = int(np.prod(b.shape))
+    if a.shape != b.shape and (int(np.prod(a.shape)) != n or _squeezed(a.shape) != _squeezed(b.shape)):
+        result.ok, result.problem = False, "shape"
+        return result
+    if a.sha256 and a.sha256 == b.sha256:
+        return result
+    if bool(a.finite) != bool(b.finite):
+        result.ok, result.problem, result.max_rel, result.max_abs = False, "nonfinite", math.inf, math.inf
+        result.nonfinite_mismatch = 1
+        return result
+    if not a.finite or n == 0:
+        return result  # NaN on both sides: whether in the same places, statistics cannot tell
+    weight = sketch_weight(n)
+    bound = b.sketch[1] + max(b.norm / math.sqrt(n), floor) * weight
+    rounding = SAFETY * EPS["float64"] * math.sqrt(n) * (a.sketch[1] + b.sketch[1])
+    gap = max(abs(a.sketch[0] - b.sketch[0]) - rounding, 0.0)
+    result.max_abs = gap / weight
+    result.max_rel = result.rel_l2 = gap / bound if bound > 0 else (math.inf if gap > 0 else 0.0)
+    result.ok = result.max_rel <= tol
+    result.mismatch_fraction = 0.0 if result.ok else 1.0 / n
+    return result
+
+
+def _pair(key: str, a: Recording, i: int, b: Recording, j: int, tol: float) -> TensorDiff:
+    """One tensor of layer ``i`` of ``a`` against the same of layer ``j`` of ``b``: from their values when both are
+    stored, from statistics when either is not."""
+    ia, ib = a.layers[i].tensors[key], b.layers[j].tensors[key]
+    if ia.stored and ib.stored:
+        return diff(key, a.tensor(i, key), b.tensor(j, key), tol)
+    return stats_diff(key, _stats(ia, a, i, key), _stats(ib, b, j, key), tol)
+
+
+def _stats(info: TensorInfo, r: Recording, index: int, key: str) -> TensorInfo:
+    """A tensor's full statistics: as recorded, or made from its values (which ``Recording`` hands out in PyTorch's order)."""
+    return info if info.sketch else statistics(r.tensor(index, key))
 
 
 def grad_floor(layer: LayerInfo, param_size: int) -> float:
@@ -270,6 +379,65 @@ def check_same_run(a: Recording, b: Recording) -> None:
         )
 
 
+class _Reader:
+    """A recording as compare reads it: the layer being compared keeps its tensors until the next one is read (the
+    plain and the teacher-forced comparison both read side A's), and whether each tensor read was finite is noted,
+    so that finding where NaN or Inf first appears reads no tensor a second time."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.source = recording.source
+        self.layers = recording.layers
+        self._index = -1
+        self._row: dict[str, np.ndarray] = {}
+        self._finite: dict[tuple[int, str], bool] = {}  # by (layer index, key), and (-1, name) for parameter gradients
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.recording.meta
+
+    @property
+    def loss(self) -> float | None:
+        return self.recording.loss
+
+    def tensor(self, index: int, key: str) -> np.ndarray:
+        if index != self._index:
+            self._index, self._row = index, {}
+        if key not in self._row:
+            value = self._row[key] = self.recording.tensor(index, key)
+            self._finite[index, key] = all_finite(value)
+        return self._row[key]
+
+    def finite(self, index: int, key: str) -> bool:
+        noted = self.layers[index].tensors[key].finite
+        if noted is not None:
+            return noted
+        if (index, key) not in self._finite:
+            self.tensor(index, key)
+        return self._finite[index, key]
+
+    def param(self, name: str) -> ParamRecord:
+        return self.recording.param(name)
+
+    def param_grad(self, name: str) -> np.ndarray | None:
+        grad = self.recording.param_grad(name)
+        if grad is not None:
+            self._finite[-1, name] = all_finite(grad)
+        return grad
+
+    def spec(self, name: str) -> ParamRecord:
+        return self.recording.spec(name)
+
+    def param_info(self, name: str) -> TensorInfo | None:
+        info = self.recording.param_info(name)
+        if info is not None and info.finite is None and (-1, name) in self._finite:
+            return replace(info, finite=self._finite[-1, name])  # the comparison read it already
+        return info
+
+    def param_names(self) -> list[str]:
+        return self.recording.param_names()
+
+
 class _Judge:
     """Tolerances per tensor: the noise floor of the layer's computation, or the user's fixed one."""
 
@@ -291,7 +459,7 @@ class _Judge:
         if side_b is not None and side_b.name in self.reference_index and self.reference is not None:
             r = self.reference_index[side_b.name]
             if key in self.reference.layers[r].tensors and key in side_b.tensors:
-                own = diff(key, self.b.tensor(side_b.index, key), self.reference.tensor(r, key), math.inf)
+                own = _pair(key, self.b, side_b.index, self.reference, r, math.inf)
                 tol = max(tol, NOISE_MARGIN * own.max_rel)
         return tol
 
@@ -328,6 +496,9 @@ def compare(
     alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)
+    recorded_a, recorded_b = set(a.param_names()), set(b.param_names())
+    links = [w for w in links if w.src in recorded_a and w.dst in recorded_b]  # --layers records some parameters only
+    a, b = _Reader(a), _Reader(b)
     judge = _Judge(a, b, rtol, reference)
     local_index = {l.name: l.index for l in local.layers} if local is not None else {}
     batch = _batch(a)
@@ -340,8 +511,12 @@ def compare(
         row = len(layers)
         layer = _compare_layer(a, b, i, j, row_links.get(row, []), judge)
         name = (a.layers[i] if local_side == "a" else b.layers[j]).name
-        if local is not None and name in local_index:
-            sides = ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
+        forced_from = b.layers[j] if local_side == "a" else a.layers[i]
+        # A layer the replay could not force (a stats-only dump kept none of its values) has no local result.
+        if local is not None and name in local_index and all(t.stored for t in forced_from.tensors.values()):
+            sides: tuple[tuple[Recording, int], tuple[Recording, int]] = (
+                ((local, local_index[name]), (b, j)) if local_side == "a" else ((a, i), (local, local_index[name]))
+            )
             for c in _isolate_layer(*sides, row_links.get(row, []), judge, layer, batch):
                 culprits.append(_blame_consumer(c, row, alignment, a, b) if c.tensor.startswith("grad_output") else (row, c))
         layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
@@ -402,14 +577,27 @@ def _blame_consumer(c: Culprit, row: int, alignment: Alignment, a: Recording, b:
 
 
 def _param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
-    ga, gb = a.param(w.src).grad, b.param(w.dst).grad
-    if ga is None or gb is None:
-        return TensorDiff(f"{w.src} ~ {w.dst}", w.src_shape, w.dst_shape, "", "", tol, ok=ga is None and gb is None, problem="missing gradient")
-    return diff(f"{w.src} ~ {w.dst}", w.apply(ga), gb, tol, floor)
+    ia, ib = a.param_info(w.src), b.param_info(w.dst)
+    key = f"{w.src} ~ {w.dst}"
+    if ia is None or ib is None:
+        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient")
+    if not (ia.stored and ib.stored):
+        return stats_diff(key, _grad_stats(ia, a, w.src), _grad_stats(ib, b, w.dst), tol, floor)
+    return diff(key, w.view(_grad(a, w.src)), _grad(b, w.dst), tol, floor)
+
+
+def _grad(r: Recording, name: str) -> np.ndarray:
+    grad = r.param_grad(name)
+    assert grad is not None  # param_info said there is one
+    return grad
+
+
+def _grad_stats(info: TensorInfo, r: Recording, name: str) -> TensorInfo:
+    return info if info.sketch else statistics(_grad(r, name), r.spec(name).layout)
 
 
 def _specs(r: Recording) -> list[ParamRecord]:
-    return [r.param(name) for name in r.param_names()]
+    return [r.spec(name) for name in r.param_names()]
 
 
 def _batch(a: Recording) -> int | None:
@@ -423,7 +611,7 @@ def _compare_layer(a: Recording, b: Recording, i: int, j: int, links: list[sync.
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
     for key in la.tensors:
         if key in lb.tensors:
-            result.tensors.append(diff(key, a.tensor(i, key), b.tensor(j, key), judge.tol(la, key, lb)))
+            result.tensors.append(_pair(key, a, i, b, j, judge.tol(la, key, lb)))
     result.param_grads = [
         _param_diff(a, b, w, judge.tol(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in links
     ]
@@ -447,27 +635,37 @@ def _isolate_layer(
         for key in keys_of(la.tensors, kind):
             if key not in lb.tensors:
                 continue
-            va, vb = ra.tensor(i, key), rb.tensor(k, key)
-            d = diff(key, va, vb, judge.tol(la, key))
+            d = _pair(key, ra, i, rb, k, judge.tol(la, key))
             layer.local.append(d)
             if not d.ok:
-                found.append(_culprit(layer, pass_, key, d, va, vb, ra.source, rb.source, batch))
+                values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
+                found.append(_culprit(layer, pass_, key, d, values, ra.source, rb.source, batch))
                 break
     for link in links:
-        ga, gb = ra.param(link.src).grad, rb.param(link.dst).grad
-        if ga is None or gb is None:
+        if ra.param_info(link.src) is None or rb.param_info(link.dst) is None:
             continue
-        va = link.apply(ga)
-        d = diff(f"{link.src} ~ {link.dst}", va, gb, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
+        d = _param_diff(ra, rb, link, judge.tol(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
         if not d.ok and not any(c.pass_ == "backward" for c in found):
-            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, va, gb, ra.source, rb.source, batch))
+            values = None if d.problem == "stats" else (link.view(_grad(ra, link.src)), _grad(rb, link.dst))
+            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
     return found
 
 
 def _culprit(
-    layer: LayerDiff, pass_: str, key: str, d: TensorDiff, va: np.ndarray, vb: np.ndarray, src_a: str, src_b: str, batch: int | None
+    layer: LayerDiff,
+    pass_: str,
+    key: str,
+    d: TensorDiff,
+    values: tuple[np.ndarray, np.ndarray] | None,
+    src_a: str,
+    src_b: str,
+    batch: int | None,
 ) -> Culprit:
+    """A culprit, with a hint from its values (none when only statistics were kept)."""
+    if values is None:
+        return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
+    va, vb = values
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
     sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
@@ -486,6 +684,8 @@ def _note(t: TensorDiff) -> str:
         return f"shape {t.shape_a} against {t.shape_b}"
     if t.problem == "nonfinite":
         return f"{t.nonfinite_mismatch} NaN/Inf entries on one side only"
+    if t.problem == "stats":
+        return "from statistics alone (a stats-only dump): the figures are lower bounds"
     if t.key.startswith("input") or t.key == "grad_output":
         return "already different where this layer receives it: the cause is in code between captured layers"
     return ""

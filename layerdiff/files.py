@@ -57,6 +57,9 @@ def replacing(
         raise error(f"Cannot write {path}: {exc.strerror or exc}. Choose a folder you can write to.") from None
     os.close(fd)
     tmp = Path(name)
+    # The writer makes the file itself: HDF5 writing into an existing (if empty) file runs at half the speed of a
+    # new one, its close truncating what it wrote. The random name stays unused in the meantime.
+    tmp.unlink()
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the file is the user's to share

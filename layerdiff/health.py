@@ -235,6 +235,21 @@ def count_nonfinite(rec: Recording) -> list[NonFinite]:
     return found
 
 
+def _tensor_counts(rec: Recording, index: int, key: str) -> tuple[int, int, int]:
+    """NaN, +Inf, -Inf counts; one NaN for a tensor a stats-only dump knows only to be non-finite."""
+    return _counts(rec.tensor(index, key)) if rec.layers[index].tensors[key].stored else (1, 0, 0)
+
+
+def _grad_clean(rec: Recording, name: str) -> bool:
+    info = rec.param_info(name)
+    if info is None:
+        return True
+    if info.finite is not None:  # noted when the dump was written: the gradient need not be read
+        return info.finite
+    grad = rec.param_grad(name)
+    return grad is None or _clean(_counts(grad), False)
+
+
 def nonfinite_origin(rec: Recording, allow_neg_inf: Iterable[str] = ()) -> dict[str, str | None]:
     """Where NaN/Inf first appear: ``forward``, the first layer with finite inputs and a non-finite output;
     ``backward``, the first layer from the loss with a finite output gradient and a non-finite input or parameter
@@ -246,11 +261,11 @@ def nonfinite_origin(rec: Recording, allow_neg_inf: Iterable[str] = ()) -> dict[
     def clean(index: int, kind: str) -> bool:
         info = rec.layers[index]
         keys = [k for k in info.tensors if k.split(".")[0] == kind]
-        return all(_clean(_counts(rec.tensor(index, k)), not kind.startswith("grad") and info.name in allowed) for k in keys)
+        neg_inf_allowed = not kind.startswith("grad") and info.name in allowed
+        return all(rec.finite(index, k) or _clean(_tensor_counts(rec, index, k), neg_inf_allowed) for k in keys)
 
     def params_clean(index: int) -> bool:
-        grads = (rec.param(name).grad for name in rec.layers[index].params)
-        return all(g is None or _clean(_counts(g), False) for g in grads)
+        return all(_grad_clean(rec, name) for name in rec.layers[index].params)
 
     forward = backward = None
     for info in rec.layers:

@@ -8,9 +8,12 @@ is a culprit; one that differs only in the plain run inherited its error.
 
 from __future__ import annotations
 
-from typing import Iterable
+from functools import partial
+from typing import Callable, Iterable
 
-from layerdiff.adapter import Feed, Forcing
+import numpy as np
+
+from layerdiff.adapter import Feed, Forcing, Lazy
 from layerdiff.align import Alignment
 from layerdiff.modelfile import Model
 from layerdiff.records import Recording, Trace
@@ -22,15 +25,22 @@ def keys_of(keys: Iterable[str], kind: str) -> list[str]:
 
 
 def forcing_from(a: Recording, b: Recording, alignment: Alignment) -> Forcing:
-    """A's recorded outputs and output gradients, keyed by the names of B's aligned layers."""
-    forcing = Forcing()
+    """A's recorded outputs and output gradients, keyed by the names of B's aligned layers; each read from ``a``
+    when the replay reaches its layer, so that memory does not grow with the model. A layer whose values a
+    stats-only dump did not keep is not forced."""
+    tables: dict[str, dict[str, Callable[[], list[np.ndarray]]]] = {"output": {}, "grad_output": {}}
     for i, j in alignment.pairs:
         la, lb = a.layers[i], b.layers[j]
-        for kind, table in (("output", forcing.outputs), ("grad_output", forcing.grad_outputs)):
+        for kind, table in tables.items():
             keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
-            if keys_a and len(keys_a) == len(keys_b) and all(la.tensors[x].shape == lb.tensors[y].shape for x, y in zip(keys_a, keys_b)):
-                table[lb.name] = [a.tensor(i, k) for k in keys_a]
-    return forcing
+            alike = all(la.tensors[x].shape == lb.tensors[y].shape and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
+            if keys_a and len(keys_a) == len(keys_b) and alike:
+                table[lb.name] = partial(_read, a, i, keys_a)
+    return Forcing(Lazy(tables["output"]), Lazy(tables["grad_output"]))
+
+
+def _read(recording: Recording, index: int, keys: list[str]) -> list[np.ndarray]:
+    return [recording.tensor(index, k) for k in keys]
 
 
 def replay(model: Model, feed: Feed, forcing: Forcing) -> Trace:

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import os
 import runpy
+from functools import partial
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from layerdiff.adapter import Adapter, Feed, Forcing, adapter_for, available
+from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
@@ -68,16 +69,21 @@ class Model:
 
         own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
         if forcing is not None:
-            forcing = Forcing(
-                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.outputs.items()},
-                {k: [from_canonical(v, layout) for v in vs] for k, vs in forcing.grad_outputs.items()},
-            )
+            forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
         trace = self.adapter.run(self, own, forcing)
         rank = len(layout.split())
         for record in trace.layers:
             record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
         trace.upstream = [canonical(u, layout) for u in trace.upstream]
         return trace
+
+
+def _laid_out(table: Mapping[str, list[np.ndarray]], layout: str) -> Lazy:
+    """A forcing table whose values are transposed to ``layout`` as they are asked for."""
+    def read(name: str) -> list[np.ndarray]:
+        return [from_canonical(v, layout) for v in table[name]]
+
+    return Lazy({name: partial(read, name) for name in table})
 
 
 def from_object(

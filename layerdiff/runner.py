@@ -19,10 +19,10 @@ import numpy as np
 from layerdiff import __version__, sync
 from layerdiff.adapter import Feed
 from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
-from layerdiff.errors import ModelFileError
+from layerdiff.errors import AlignmentError, ModelFileError
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape
+from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape, select, snapshot
 
 DTYPES = ("float64", "native")
 
@@ -87,11 +87,29 @@ def feed_from(recorded: Trace) -> Feed:
 
 
 def capture(
-    model: Model, feed: Feed, dtype: str, seed: int, twice: bool = True
+    model: Model,
+    feed: Feed,
+    dtype: str,
+    seed: int,
+    weights_sha256: str | None = None,
+    twice: bool = True,
+    layers: list[str] | None = None,
+    values: dict[str, np.ndarray] | None = None,
 ) -> Trace:
-    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false."""
-    first = model.run(feed)
-    noise = _run_to_run(model, first, model.run(feed)) if twice else None
+    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
+
+    ``weights_sha256`` is the hash of the weights it was given (hashed once for both sides); by default its own.
+    ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
+    ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
+    (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
+    """
+    whole = model.run(feed)
+    for p in whole.params:
+        p.value = values[p.name] if values is not None and p.name in values else snapshot(p.value)
+    weights_sha256 = weights_sha256 or sync.fingerprint(whole.params)
+    first = select(whole, layers) if layers else whole
+    del whole
+    noise = _run_to_run(model, first, select(model.run(feed), layers) if layers else model.run(feed)) if twice else None
     first.meta = {
         **first.meta,  # the adapter's own settings (JAX's precision flags)
         "framework": model.adapter.name,
@@ -103,7 +121,7 @@ def capture(
         "seed": seed,
         "script": str(model.path or model.source),
         "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
-        "weights_sha256": sync.fingerprint(first.params),  # what this side holds, not what it was given
+        "weights_sha256": weights_sha256,
         "inputs_sha256": sync.digest(feed.inputs),
         "run_to_run": "not measured" if noise is None else noise,
         "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
@@ -164,8 +182,10 @@ def run_pair(
     param_map: dict[str, str] | None = None,
     twice: bool = True,
     progress: Progress | None = None,
+    layers: list[str] | None = None,
 ) -> Pair:
-    """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each."""
+    """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each (only the layers
+    ``layers`` names by glob, when given)."""
     _check_dtype(dtype)
     for m in (a, b):
         m.adapter.prepare(m, dtype)
@@ -175,10 +195,17 @@ def run_pair(
     twin = _float64_twin(b) if dtype == "native" else None
     values = sync.carry(links, src)
     b.adapter.load_parameters(b, values)
+    weights_sha256 = sync.fingerprint(src)
+    # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, twice)
+        ta = capture(a, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
+    del src
     with stage(progress, f"capture {b.source}"):
-        tb = capture(b, feed, dtype, seed, twice)
+        # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
+        exact = dtype == "float64"
+        tb = capture(b, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
+    if layers:
+        _check_globs(layers, {a.source: ta, b.source: tb})
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.adapter.load_parameters(twin, values)
@@ -219,20 +246,41 @@ def run_against(
     model.adapter.load_parameters(model, sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(model, feed, dtype, seed, twice)
+        trace = capture(model, feed, dtype, seed, sync.fingerprint(recorded.params), twice)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
 
 
-def run_one(model: Model, dtype: str = "float64", seed: int = 0, weights: Trace | None = None, weights_source: str = "") -> Trace:
+def run_one(
+    model: Model,
+    dtype: str = "float64",
+    seed: int = 0,
+    weights: Trace | None = None,
+    weights_source: str = "",
+    layers: list[str] | None = None,
+) -> Trace:
     """One side alone, for ``layerdiff dump``: its own weights, or those of another dump."""
     _check_dtype(dtype)
     model.adapter.prepare(model, dtype)
     if weights is None:
         feed, _ = make_feed([model], seed)
-        return capture(model, feed, dtype, seed)
-    links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
-    model.adapter.load_parameters(model, sync.carry(links, weights.params))
-    return capture(model, feed_from(weights), dtype, seed)
+        trace = capture(model, feed, dtype, seed, layers=layers)
+    else:
+        links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
+        model.adapter.load_parameters(model, sync.carry(links, weights.params))
+        trace = capture(model, feed_from(weights), dtype, seed, sync.fingerprint(weights.params), layers=layers)
+    if layers:
+        _check_globs(layers, {model.source: trace})
+    return trace
+
+
+def _check_globs(globs: list[str], traces: dict[str, Trace]) -> None:
+    """Refuse a ``--layers`` glob that matches no layer of either side."""
+    for glob in globs:
+        if not any(select(t, [glob]).layers for t in traces.values()):
+            raise AlignmentError(
+                f"--layers '{glob}' matches no layer of {' or '.join(traces)}. Layers are named by module path or tap "
+                "name (`layerdiff show` lists a dump's): e.g. --layers 'blocks.1.*'."
+            )
 
 
 def _check_dtype(dtype: str) -> None:

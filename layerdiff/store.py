@@ -1,6 +1,6 @@
 """The HDF5 dump: the only module that touches h5py.
 
-Schema 1, one file per side, readable with plain h5py or ``h5ls -r``::
+Schema 2, one file per side, readable with plain h5py or ``h5ls -r``::
 
     /                     attrs: layerdiff_schema, layerdiff_version, framework, framework_version, dtype, seed,
                                  script, script_sha256, weights_sha256, inputs_sha256, upstream_sha256, loss, …
@@ -12,6 +12,10 @@ Schema 1, one file per side, readable with plain h5py or ``h5ls -r``::
                           (``"N H W C"``) where the axes are not in PyTorch's order
     /params/0000_fc1.W    attrs name, layer, layout; datasets value, grad
 
+A tensor a stats-only dump (``--stats-only``, ``--skip-copied-weights``) does not keep is a dataset with its shape
+and dtype but no storage, and attrs stored=0, sha256, sketch and finite (``records.statistics``); schema 1 is
+schema 2 with every tensor stored, and is read as well.
+
 Data only: no pickled objects, so opening a dump never runs code. A dump is written to a temporary file beside
 its destination and renamed when whole; an existing dump is only replaced when asked.
 """
@@ -21,29 +25,63 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import replace
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
 
 from layerdiff import files
 from layerdiff.errors import DumpError
-from layerdiff.records import LayerInfo, LayerRecord, ParamRecord, TensorInfo, Trace, canonical, canonical_shape, key_order, summarize
+from layerdiff.records import (
+    all_finite,
+    LayerInfo,
+    LayerRecord,
+    ParamRecord,
+    TensorInfo,
+    Trace,
+    canonical,
+    canonical_shape,
+    key_order,
+    owned,
+    placeholder,
+    statistics,
+    summarize,
+)
 
-SCHEMA = 1
+SCHEMA = 2
+READS = (1, 2)  # schema 2 added stats-only tensors (attrs stored, sha256, sketch, finite); 1 is 2 with every tensor stored
 
 
 def _group_name(index: int, name: str) -> str:
     return f"{index:04d}_{name.replace('/', '|')}"
 
 
-def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, compression: str | None = None) -> Path:
+COMPRESSIONS = ("gzip", "lzf")
+
+
+def write(
+    trace: Trace,
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    compression: str | None = None,
+    full: Callable[[str], bool] | None = None,
+    values: bool = True,
+) -> Path:
     """Write ``trace`` to ``path`` atomically.
 
+    Args:
+        compression: ``"gzip"`` or ``"lzf"`` (with byte shuffling), or None.
+        full: which layers keep their tensors (by name; a parameter goes with its layer); the others keep only
+            their statistics (``records.statistics``): a stats-only dump. None: every layer.
+        values: False leaves out the parameter values, keeping their statistics and hash (the side whose weights
+            were copied from the other).
+
     Raises:
-        DumpError: ``path`` exists and ``overwrite`` is false.
+        DumpError: ``path`` exists and ``overwrite`` is false, or an unknown compression.
     """
     path = Path(path)
+    check_compression(compression)
     with files.replacing(path, overwrite, DumpError, "write elsewhere with -o") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layerdiff_schema"] = SCHEMA
@@ -58,29 +96,90 @@ def write(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False, c
             for i, layer in enumerate(trace.layers):
                 g = layers.create_group(_group_name(i, layer.name))
                 g.attrs.update(name=layer.name, kind=layer.kind, params=json.dumps(layer.params))
+                keep = full is None or full(layer.name)
                 for key, value in layer.tensors.items():
-                    _dataset(g, key, value, compression, layer.layouts.get(key, ""))
+                    _dataset(g, key, value, compression, layer.layouts.get(key, ""), keep, full is not None)
             params = f.create_group("params")
             for i, p in enumerate(trace.params):
                 g = params.create_group(_group_name(i, p.name))
                 g.attrs.update(name=p.name, layer=p.layer, layout=p.layout)
-                _dataset(g, "value", p.value, compression)
+                keep = full is None or owned(p, full)
+                _dataset(g, "value", p.value, compression, p.layout, keep and values, full is not None or not values)
                 if p.grad is not None:
-                    _dataset(g, "grad", p.grad, compression)
+                    _dataset(g, "grad", p.grad, compression, p.layout, keep, full is not None)
     return path
 
 
-def _dataset(group: h5py.Group, key: str, value: np.ndarray, compression: str | None, layout: str = "") -> None:
-    info = summarize(value)
-    ds = group.create_dataset(key, data=value, compression=compression if value.size > 1 else None)
+def check_compression(compression: str | None) -> None:
+    """Raises DumpError for a compression other than ``COMPRESSIONS``."""
+    if compression is not None and compression not in COMPRESSIONS:
+        raise DumpError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not '{compression}'.")
+
+
+def fill(trace: Trace, path: str | os.PathLike[str], full: Callable[[str], bool]) -> None:
+    """Store the tensors of the layers ``full`` names (and their parameters' gradients) in a stats-only dump of
+    ``trace``: its second pass. Each tensor is marked stored only once it is written whole."""
+    with h5py.File(path, "r+") as f:
+        groups = [f["layers"][k] for k in sorted(f["layers"])]
+        for layer, g in zip(trace.layers, groups):
+            if full(layer.name):
+                for key, value in layer.tensors.items():
+                    _store(g[key], value)
+        by_name = {p.name: p for p in trace.params}
+        for k in sorted(f["params"]):
+            g = f["params"][k]
+            p = by_name[str(g.attrs["name"])]
+            if p.grad is not None and owned(p, full):
+                _store(g["grad"], p.grad)
+
+
+def _store(ds: h5py.Dataset, value: np.ndarray) -> None:
+    if not ds.attrs.get("stored", 1):
+        ds.write_direct(np.ascontiguousarray(value))
+        ds.attrs["stored"] = 1
+
+
+def _dataset(
+    group: h5py.Group, key: str, value: np.ndarray, compression: str | None, layout: str, keep: bool, stats: bool
+) -> None:
+    """One tensor, or (not ``keep``) only its shape, dtype and statistics: HDF5 allocates no storage for a dataset
+    never written. ``stats``: the full statistics, for a dump that is (partly) stats-only."""
+    info = statistics(value, layout) if stats else summarize(value)
+    options: dict[str, Any] = {}
+    if compression is not None and value.size > 1:
+        options = {"compression": compression, "shuffle": True}
+    if keep:
+        ds = group.create_dataset(key, data=value, **options)
+    else:
+        ds = group.create_dataset(key, shape=value.shape, dtype=value.dtype, **options)
+        ds.attrs["stored"] = 0
     ds.attrs.update(norm=info.norm, mean=info.mean)
-    if layout:
+    if stats:  # what a comparison that cannot read the tensor goes by
+        ds.attrs.update(sha256=info.sha256, sketch=np.array(info.sketch), finite=info.finite)
+    if layout and key != "value" and key != "grad":
         ds.attrs["layout"] = layout
 
 
 def _arrays(group: h5py.Group, arrays: list[np.ndarray], compression: str | None) -> None:
     for i, a in enumerate(arrays):
-        group.create_dataset(str(i), data=a, compression=compression if a.size > 1 else None)
+        options: dict[str, Any] = {"compression": compression, "shuffle": True} if compression and a.size > 1 else {}
+        group.create_dataset(str(i), data=a, **options)
+
+
+def _info(data: h5py.Dataset) -> TensorInfo:
+    attrs = dict(data.attrs)  # one read of them all: a dump of a large model has thousands
+    layout = str(attrs.get("layout", ""))
+    return TensorInfo(
+        canonical_shape(tuple(data.shape), layout),
+        str(data.dtype),
+        float(attrs["norm"]),
+        float(attrs["mean"]),
+        layout,
+        bool(attrs.get("stored", 1)),
+        str(attrs.get("sha256", "")),
+        tuple(float(x) for x in attrs.get("sketch", ())),
+        None if "finite" not in attrs else bool(attrs["finite"]),
+    )
 
 
 class Dump:
@@ -101,10 +200,10 @@ class Dump:
         if schema is None or "layers" not in self.file or "params" not in self.file:
             self.file.close()
             raise DumpError(f"{self.path} is an HDF5 file but not a layerdiff dump (no layerdiff_schema attribute).")
-        if int(schema) != SCHEMA:
+        if int(schema) not in READS:
             self.file.close()
             raise DumpError(
-                f"{self.path} has dump schema {int(schema)}; this layerdiff reads schema {SCHEMA}. "
+                f"{self.path} has dump schema {int(schema)}; this layerdiff reads schemas {', '.join(map(str, READS))}. "
                 "Write it again with this version's `layerdiff dump`."
             )
         try:
@@ -114,16 +213,7 @@ class Dump:
                     i,
                     str(g.attrs["name"]),
                     str(g.attrs["kind"]),
-                    {
-                        k: TensorInfo(
-                            canonical_shape(tuple(g[k].shape), _layout(g[k])),
-                            str(g[k].dtype),
-                            float(g[k].attrs["norm"]),
-                            float(g[k].attrs["mean"]),
-                            _layout(g[k]),
-                        )
-                        for k in sorted(g, key=key_order)
-                    },
+                    {k: _info(g[k]) for k in sorted(g, key=key_order)},
                     tuple(json.loads(g.attrs["params"])),
                 )
                 for i, g in enumerate(self._groups)
@@ -144,15 +234,48 @@ class Dump:
 
     def tensor(self, index: int, key: str) -> np.ndarray:
         data = self._groups[index][key]
+        if not data.attrs.get("stored", 1):
+            raise DumpError(
+                f"{self.path} holds statistics only for layer '{self.layers[index].name}' {key} (a --stats-only dump). "
+                "Run again without --stats-only, or with --layers naming it, to keep its values."
+            )
         return canonical(np.asarray(data[()]), _layout(data))
 
     def param_names(self) -> list[str]:
         return list(self._params)
 
+    def finite(self, index: int, key: str) -> bool:
+        noted = self.layers[index].tensors[key].finite
+        return all_finite(self.tensor(index, key)) if noted is None else noted
+
     def param(self, name: str) -> ParamRecord:
         g = self._params[name]
-        grad = np.asarray(g["grad"][()]) if "grad" in g else None
-        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), grad)
+        if not g["value"].attrs.get("stored", 1):
+            raise DumpError(
+                f"{self.path} holds no value of parameter '{name}', only its hash (written with --skip-copied-weights "
+                "or --stats-only): take the weights from the dump of the other side, or write it again without them."
+            )
+        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+
+    def spec(self, name: str) -> ParamRecord:
+        g = self._params[name]
+        value = placeholder(tuple(g["value"].shape), g["value"].dtype)
+        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), value)
+
+    def param_grad(self, name: str) -> np.ndarray | None:
+        g = self._params[name]
+        if "grad" not in g:
+            return None
+        if not g["grad"].attrs.get("stored", 1):
+            raise DumpError(f"{self.path} holds statistics only for the gradient of parameter '{name}' (a --stats-only dump).")
+        return np.asarray(g["grad"][()])
+
+    def param_info(self, name: str) -> TensorInfo | None:
+        g = self._params[name]
+        if "grad" not in g:
+            return None
+        layout = str(g.attrs["layout"])  # statistics are of the gradient in PyTorch's order, as a layer's are
+        return replace(_info(g["grad"]), shape=canonical_shape(tuple(g["grad"].shape), layout), layout=layout)
 
     def params(self) -> Iterator[ParamRecord]:
         return (self.param(n) for n in self._params)

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord, axes_of, canonical, is_guess
+from layerdiff.records import ParamRecord, axes_of, canonical, flat_chunks, is_guess
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,13 @@ class WeightLink:
     how: str  # "name", "order" or "map"
 
     def apply(self, value: np.ndarray) -> np.ndarray:
-        """The source's value (or gradient) as the destination holds it."""
+        """The source's value (or gradient) as the destination holds it, in a contiguous array of its own layout."""
+        return np.ascontiguousarray(self.view(value))
+
+    def view(self, value: np.ndarray) -> np.ndarray:
+        """``apply`` without the copy, where a transposed view will do (to compare it)."""
         moved = value if self.axes is None else value.transpose(self.axes)
-        return np.ascontiguousarray(moved.reshape(self.dst_shape))
+        return moved.reshape(self.dst_shape)
 
     @property
     def moved(self) -> str:
@@ -149,11 +153,13 @@ def fingerprint(params: Iterable[ParamRecord]) -> str:
 
 
 def digest(arrays: Iterable[np.ndarray]) -> str:
+    """SHA-256 of the arrays as contiguous float64, in their axis order (a transposed view is not copied whole)."""
     h = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a, dtype=np.float64)
-        h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
+        a = np.asarray(a)
+        h.update(repr(a.shape or (1,)).encode())
+        for chunk in flat_chunks(a, 1 << 16):
+            h.update(chunk.data)
     return h.hexdigest()
 
 

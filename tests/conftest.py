@@ -12,7 +12,7 @@ from layerdiff.cli import main
 pytest_plugins = ["pytester"]  # runs inner pytest sessions for the plugin's tests
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt")]
+CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt", "resnet")]
 
 
 def bug_variants() -> list[Path]:
@@ -47,6 +47,12 @@ def run_json(cli):
         return code, json.loads(out)
 
     return invoke
+
+
+def one_error_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def write(folder: Path, name: str, text: str) -> Path:

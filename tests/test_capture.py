@@ -82,3 +82,39 @@ def test_tap_outside_a_run_returns_its_argument():
     h = np.arange(3.0)
     assert layerdiff.tap("fc1", h) is h
     assert layerdiff.tap_grad("fc1", h) is h
+
+
+def test_a_value_passed_on_is_copied_once_but_a_changed_one_again():
+    class Double:
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, d):
+            return 2 * d
+
+    class ClipInPlace:  # changes its input in place and returns it
+        def forward(self, x):
+            self.mask = x > 0
+            x[~self.mask] = 0.0
+            return x
+
+        def backward(self, d):
+            d[~self.mask] = 0.0
+            return d
+
+    model = modelfile.from_object([Double(), ClipInPlace(), Double()], input_shape=(4, 5))
+    trace = model.adapter.run(model, feed_for((4, 5)))
+    double, clip, last = (r.tensors for r in trace.layers[:3])
+    assert clip["input"] is double["output"]  # handed on untouched: one copy
+    assert (clip["input"] < 0).any() and not (clip["output"] < 0).any()
+    assert last["input"] is clip["output"]
+    assert double["grad_output"] is clip["grad_input"]
+
+
+def test_torch_copies_a_tensor_handed_from_module_to_module_once():
+    net = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    model = modelfile.from_object(net, input_shape=(3, 5))
+    trace = model.adapter.run(model, feed_for((3, 5)))
+    first, tanh, last = (r.tensors for r in trace.layers)
+    assert tanh["input"] is first["output"] and last["input"] is tanh["output"]
+    assert tanh["grad_output"] is last["grad_input"]

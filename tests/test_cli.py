@@ -5,15 +5,9 @@ import json
 import h5py
 import numpy as np
 
-from conftest import FIXTURES, write
+from conftest import FIXTURES, one_error_line, write
 
 MLP, MLP_TORCH = FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py"
-
-
-def one_error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_match_exits_0_and_prints_the_report(cli):
@@ -113,7 +107,7 @@ def test_dump_of_another_schema_version(cli, tmp_path):
         f.attrs["layerdiff_schema"] = 99
     code, _, err = cli("compare", "a.h5", "a.h5")
     assert code == 2
-    assert "a.h5 has dump schema 99; this layerdiff reads schema 1" in one_error_line(err)
+    assert "a.h5 has dump schema 99; this layerdiff reads schemas 1, 2" in one_error_line(err)
 
 
 def test_dumps_made_with_different_weights_are_refused(cli):

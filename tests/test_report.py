@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 import layerdiff
-from conftest import FIXTURES
+from conftest import FIXTURES, one_error_line
 
 MLP = FIXTURES / "mlp_numpy.py"
 SIGMOID_BUG = FIXTURES / "bug_sigmoid_grad_preactivation.py"  # NumPy against NumPy: no torch to import
@@ -230,12 +230,6 @@ def test_plot_alone(cli, tmp_path, name, signature):
     assert code == 1 and f"plot: {name}" in err
     assert (tmp_path / name).read_bytes().startswith(signature)
     assert oct((tmp_path / name).stat().st_mode & 0o777) != oct(0o600)  # not left private by the temporary file
-
-
-def one_error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_existing_report_is_refused_before_anything_runs(cli, tmp_path):

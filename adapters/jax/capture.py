@@ -184,7 +184,8 @@ def _owner(name: str) -> str:
 
 def _param(form: Form, model: Model, name: str, value: Any, grad: Any = None) -> ParamRecord:
     axes = model.layouts.get(name) or layout(form, name, np.ndim(value))
-    return ParamRecord(name, _owner(name), axes, np.array(value), None if grad is None else np.array(grad))
+    # JAX arrays are immutable: a view records them without a copy.
+    return ParamRecord(name, _owner(name), axes, np.asarray(value), None if grad is None else np.asarray(grad))
 
 
 def _in_order(form: Form, model: Model, params: list[ParamRecord]) -> list[ParamRecord]:

@@ -138,6 +138,29 @@ def _layout(name: str, value: np.ndarray, model: Model) -> str:
     return {1: "out", 2: "in out?", 4: "O I H W?"}.get(value.ndim, "")
 
 
+class _Copies:
+    """Snapshots of what one step hands to the next: a layer's input is the array the layer before it returned,
+    untouched in between, so it is copied once for both records."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[Any, np.ndarray]] = {}  # the value itself is held, so that its id stays its own
+        self.now: dict[int, tuple[Any, np.ndarray]] = {}
+
+    def received(self, value: Any) -> np.ndarray:
+        """A value a step receives: the copy of what the step before handed on, when it is that very array."""
+        hit = self.last.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else snapshot(value)
+
+    def handed_on(self, value: Any) -> np.ndarray:
+        """A value a step hands on, copied always: it may be the input, changed in place and returned."""
+        copy = snapshot(value)
+        self.now[id(value)] = (value, copy)
+        return copy
+
+    def step(self) -> None:
+        self.last, self.now = self.now, {}
+
+
 class NumpyTapper:
     """Collects ``tap``/``tap_grad`` calls made inside the user's code; in a replay, hands back forced values."""
 
@@ -217,14 +240,17 @@ class NumpyAdapter:
             # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
             # not a reason to stop, even where warnings are errors (pytest -W error).
             warnings.simplefilter("default", RuntimeWarning)
-            outputs, layer_records = self._forward(net, model, inputs, records, forcing)
-            loss, douts = self._loss(model, outputs, feed, records)
-            self._backward(net, model, layer_records, douts, forcing)
+            copies = _Copies()
+            outputs, layer_records = self._forward(net, model, inputs, records, forcing, copies)
+            loss, douts = self._loss(model, outputs, feed, records, copies)
+            self._backward(net, model, layer_records, douts, forcing, copies)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
+        # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
+        # accumulate into and zero their gradient arrays in place on the next run.
         params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()), _snap(net.grad(layer, k)))
+            ParamRecord(full, layer.name, _layout(full, slot.get(), model), np.asarray(slot.get()), _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
         ]
         for r in records:
@@ -232,14 +258,14 @@ class NumpyAdapter:
         return Trace(records, params, loss, upstream=[] if model.loss is not None else douts)
 
     def _forward(
-        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord], forcing: Forcing
+        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord], forcing: Forcing, copies: _Copies
     ) -> tuple[list[np.ndarray], list[LayerRecord]]:
         layer_records = []
         values: Any = inputs if net.whole is not None else inputs[:1]
         for layer in net.layers:
             record = LayerRecord(layer.name, type(layer.obj).__name__)
             for i, v in enumerate(values):
-                record.tensors[tensor_key("input", i)] = snapshot(v)
+                record.tensors[tensor_key("input", i)] = copies.received(v)
             try:
                 out = _call_forward(layer.obj, values)
             except ModelFileError:
@@ -255,20 +281,21 @@ class NumpyAdapter:
                     )
             values = list(out) if isinstance(out, tuple) else [out]
             for i, v in enumerate(values):
-                record.tensors[tensor_key("output", i)] = snapshot(v)
+                record.tensors[tensor_key("output", i)] = copies.handed_on(v)
+            copies.step()
             records.append(record)
             layer_records.append(record)
             values = _forced(forcing.outputs, layer.name, values)
         return [np.asarray(v) for v in values], layer_records
 
     def _loss(
-        self, model: Model, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord]
+        self, model: Model, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord], copies: _Copies
     ) -> tuple[float, list[np.ndarray]]:
         if model.loss is None:
             douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
             return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
         logits = outputs[0]
-        recorded = snapshot(logits)  # before the loss runs: losses often shift their input in place
+        recorded = copies.received(logits)  # before the loss runs: losses often shift their input in place
         try:
             value, dlogits = _call_loss(model.loss, logits, feed.targets)
         except ModelFileError:
@@ -282,21 +309,22 @@ class NumpyAdapter:
                 {
                     "input": recorded,
                     "output": np.asarray(value, dtype=logits.dtype),
-                    "grad_input": snapshot(dlogits),
+                    "grad_input": copies.handed_on(dlogits),
                     "grad_output": np.ones((), dtype=logits.dtype),
                 },
             )
         )
+        copies.step()
         return value, [np.asarray(dlogits)]
 
     def _backward(
-        self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray], forcing: Forcing
+        self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray], forcing: Forcing, copies: _Copies
     ) -> None:
         grads: list[np.ndarray] = douts
         glue = model.glue.get("input_grad_of")
         for layer, record in zip(reversed(net.layers), reversed(layer_records)):
             for i, g in enumerate(grads):
-                record.tensors[tensor_key("grad_output", i)] = snapshot(g)
+                record.tensors[tensor_key("grad_output", i)] = copies.received(g)
             grads = _forced(forcing.grad_outputs, layer.name, grads)
             try:
                 returned = layer.obj.backward(*grads)
@@ -313,7 +341,8 @@ class NumpyAdapter:
                 )
             grads = list(dx) if isinstance(dx, list) else [dx]
             for i, g in enumerate(grads):
-                record.tensors[tensor_key("grad_input", i)] = snapshot(g)
+                record.tensors[tensor_key("grad_input", i)] = copies.handed_on(g)
+            copies.step()
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:

@@ -27,6 +27,21 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().clone().numpy()
 
 
+RECENT = 16  # outputs a recorder remembers having copied
+
+
+def _from(a: np.ndarray) -> torch.Tensor:
+    """A tensor on ``a``'s memory, copied first only when torch cannot share it (read-only views of JAX arrays,
+    transposed views)."""
+    return torch.from_numpy(np.require(a, requirements=["C", "W"]))
+
+
+def _shared(t: torch.Tensor) -> np.ndarray:
+    """A parameter or its gradient without a copy (on the CPU): autograd never writes into a parameter, and each
+    backward after ``zero_grad(set_to_none=True)`` makes new gradient tensors, so what was recorded stays as it was."""
+    return t.detach().cpu().numpy()
+
+
 def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
     if pname == "bias":
         return "out"
@@ -50,6 +65,21 @@ class Recorder:
         self.by_name: dict[str, LayerRecord] = {}
         self.inputs: dict[int, list[list[np.ndarray]]] = {}  # per module, a stack of calls in progress
         self.outputs: dict[str, Any] = {}
+        self.handed: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent outputs handed on, with their copy
+
+    def copy(self, t: torch.Tensor) -> np.ndarray:
+        """``t`` as a NumPy copy, made once when it is an output just handed on unchanged (a module's input is most
+        often the output the module before it recorded)."""
+        known = self.handed.get(id(t))
+        if known is not None and known[0] is t and known[1] == t._version:
+            return known[2]
+        return _array(t)
+
+    def hand_on(self, t: torch.Tensor, value: np.ndarray) -> None:
+        # The tensor is held with its copy, so that its id is not another's while remembered.
+        self.handed[id(t)] = (t, t._version, value)
+        if len(self.handed) > RECENT:
+            del self.handed[next(iter(self.handed))]
 
     def add(self, name: str, kind: str) -> LayerRecord:
         record = LayerRecord(unique_name(name, self.by_name), kind)
@@ -59,7 +89,7 @@ class Recorder:
 
     def pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         # Recorded before the module runs: a module may modify its input in place.
-        self.inputs.setdefault(id(module), []).append([_array(a) for a in args if isinstance(a, torch.Tensor)])
+        self.inputs.setdefault(id(module), []).append([self.copy(a) for a in args if isinstance(a, torch.Tensor)])
         return tuple(a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
 
     def forward_hook(self, name: str) -> Any:
@@ -77,12 +107,14 @@ class Recorder:
                 if not isinstance(o, torch.Tensor):
                     passed.append(o)
                     continue
-                record.tensors[tensor_key("output", i)] = _array(o)
+                value = record.tensors[tensor_key("output", i)] = _array(o)
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
                     o_passed = o.clone() if forced is None else o + (forced[i] - o).detach()
                 else:
                     o_passed = o if forced is None else forced[i]
+                if forced is None:
+                    self.hand_on(o_passed, value)
                 passed.append(o_passed)
             result = tuple(passed) if isinstance(output, tuple) else passed[0]
             self.outputs[record.name] = result
@@ -96,19 +128,21 @@ class Recorder:
         tensors = [t for t in like if isinstance(t, torch.Tensor)]
         if values is None or len(values) != len(tensors) or any(tuple(v.shape) != tuple(t.shape) for v, t in zip(values, tensors)):
             return None
-        return [torch.from_numpy(np.asarray(v)).to(t.dtype) for v, t in zip(values, tensors)]
+        return [_from(v).to(t.dtype) for v, t in zip(values, tensors)]
 
     def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
 
         def hook(g: torch.Tensor) -> torch.Tensor | None:
-            record.tensors[key] = _array(g)
+            # A clone's backward hands the same gradient tensor on: one copy serves both records.
+            record.tensors[key] = self.copy(g)
+            self.hand_on(g, record.tensors[key])
             if forced_index is None:
                 return None
             values = self.forcing.grad_outputs.get(record.name)
             if values is None or forced_index >= len(values) or tuple(values[forced_index].shape) != tuple(g.shape):
                 return None
-            return torch.from_numpy(np.asarray(values[forced_index])).to(g.dtype)
+            return _from(values[forced_index]).to(g.dtype)
 
         return hook
 
@@ -155,13 +189,13 @@ class TorchAdapter:
                 model.loss.double()
 
     def parameters(self, model: Model) -> list[ParamRecord]:
-        return _param_records(model.obj)
+        return _param_records(model.obj, copies=True)
 
     def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
             for full, p in model.obj.named_parameters():
                 if full in values:
-                    p.copy_(torch.from_numpy(np.ascontiguousarray(values[full])))
+                    p.copy_(_from(values[full]))
 
     def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net: torch.nn.Module = model.obj
@@ -185,7 +219,7 @@ class TorchAdapter:
                 h.remove()
             for module in inplace:
                 module.inplace = True
-        params = _param_records(net)
+        params = _param_records(net, copies=False)
         for r in recorder.records:
             r.params = [p.name for p in params if p.layer == r.name]
         return Trace(recorder.records, params, loss_value, upstream=upstream)
@@ -203,7 +237,7 @@ class TorchAdapter:
         try:
             if model.loss is None:
                 upstream = [feed.upstream(i, tuple(o.shape)) for i, o in enumerate(outputs)]
-                grads = [torch.from_numpy(u).to(o.dtype) for u, o in zip(upstream, outputs)]
+                grads = [_from(u).to(o.dtype) for u, o in zip(upstream, outputs)]
                 torch.autograd.backward(outputs, grads)
                 value = sum(float(torch.vdot(o.detach().reshape(-1), g.reshape(-1))) for o, g in zip(outputs, grads))
                 return value, upstream
@@ -227,7 +261,9 @@ class TorchAdapter:
         return float(loss.detach()), []
 
 
-def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
+def _param_records(net: torch.nn.Module, copies: bool) -> list[ParamRecord]:
+    """Parameters with their gradients; values copied when ``copies`` (what ``parameters()`` hands out may be
+    kept while the model moves on), shared after a run (the runner snapshots or replaces them)."""
     # A tied parameter belongs to the first module that holds it (the embedding, not the output head).
     owners: dict[int, tuple[str, torch.nn.Module, str]] = {}
     for path, m in net.named_modules():
@@ -236,13 +272,13 @@ def _param_records(net: torch.nn.Module) -> list[ParamRecord]:
     records = []
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]
-        grad = None if p.grad is None else _array(p.grad)
-        records.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), _array(p), grad))
+        grad = None if p.grad is None else _shared(p.grad)
+        records.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), _array(p) if copies else _shared(p), grad))
     return records
 
 
 def _tensor(x: np.ndarray, dtype: torch.dtype, grad: bool) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = _from(x)
     if t.is_floating_point():
         t = t.to(dtype)
         if grad:

@@ -1,0 +1,303 @@
+"""layerdiff's benchmark: every figure of the README's benchmark section, measured side by side in one invocation.
+
+    python benchmarks/run.py            # the MLP (wide), ResNet-18 and GPT-2 small: about 10 minutes, 10 GB
+    python benchmarks/run.py --quick    # the tiny sizes the tests use: a smoke run of about a minute
+
+Per model, NumPy (side A) against PyTorch (side B), both in float64:
+- plain: one forward+backward of the fixture's own model, without layerdiff; capture: one iteration through
+  layerdiff's adapter (hooks or taps, every layer's tensors copied out); each the fastest of a few, interleaved
+  in one process so that both see the same machine;
+- dump: ``store.write`` of the captured traces against ``np.save`` of the same arrays, and against h5py alone
+  (``create_dataset`` of each, nothing else), interleaved, each after ``os.sync()``, the median of five of each
+  (the page cache makes single writes erratic);
+- compare: ``compare`` of the two dumps read from disk (as ``layerdiff compare a.h5 b.h5``): GB/s of tensor data
+  read, and its peak traced memory (tracemalloc) against the dumps' size and the largest tensor;
+- run: the whole ``layerdiff run`` (each side twice, the replay, the dumps, the comparison) in a fresh process, wall
+  time and peak resident memory (``/usr/bin/time -v``), against the two plain processes (load the model file, one
+  forward+backward) plus the ``np.save`` time of the dumps.
+Then the memory of ``compare`` as the number of layers grows 10x, and the effect of each dump option on the last
+model.
+
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which this workplace sets for old OpenBLAS builds and which slow a current
+NumPy, are left out of every process it starts; the BLAS kernel in use is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# name: (side A, side B, size variable, full size, quick size, a --layers glob for one block)
+MODELS = {
+    "mlp": ("mlp_numpy.py", "mlp_torch.py", "LAYERDIFF_MLP_SIZE", "wide", "tiny", "fc2"),
+    "resnet18": ("resnet_numpy.py", "resnet_torch.py", "LAYERDIFF_RESNET_SIZE", "resnet18", "tiny", "layer4.*"),
+    "gpt2-small": ("gpt_numpy.py", "gpt_torch.py", "LAYERDIFF_GPT_SIZE", "small", "tiny", "blocks.1.*"),
+}
+OPTIONS = [[], ["--once"], ["--skip-copied-weights"], ["--compression", "lzf"], ["--stats-only"], ["--layers"]]
+GB = 1e9
+
+
+def child_env(model: str, quick: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    _, _, var, full, small, _ = MODELS[model]
+    return {**env, var: small if quick else full}
+
+
+# ---------------------------------------------------------------- one model, in a child process
+
+def plain_step(model: Any, feed: Any) -> float:
+    """One forward+backward of the user's own model and loss, as its author would run it."""
+    obj, loss, (x,), targets = model.obj, model.loss, feed.inputs, feed.targets
+    start = time.perf_counter()
+    if model.adapter.name == "torch":
+        import torch
+
+        obj.zero_grad(set_to_none=True)
+        loss(obj(torch.from_numpy(x)), torch.from_numpy(targets)).backward()
+    else:
+        loss.forward(obj.forward(x), targets)
+        obj.backward(loss.backward())
+    return time.perf_counter() - start
+
+
+def arrays_of(trace: Any) -> list[np.ndarray]:
+    found = [v for r in trace.layers for v in r.tensors.values()] + list(trace.inputs) + list(trace.upstream)
+    return found + [a for p in trace.params for a in (p.value, p.grad) if a is not None]
+
+
+def measure(model_name: str, reps: int) -> dict[str, Any]:
+    import h5py
+
+    from layerdiff import modelfile, runner, store, sync
+
+    a, b = (modelfile.load(FIXTURES / f) for f in MODELS[model_name][:2])
+    for m in (a, b):
+        m.adapter.prepare(m, "float64")
+    feed, _ = runner.make_feed([a, b], 0)
+    src, links = runner.weight_links(a, b)
+    carried = sync.carry(links, src)
+    b.adapter.load_parameters(b, carried)
+    # As run_pair: the parameter snapshots taken to copy the weights are what each trace records.
+    snapshots = {"a": {p.name: p.value for p in src}, "b": carried}
+    out: dict[str, Any] = {"sides": {}}
+    traces = {}
+    for side, m in (("a", a), ("b", b)):
+        plain, captured = [], []
+        for _ in range(reps):  # interleaved: both see the same state of the machine
+            plain.append(plain_step(m, feed))
+            start = time.perf_counter()
+            traces[side] = runner.capture(m, feed, "float64", 0, "-", twice=False, values=snapshots[side])
+            captured.append(time.perf_counter() - start)
+        out["sides"][side] = {"framework": m.adapter.name, "plain_s": min(plain), "capture_s": min(captured)}
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        folder = Path(tmp)
+        written, saved, raw = [], [], []
+        arrays = [x for t in traces.values() for x in arrays_of(t)]
+        for _ in range(reps + 2):
+            clean(folder)
+            start = time.perf_counter()
+            paths = [store.write(t, folder / f"{side}.h5") for side, t in traces.items()]
+            written.append(time.perf_counter() - start)
+            os.sync()  # the dumps stay, for the comparison below; their pages are written out first
+            start = time.perf_counter()
+            for i, x in enumerate(arrays):
+                np.save(folder / f"{i}.npy", x)
+            saved.append(time.perf_counter() - start)
+            os.sync()
+            start = time.perf_counter()
+            with h5py.File(folder / "raw.h5", "w") as f:  # h5py alone: what bounds store.write from above
+                for i, x in enumerate(arrays):
+                    f.create_dataset(str(i), data=x)
+            raw.append(time.perf_counter() - start)
+        out["array_bytes"] = sum(x.nbytes for x in arrays)
+        out["dump_bytes"] = sum(p.stat().st_size for p in paths)
+        # The page cache makes single writes erratic (the same np.save runs at 1 or 6 GB/s): the median of five each.
+        out["write_s"], out["save_s"], out["h5py_s"] = (float(np.median(t)) for t in (written, saved, raw))
+        out["largest_tensor"] = max(x.nbytes for x in arrays)
+        compared = [v for t in traces.values() for r in t.layers for v in r.tensors.values()]
+        compared += [p.grad for t in traces.values() for p in t.params if p.grad is not None]
+        out["compare_bytes"] = sum(x.nbytes for x in compared)
+        del traces, arrays, compared
+        out["compare_s"], out["compare_peak"], out["match"] = compare_dumps(paths, reps)
+    return out
+
+
+def clean(folder: Path) -> None:
+    """An empty folder and no dirty pages left: each write starts as the last one did."""
+    for f in folder.iterdir():
+        f.unlink()
+    os.sync()
+
+
+def compare_dumps(paths: list[Path], reps: int) -> tuple[float, int, bool]:
+    """The fastest of ``reps`` comparisons of two dumps, and the peak memory one more of them traces."""
+    from layerdiff import store
+    from layerdiff.compare import compare
+
+    times, match = [], False
+    for _ in range(reps):
+        with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
+            start = time.perf_counter()
+            match = compare(da, db).match
+            times.append(time.perf_counter() - start)
+    with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
+        tracemalloc.start()
+        compare(da, db)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return min(times), peak, match
+
+
+def flat(layers: int, width: int) -> dict[str, Any]:
+    """Compare's peak memory on two dumps of a chain of ``layers`` dense layers (synthetic, written directly)."""
+    from layerdiff import store
+    from layerdiff.records import LayerRecord, ParamRecord, Trace
+
+    rng = np.random.default_rng(0)
+    weight, act = rng.standard_normal((width, width)), rng.standard_normal((64, width))
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        paths = []
+        for side, scale in (("a", 1.0), ("b", 1.0 + 1e-15)):
+            kinds = ("input", "output", "grad_output", "grad_input")
+            records = [LayerRecord(f"fc{i}", "Dense", {k: act * scale for k in kinds}, [f"fc{i}.W"]) for i in range(layers)]
+            params = [ParamRecord(f"fc{i}.W", f"fc{i}", "out in", weight, weight * scale) for i in range(layers)]
+            paths.append(store.write(Trace(records, params, 0.0, {"compute_dtype": "float64"}), Path(tmp) / f"{side}.h5"))
+        size = sum(p.stat().st_size for p in paths)
+        seconds, peak, _ = compare_dumps(paths, 1)
+    return {"layers": layers, "dump_bytes": size, "compare_peak": peak, "compare_s": seconds, "largest_tensor": weight.nbytes}
+
+
+def plain_process(path: str) -> None:
+    """What the user's own script does: load the model file, one forward+backward."""
+    from layerdiff import modelfile, runner
+
+    model = modelfile.load(path)
+    model.adapter.prepare(model, "float64")
+    plain_step(model, runner.make_feed([model], 0)[0])
+
+
+# ---------------------------------------------------------------- processes, timed
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run ``cmd`` under /usr/bin/time -v; return the process, its wall seconds and its peak RSS in bytes."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    if proc.returncode not in (0, 1) or wall is None or rss is None:
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    h, m, s = wall.groups()
+    return proc, int(h or 0) * 3600 + int(m) * 60 + float(s), int(rss.group(1)) * 1024
+
+
+def child(args: list[str], env: dict[str, str]) -> Any:
+    proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"benchmark step {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def layerdiff_run(model: str, env: dict[str, str], options: list[str], folder: Path) -> dict[str, Any]:
+    a, b = (str(FIXTURES / f) for f in MODELS[model][:2])
+    exe = shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+    out = Path(tempfile.mkdtemp(dir=folder))
+    proc, wall, rss = timed([exe, "run", "--json", "-o", str(out), *options, a, b], env)
+    report = json.loads(proc.stdout)
+    return {"wall": wall, "rss": rss, "dump_bytes": sum(p.stat().st_size for p in out.glob("*.h5")), "match": report["match"]}
+
+
+def blas() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "(pip install threadpoolctl to see which)"
+    return ", ".join(f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info())
+
+
+# ---------------------------------------------------------------- the table
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the tiny sizes: a smoke run")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--plain", help=argparse.SUPPRESS)
+    parser.add_argument("--flat", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--blas", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    reps = 2 if args.quick else 3
+    if args.measure or args.plain or args.flat or args.blas:  # a child process
+        if args.measure:
+            print(json.dumps(measure(args.measure, reps)))
+        elif args.plain:
+            plain_process(args.plain)
+        elif args.flat:
+            print(json.dumps(flat(args.flat, 64 if args.quick else 1024)))
+        else:
+            print(json.dumps(blas()))
+        return
+
+    models = [m for m in args.models.split(",") if m]
+    if not models or set(models) - set(MODELS):
+        sys.exit(f"--models takes a comma-separated list of: {', '.join(MODELS)}")
+    quick = ["--quick"] if args.quick else []
+    env0 = child_env(models[0], args.quick)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    print(f"layerdiff benchmark{' --quick (tiny sizes)' if args.quick else ''}: {os.cpu_count()} cores, {ram:.0f} GB, "
+          f"BLAS {child(['--blas'], env0)}, float64")
+    rows = {}
+    for model in models:
+        env = child_env(model, args.quick)
+        m = child(["--measure", model, *quick], env)
+        plain_walls = [timed([sys.executable, __file__, "--plain", str(FIXTURES / f)], env)[1] for f in MODELS[model][:2]]
+        options = [o + [MODELS[model][5]] if o == ["--layers"] else o for o in OPTIONS]
+        with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+            runs = {" ".join(o): layerdiff_run(model, env, o, Path(tmp)) for o in (options if model == models[-1] else options[:1])}
+            again = layerdiff_run(model, env, [], Path(tmp))  # the plain run twice: the faster stands
+            runs[""] = min(runs[""], again, key=lambda r: r["wall"])
+        rows[model] = (m, plain_walls, runs)
+    flats = [child(["--flat", str(n), *quick], env0) for n in (10, 100)]
+
+    print("\nper side: one forward+backward, plain and through layerdiff's capture (dump writing excluded)")
+    print(f"{'model':12}{'side':8}{'plain s':>9}{'capture s':>11}{'ratio':>7}")
+    for model, (m, _, _) in rows.items():
+        for side in m["sides"].values():
+            ratio = side["capture_s"] / side["plain_s"]
+            print(f"{model:12}{side['framework']:8}{side['plain_s']:>9.3f}{side['capture_s']:>11.3f}{ratio:>7.2f}")
+    print("\ndumps of both sides: store.write against np.save of the same arrays; compare of the two dumps from disk")
+    print(f"{'model':12}{'dumps GB':>9}{'write GB/s':>12}{'np.save GB/s':>14}{'ratio':>7}{'h5py GB/s':>11}"
+          f"{'compare GB/s':>14}{'peak MB':>9}{'largest MB':>12}")
+    for model, (m, _, _) in rows.items():
+        write, save, h5 = (m["array_bytes"] / m[k] / GB for k in ("write_s", "save_s", "h5py_s"))
+        speed = m["compare_bytes"] / m["compare_s"] / GB
+        print(f"{model:12}{m['dump_bytes'] / GB:>9.3f}{write:>12.2f}{save:>14.2f}{write / save:>7.2f}{h5:>11.2f}"
+              f"{speed:>14.2f}{m['compare_peak'] / 1e6:>9.1f}{m['largest_tensor'] / 1e6:>12.1f}")
+    print("\nthe whole `layerdiff run` (a fresh process) against the plain processes (load, one forward+backward) and np.save")
+    print(f"{'model':12}{'plain A+B s':>12}{'np.save s':>11}{'run s':>8}{'ratio':>7}{'peak GB':>9}")
+    for model, (m, walls, runs) in rows.items():
+        base, run = sum(walls) + m["save_s"], runs[""]
+        print(f"{model:12}{sum(walls):>12.1f}{m['save_s']:>11.1f}{run['wall']:>8.1f}{run['wall'] / base:>7.2f}"
+              f"{run['rss'] / GB:>9.2f}")
+    print("\ncompare's peak memory as the layers grow 10x (a chain of dense layers, both dumps read from disk)")
+    print(f"{'layers':>8}{'dumps MB':>10}{'peak MB':>9}{'largest MB':>12}")
+    for f in flats:
+        print(f"{f['layers']:>8}{f['dump_bytes'] / 1e6:>10.1f}{f['compare_peak'] / 1e6:>9.1f}{f['largest_tensor'] / 1e6:>12.1f}")
+    print(f"\ndump options: `layerdiff run` on {models[-1]}")
+    print(f"{'options':26}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}")
+    for options, r in rows[models[-1]][2].items():
+        print(f"{options or '(default)':26}{r['wall']:>8.1f}{r['rss'] / GB:>9.2f}{r['dump_bytes'] / GB:>10.3f}{str(r['match']):>7}")
+
+
+if __name__ == "__main__":
+    main()
