@@ -59,7 +59,7 @@ def child_env(model: str, quick: bool) -> dict[str, str]:
 
 def plain_step(model: Any, feed: Any) -> float:
     """One forward+backward of the user's own model and loss, as its author would run it."""
-    obj, loss, (x,), targets = model.obj, model.loss, feed.inputs, feed.targets
+    obj, loss, (x,), targets = model.handle, model.spec.loss, feed.inputs, feed.targets
     start = time.perf_counter()
     if model.adapter.name == "torch":
         import torch
@@ -82,13 +82,11 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
 
     from layerdiff import modelfile, runner, store, sync
 
-    a, b = (modelfile.load(FIXTURES / f) for f in MODELS[model_name][:2])
-    for m in (a, b):
-        m.adapter.prepare(m, "float64")
+    a, b = (runner.prepare(modelfile.load(FIXTURES / f), "float64") for f in MODELS[model_name][:2])
     feed, _ = runner.make_feed([a, b], 0)
     src, links = runner.weight_links(a, b)
     carried = sync.carry(links, src)
-    b.adapter.load_parameters(b, carried)
+    b.load(carried)
     # As run_pair: the parameter snapshots taken to copy the weights are what each trace records.
     snapshots = {"a": {p.name: p.value for p in src}, "b": carried}
     out: dict[str, Any] = {"sides": {}}
@@ -173,7 +171,7 @@ def flat(layers: int, width: int) -> dict[str, Any]:
             kinds = ("input", "output", "grad_output", "grad_input")
             records = [LayerRecord(f"fc{i}", "Dense", {k: act * scale for k in kinds}, [f"fc{i}.W"]) for i in range(layers)]
             params = [ParamRecord(f"fc{i}.W", f"fc{i}", "out in", weight, weight * scale) for i in range(layers)]
-            paths.append(store.write(Trace(records, params, 0.0, {"compute_dtype": "float64"}), Path(tmp) / f"{side}.h5"))
+            paths.append(store.write(Trace(records, params, 0.0), Path(tmp) / f"{side}.h5"))
         size = sum(p.stat().st_size for p in paths)
         seconds, peak, _ = compare_dumps(paths, 1)
     return {"layers": layers, "dump_bytes": size, "compare_peak": peak, "compare_s": seconds, "largest_tensor": weight.nbytes}
@@ -183,9 +181,8 @@ def plain_process(path: str) -> None:
     """What the user's own script does: load the model file, one forward+backward."""
     from layerdiff import modelfile, runner
 
-    model = modelfile.load(path)
-    model.adapter.prepare(model, "float64")
-    plain_step(model, runner.make_feed([model], 0)[0])
+    side = runner.prepare(modelfile.load(path), "float64")
+    plain_step(side, runner.make_feed([side], 0)[0])
 
 
 # ---------------------------------------------------------------- processes, timed

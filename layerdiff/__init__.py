@@ -3,10 +3,12 @@
 __version__ = "0.1.0"
 
 from layerdiff.api import Result, compare_models, compare_paths, compare_to_dump, dump, dump_model, gradcheck, inspect, overfit, run
-from layerdiff.errors import AlignmentError, DumpError, LayerdiffError, ModelFileError, ReportError
+from layerdiff.errors import AdapterError, AlignmentError, DumpError, LayerdiffError, ModelFileError, ReportError
+from layerdiff.health_report import text
 from layerdiff.tap import tap, tap_grad
 
 __all__ = [
+    "AdapterError",
     "AlignmentError",
     "DumpError",
     "LayerdiffError",
@@ -24,4 +26,5 @@ __all__ = [
     "run",
     "tap",
     "tap_grad",
+    "text",
 ]

@@ -1,26 +1,49 @@
-"""The adapter protocol and the registry that finds adapters through the ``layerdiff.adapters`` entry points.
+"""The adapter protocol, what flows through it, and the registry that finds adapters.
 
 An adapter runs one framework's model for one iteration and hands back NumPy arrays; nothing past it sees a
-tensor. Only adapters whose framework is already imported (in ``sys.modules``) are loaded, so that
-``import layerdiff`` never imports a framework.
+tensor. It is given a frozen ``Spec`` (what the model file declared that concerns running it), never the core's
+own state, and writes into none. What every adapter does alike (the loss record, the seeded upstream gradient,
+forced values that fit, parameters attached to their layers) lives in ``layerdiff.capture``, so that an adapter
+is only its framework's hooks.
+
+Adapters are found through the ``layerdiff.adapters`` entry points; only those whose framework is already imported
+(in ``sys.modules``) are loaded, so that ``import layerdiff`` never imports a framework. ``register`` adds one by
+hand (a test's ``layerdiff.testing.FakeAdapter``, a plugin under development).
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 from layerdiff.errors import ModelFileError
 from layerdiff.records import ParamRecord, Trace
 
-if TYPE_CHECKING:
-    from layerdiff.modelfile import Model
-
 GROUP = "layerdiff.adapters"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a model file declares about running its model: all an adapter is told besides the model itself."""
+
+    source: str  # the file's name, for messages: "mine.py"
+    loss: Any = None  # None: the upstream gradient is the feed's seeded one
+    layouts: Mapping[str, str] = field(default_factory=dict)  # {parameter: axes} the file declared
+    glue: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # params_of, grads_of, input_grad_of, update
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` hands back: the model as the adapter's other calls take it, and its framework's layout of
+    activations (``"N H W C"`` for Flax), used where the model file declares none."""
+
+    model: Any
+    activation_layout: str = ""
 
 
 @dataclass
@@ -76,6 +99,9 @@ class Lazy(Mapping[str, list[np.ndarray]]):
 
 @runtime_checkable
 class Adapter(Protocol):
+    """One framework. ``fallback = True`` (optional) marks an adapter that claims objects by their shape (methods
+    named forward and backward) rather than their type: it is asked after the others."""
+
     name: str
 
     def claims(self, obj: Any) -> bool:
@@ -84,26 +110,23 @@ class Adapter(Protocol):
     def version(self) -> str:
         """The framework's version, recorded in dumps."""
 
-    def prepare(self, model: Model, dtype: str) -> None:
-        """Cast the model to float64 (``dtype == "float64"``) or leave it in its own precision (``"native"``).
+    def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
+        """Cast the model to float64 (``dtype == "float64"``) or leave it in its own precision (``"native"``)."""
 
-        Where the file declares no ``activation_layout``, an adapter may set its framework's convention here.
-        """
-
-    def parameters(self, model: Model) -> list[ParamRecord]:
+    def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
         """Every parameter in a stable order, as the framework holds it, with its layout. The values may be the
         model's own memory (PyTorch's are): read them before the model changes, or copy them."""
 
-    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
+    def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
         """Overwrite parameters by name, each array already in this side's layout."""
 
-    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says.
+    def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        """One forward and backward pass, every layer recorded in execution order; forced where ``forcing`` says,
+        each substitution noted in ``Trace.forced`` (``capture.Forcer`` does both).
 
         Parameter values may be the model's own arrays, not copies (``runner.capture`` keeps a snapshot); gradients
-        and layer tensors must be the run's own, which a later run does not overwrite.
-
-        The feed and forced values come laid out as the model takes them (``Model.run`` transposes them).
+        and layer tensors must be the run's own, which a later run does not overwrite. The feed and forced values
+        come laid out as the model takes them.
         """
 
 
@@ -120,24 +143,24 @@ def verify(adapter: object, origin: str) -> Adapter:
 
 
 _loaded: dict[str, Adapter] = {}
+_registered: list[Adapter] = []
 
 
 def available() -> list[str]:
     """Names of the installed adapters (their frameworks' import names)."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | {a.name for a in _registered})
 
 
 def loaded_adapters() -> list[Adapter]:
-    """The adapters whose framework the running process has already imported."""
-    found = []
+    """The registered adapters, then those whose framework the running process has already imported."""
+    found = list(_registered)
     for ep in entry_points(group=GROUP):
         if ep.name not in sys.modules:
             continue
         if ep.name not in _loaded:
             _loaded[ep.name] = verify(ep.load()(), f"'{ep.name}' ({ep.value})")
         found.append(_loaded[ep.name])
-    # The NumPy adapter claims any object with forward/backward: frameworks get the first say.
-    return sorted(found, key=lambda a: a.name == "numpy")
+    return sorted(found, key=lambda a: bool(getattr(a, "fallback", False)))
 
 
 def adapter_for(obj: Any) -> Adapter | None:
@@ -145,3 +168,20 @@ def adapter_for(obj: Any) -> Adapter | None:
         if adapter.claims(obj):
             return adapter
     return None
+
+
+@contextmanager
+def register(adapter: object) -> Iterator[Adapter]:
+    """Use ``adapter`` (checked as a plugin is) before the installed ones for the duration of the block.
+
+    >>> from layerdiff.testing import FakeAdapter
+    >>> with register(FakeAdapter()) as fake:
+    ...     fake.name in available()
+    True
+    """
+    checked = verify(adapter, repr(type(adapter).__name__))
+    _registered.insert(0, checked)
+    try:
+        yield checked
+    finally:
+        _registered.remove(checked)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layerdiff.errors import AlignmentError
+from layerdiff.errors import AlignmentError, term
 from layerdiff.records import LayerInfo, Recording
 
 NAME_BONUS = 10.0
@@ -35,7 +35,7 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
     for x, y in explicit.items():
         if x not in names_a or y not in names_b:
             side, name, names = (a.source, x, names_a) if x not in names_a else (b.source, y, names_b)
-            raise AlignmentError(f"--map names layer '{name}', which {side} does not have. Its layers: {', '.join(sorted(names))}.")
+            raise AlignmentError(f"{term('layer_map')} names layer '{name}', which {side} does not have. Its layers: {', '.join(sorted(names))}.")
     if not explicit and [layer.name for layer in a.layers] == [layer.name for layer in b.layers]:
         pairs = [(i, i) for i in range(len(a.layers))]
     else:
@@ -49,7 +49,7 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
     if not pairs:
         raise AlignmentError(
             f"Cannot align: only in {a.source}: {', '.join(l.name for l in a.layers)}; only in {b.source}: "
-            f"{', '.join(l.name for l in b.layers)}. Rename them, or pass --map A=B."
+            f"{', '.join(l.name for l in b.layers)}. Rename them, or pass {_map_example()}."
         )
     matched_a = {i for i, _ in pairs}
     matched_b = {j for _, j in pairs}
@@ -58,6 +58,10 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
         [l.name for l in a.layers if l.index not in matched_a],
         [l.name for l in b.layers if l.index not in matched_b],
     )
+
+
+def _map_example() -> str:
+    return term("layer_map", "A=B", "{'A': 'B'}")
 
 
 def _score(x: LayerInfo, y: LayerInfo, explicit: dict[str, str]) -> float | None:

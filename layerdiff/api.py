@@ -11,16 +11,19 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import files, isolate, modelfile, runner, store
+from layerdiff import dumps, files, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
-from layerdiff.align import Alignment, align
-from layerdiff.compare import Comparison, check_same_run, compare
+from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
+from layerdiff.health_report import render_health_summary
+from layerdiff.isolate import isolated
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
-from layerdiff.report import plain, render, render_health_summary, to_json
+from layerdiff.report import plain, render, to_json
+from layerdiff.results import Comparison, GradCheck, Health
+from layerdiff.results import Overfit as OverfitResult
 from layerdiff.sync import WeightLink
 
 
@@ -33,7 +36,7 @@ class Result:
     weights_from: str = ""
     notes: list[str] = field(default_factory=list)
     dumps: list[str] = field(default_factory=list)
-    health: list[_health.Health] = field(default_factory=list)  # per side, for ``run``
+    health: list[Health] = field(default_factory=list)  # per side, for ``run``
 
     @property
     def match(self) -> bool:
@@ -115,53 +118,23 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), b, pair, layer_map, rtol, progress=progress)
+    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
 def _isolated(
     a: Recording,
     b: Recording,
-    live: modelfile.Model,
     pair: runner.Pair,
     layer_map: dict[str, str] | None,
     rtol: float | None,
+    progress: Progress | None,
     live_side: str = "b",
-    progress: Progress | None = None,
 ) -> Comparison:
-    """Align, replay the live side teacher-forced with the other side's values, and compare with culprits."""
-    alignment = align(a, b, layer_map)
-    forcing = isolate.forcing_from(b, a, _swapped(alignment)) if live_side == "a" else isolate.forcing_from(a, b, alignment)
-    with stage(progress, f"replay {live.source}"):
-        local = InMemory(isolate.replay(live, pair.feed, forcing), live.source)
-    reference = InMemory(pair.reference, b.source) if pair.reference is not None else None
-    links = pair.links if live_side == "b" else None
-    return compare(
-        a, b, links=links, alignment=alignment, local=local, local_side=live_side, reference=reference, rtol=rtol, progress=progress
+    return isolated(
+        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
+        live_side=live_side, progress=progress,
     )
-
-
-def _nothing(name: str) -> bool:
-    return False
-
-
-def _around_divergence(paths: tuple[Path, Path], layer_map: dict[str, str] | None) -> tuple[set[str], set[str]]:
-    """The layers of each side around the first divergence of each pass, as the statistics of two stats-only dumps
-    place them: the layer, the one before (whose values force its input in the replay) and the one after."""
-    with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
-        found = compare(da, db, layer_map=layer_map)
-    rows = {(l.layer_a, l.layer_b): n for n, l in enumerate(found.layers)}
-    names: tuple[set[str], set[str]] = (set(), set())
-    for d in (found.forward, found.backward):
-        row = rows.get((d.layer_a, d.layer_b)) if d is not None else None
-        for near in found.layers[max(row - 1, 0) : row + 2] if row is not None else []:
-            names[0].add(near.layer_a)
-            names[1].add(near.layer_b)
-    return names
-
-
-def _swapped(alignment: Alignment) -> Alignment:
-    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
 
 
 def run(
@@ -195,29 +168,22 @@ def run(
     """
     store.check_compression(compression)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
-    folder = Path(out) if out is not None else _next_run_folder(Path("layerdiff-out"))
-    paths = _dump_paths(folder, Path(file_a), Path(file_b))
-    for p in paths:
-        files.check(p, force, DumpError, "-o to write elsewhere")
+    paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
-        if stats_only:
-            for t, p in zip((pair.a, pair.b), paths):
-                store.write(t, p, force, compression, full=_nothing)
-            for t, p, names in zip((pair.a, pair.b), paths, _around_divergence(paths, layer_map)):
-                store.fill(t, p, names.__contains__)
-        else:
-            store.write(pair.a, paths[0], force, compression)
-            store.write(pair.b, paths[1], force, compression, values=not skip_copied_weights)
+        dumps.write_pair(
+            (pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
+            skip_copied_weights=skip_copied_weights, layer_map=layer_map,
+        )
     written = [str(p) for p in paths]
     for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
         trace.layers.clear()
         trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = _isolated(da, db, b, pair, layer_map, rtol, progress=progress)
+        result = _isolated(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -236,7 +202,7 @@ def dump(
     ``layers`` and ``compression`` as for ``run``."""
     files.check(out, force, DumpError, "choose another -o")
     store.check_compression(compression)
-    return _dump(modelfile.load(model_file), out, dtype, seed, weights_from, force, layers, compression)
+    return dumps.write_one(modelfile.load(model_file), out, dtype, seed, weights_from, force, layers, compression)
 
 
 def dump_model(
@@ -262,27 +228,7 @@ def dump_model(
     """
     files.check(out, force, DumpError, "choose another path")
     live = modelfile.from_object(copy.deepcopy(model), loss=loss, inputs=inputs, input_shape=input_shape, targets=targets)
-    return _dump(live, out, dtype, seed, None, force)
-
-
-def _dump(
-    model: modelfile.Model,
-    out: str | os.PathLike[str],
-    dtype: str,
-    seed: int,
-    weights_from: str | os.PathLike[str] | None,
-    force: bool,
-    layers: list[str] | None = None,
-    compression: str | None = None,
-) -> Path:
-    if weights_from is None:
-        trace = runner.run_one(model, dtype, seed, layers=layers)
-    else:
-        with store.Dump(weights_from) as source:
-            recorded = source.trace()
-        dtype, seed = str(recorded.meta.get("dtype", dtype)), int(recorded.meta.get("seed", seed))
-        trace = runner.run_one(model, dtype, seed, recorded, Path(weights_from).name, layers)
-    return store.write(trace, out, overwrite=force, compression=compression)
+    return dumps.write_one(live, out, dtype, seed, None, force)
 
 
 def compare_paths(
@@ -303,7 +249,7 @@ def compare_paths(
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), b, pair, layer_map, rtol, progress=progress)
+        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
@@ -362,7 +308,7 @@ def _against_dump(
         pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
-        result = _isolated(*sides, model, pair, layer_map, rtol, live_side="b" if dump_first else "a", progress=progress)
+        result = _isolated(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
@@ -377,7 +323,7 @@ def gradcheck(
     full: bool = False,
     at: dict[str, list[tuple[int, ...]]] | None = None,
     seed: int = 0,
-) -> _gradcheck.GradCheck:
+) -> GradCheck:
     """``layerdiff gradcheck``: every layer's and parameter's gradient against central differences, in float64.
 
     Args:
@@ -408,7 +354,7 @@ def inspect(
     allow_neg_inf: list[str] | tuple[str, ...] = (),
     dtype: str = "float64",
     seed: int = 0,
-) -> _health.Health:
+) -> Health:
     """``layerdiff inspect``: one network's health from a dump (or a model file, run once first).
 
     Args:
@@ -437,7 +383,7 @@ def overfit(
     dtype: str = "float64",
     seed: int = 0,
     param_map: dict[str, str] | None = None,
-) -> _overfit.Overfit:
+) -> OverfitResult:
     """``layerdiff overfit``: plain SGD on the first ``batch`` examples; whether the loss goes toward zero.
 
     With two models (paths or live networks, each copied), the second starts from the first's weights and both get
@@ -452,16 +398,3 @@ def _model(x: Any, **declared: Any) -> modelfile.Model:
     if isinstance(x, (str, os.PathLike)):
         return modelfile.load(x)
     return modelfile.from_object(copy.deepcopy(x), source=type(x).__name__, **declared)
-
-
-def _next_run_folder(root: Path) -> Path:
-    n = 1
-    while (root / f"run-{n}").exists():
-        n += 1
-    return root / f"run-{n}"
-
-
-def _dump_paths(folder: Path, a: Path, b: Path) -> tuple[Path, Path]:
-    if a.stem == b.stem:
-        return folder / f"a-{a.stem}.h5", folder / f"b-{b.stem}.h5"
-    return folder / f"{a.stem}.h5", folder / f"{b.stem}.h5"

@@ -9,17 +9,19 @@ import os
 import sys
 import traceback
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any, Callable, Iterator
 
 import click
 from rich.console import Console
 
 from layerdiff import api, files, store
-from layerdiff.errors import LayerdiffError, ReportError
+from layerdiff.errors import LayerdiffError, ReportError, speaking_flags
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
 from layerdiff.progress import Progress
-from layerdiff.report import plain, render_result
+from layerdiff.health_report import render_result
+from layerdiff.report import plain
 
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
 EXIT_BUG = 3  # layerdiff itself failed: never to be read as "they diverge"
@@ -127,7 +129,8 @@ class Commands(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with speaking_flags():
+                return super().invoke(ctx)
         except LayerdiffError as exc:
             if exc.details:
                 click.echo(exc.details, err=True)
@@ -214,8 +217,10 @@ def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: 
 def show(path: str) -> None:
     """List a dump's metadata, layers and parameters."""
     with store.Dump(path) as d:
-        for k, v in sorted(d.meta.items()):
-            click.echo(f"{k}: {v}")
+        info = d.info
+        listed = {f.name: getattr(info, f.name) for f in fields(info) if f.name != "settings"}
+        for k, v in sorted({**dict(info.settings), **listed, "loss": d.loss}.items()):
+            click.echo(f"{k}: {'not measured' if k == 'run_to_run' and v is None else v}")
         click.echo(f"layers ({len(d.layers)}, execution order):")
         for layer in d.layers:
             shapes = ", ".join(f"{k} {t.shape}" + (f" (stored {t.layout})" if t.layout else "") for k, t in layer.tensors.items())

@@ -1,7 +1,9 @@
-"""What a difference looks like: hypotheses tested on the two arrays, each stated only when it fits.
+"""What a difference looks like: hypotheses tested on the two arrays, each stated only when it fits; and where in
+the tensor the two differ.
 
 ``describe(a, b)`` compares a culprit's value on side A with side B's value computed from the same inputs, and
-returns one sentence in the user's terms, or None when no simple pattern explains the difference.
+returns one sentence in the user's terms, or None when no simple pattern explains the difference. ``error_map``
+gives the maps of the relative error that the HTML report draws.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from fractions import Fraction
 from typing import Callable
 
 import numpy as np
+
+from layerdiff.metrics import finite_pair, relative
 
 FIT = 1e-6  # relative residual under which a hypothesis explains the difference, unless rounding needs more
 
@@ -243,3 +247,33 @@ HYPOTHESES: list[Callable[[np.ndarray, np.ndarray, Sides, float], str | None]] =
     _border,
     _spatial_shift,
 ]
+
+
+MAX_MAPS = 16  # channel maps an error map keeps, the worst first
+
+
+def error_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Where in the tensor ``a`` and ``b`` differ, as 2-D maps of the relative error (what ``max_rel`` is the max of).
+
+    The leading (batch) axis of a 3-D or 4-D tensor is reduced by its maximum; a 4-D tensor is read as
+    ``(N, C, H, W)`` and gives one map per channel, the ``MAX_MAPS`` worst; a 1-D one a single row. An element
+    finite on one side only counts as ``inf``.
+
+    Returns:
+        ``maps`` of shape ``(k, rows, columns)`` and a label per map (empty for a tensor drawn whole).
+
+    >>> maps, labels = error_map(np.ones((2, 3, 4, 4)), np.ones((2, 3, 4, 4)))
+    >>> maps.shape, labels[0]
+    ((3, 4, 4), 'channel 0')
+    """
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64).reshape(np.shape(a))
+    both, same_special = finite_pair(a64, b64)
+    rel = np.where(both | same_special, relative(np.abs(np.where(both, a64 - b64, 0.0)), np.where(both, b64, 0.0)), np.inf)
+    if rel.ndim <= 2:
+        return rel.reshape(1, -1, rel.shape[-1] if rel.ndim else 1), [""]
+    if rel.ndim == 3:
+        return rel.max(axis=0)[None], [""]
+    channels = rel.reshape(*rel.shape[:3], -1).max(axis=0)
+    order = np.argsort(-channels.reshape(len(channels), -1).max(axis=1), kind="stable")[:MAX_MAPS]
+    order.sort()
+    return channels[order], [f"channel {c}" for c in order]

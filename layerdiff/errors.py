@@ -4,12 +4,17 @@
     ├── ModelFileError          a model file is missing, defines no model, or raised
     ├── AlignmentError          layers, shapes or parameters of the two sides cannot be matched
     ├── DumpError               a file is not a layerdiff dump, has another schema, or would be overwritten
-    └── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
+    ├── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
+    └── AdapterError            an adapter did not do what the protocol asks (a replay it did not force)
 
 A divergence between two networks is a result, never an exception.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
 
 
 class LayerdiffError(Exception):
@@ -39,6 +44,10 @@ class ReportError(LayerdiffError):
     pass
 
 
+class AdapterError(LayerdiffError):
+    pass
+
+
 def user_traceback(exc: BaseException) -> str:
     """The traceback of an exception raised in the user's code, without layerdiff's or runpy's frames."""
     import os
@@ -61,3 +70,51 @@ def raised_in(source: str, exc: BaseException, doing: str) -> ModelFileError:
     """A user's exception, turned into our one-line error with their traceback shown above it."""
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return ModelFileError(f"{source} raised {what} {doing} (traceback above).", details=user_traceback(exc))
+
+
+# The words for an option in the caller's terms: the CLI speaks its flags, the Python API its keywords.
+_FLAGS = {
+    "layer_map": "--map",
+    "param_map": "--param-map",
+    "dtype": "--dtype",
+    "seed": "--seed",
+    "rtol": "--rtol",
+    "layers": "--layers",
+    "compression": "--compression",
+    "force": "--force",
+    "out": "-o",
+    "weights_from": "--weights-from",
+    "at": "--at",
+    "lr": "--lr",
+    "steps": "--steps",
+    "batch": "--batch",
+    "samples": "--samples",
+}
+_vocabulary: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("layerdiff_vocabulary", default=None)
+
+
+def term(keyword: str, cli_value: str = "", api_value: str = "") -> str:
+    """How the caller names an option (with a value, when given): ``--map A=B`` on the command line,
+    ``layer_map={'A': 'B'}`` in the Python API.
+
+    >>> term("layer_map", "fc3=head", "{'fc3': 'head'}")
+    "layer_map={'fc3': 'head'}"
+    >>> with speaking_flags():
+    ...     term("layer_map", "fc3=head", "{'fc3': 'head'}")
+    '--map fc3=head'
+    """
+    flags = _vocabulary.get()
+    if flags is not None:
+        flag = flags.get(keyword, f"--{keyword.replace('_', '-')}")
+        return f"{flag} {cli_value}" if cli_value else flag
+    return f"{keyword}={api_value}" if api_value else f"{keyword}="
+
+
+@contextlib.contextmanager
+def speaking_flags() -> Iterator[None]:
+    """Within the block, errors name options as the command line's flags (the CLI runs its commands in one)."""
+    token = _vocabulary.set(_FLAGS)
+    try:
+        yield
+    finally:
+        _vocabulary.reset(token)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from layerdiff.errors import LayerdiffError
+from layerdiff.errors import LayerdiffError, term
 
 
 def check(path: str | os.PathLike[str], overwrite: bool, error: type[LayerdiffError], elsewhere: str) -> Path:
@@ -24,7 +24,7 @@ def check(path: str | os.PathLike[str], overwrite: bool, error: type[LayerdiffEr
     if path.is_dir():
         raise error(f"{path} is a folder. Give a file name, e.g. {path / 'report.html'}.")
     if path.exists() and not overwrite:
-        raise error(f"{path} exists. Pass --force to replace it, or {elsewhere}.")
+        raise error(f"{path} exists. Pass {term('force', '', 'True')} to replace it, or {elsewhere}.")
     folder = next(p for p in path.absolute().parents if p.exists())  # the folders below it are made when writing
     if not folder.is_dir():
         raise error(f"Cannot write {path}: {folder} is a file, not a folder. Choose another path.")

@@ -29,11 +29,14 @@ from typing import Callable
 
 import numpy as np
 
-from layerdiff import runner
+from layerdiff import blame, runner
 from layerdiff.adapter import Feed, Forcing
-from layerdiff.errors import ModelFileError
+from layerdiff.errors import ModelFileError, term
+from layerdiff.isolate import Sample, received
+from layerdiff.layout import canonical
 from layerdiff.modelfile import Model
-from layerdiff.records import LayerRecord, Trace, canonical, key_order
+from layerdiff.records import LayerRecord, Trace, key_order
+from layerdiff.results import Check, GradCheck, LayerCheck, Point, Status
 
 # Relative error bands (cs231n, "Gradient checks": above 1e-2 probably wrong, below 1e-4 fine near kinks, 1e-7 and
 # below for smooth functions; with the step chosen per coordinate, float64 does better than their single h).
@@ -46,88 +49,7 @@ ZEROS = 2  # zero-gradient coordinates per tensor
 SAMPLES = 8  # random coordinates per tensor
 BEND = 0.05  # second difference over first difference that means a kink was crossed
 ROUNDING = 16 * np.finfo(np.float64).eps  # relative rounding error allowed in one loss evaluation
-
-
-@dataclass
-class Point:
-    """One checked coordinate."""
-
-    index: tuple[int, ...]
-    analytic: float
-    numeric: float
-    rel: float  # |a - n| / max(|a|, |n|)
-    excess: float  # the same after the estimate's own uncertainty is taken off: what the status is judged on
-    noise: float  # that uncertainty, absolute
-    step: float
-    status: str  # good, acceptable, wrong, kink
-    kink_at: str = ""  # the first layer whose output bent, for a kink
-
-
-@dataclass
-class Check:
-    """One tensor's gradient checked: a parameter, or a layer's input or output."""
-
-    layer: str
-    tensor: str  # the parameter's name, or "input", "output" (".1"… for more)
-    shape: tuple[int, ...]
-    points: list[Point]
-    shown: bool = True  # an output check repeating the next layer's input check only serves the verdict
-
-    @property
-    def status(self) -> str:
-        found = {p.status for p in self.points}
-        return next((s for s in ("wrong", "acceptable", "good") if s in found), "kink" if found else "good")
-
-    @property
-    def kinks(self) -> int:
-        return sum(p.status == "kink" for p in self.points)
-
-    @property
-    def worst(self) -> Point | None:
-        """The point of worst status; among equals, of largest error where the gradient stands above the noise."""
-        severity = {"wrong": 3, "acceptable": 2, "good": 1, "kink": 0}
-        return max(
-            self.points,
-            key=lambda p: (severity[p.status], p.excess, max(abs(p.analytic), abs(p.numeric)) > p.noise, p.rel),
-            default=None,
-        )
-
-
-@dataclass
-class LayerCheck:
-    name: str
-    kind: str
-    verdict: str  # ok, wrong, inherited
-    checks: list[Check]
-    note: str = ""
-
-
-@dataclass
-class GradCheck:
-    """The result: ``passed`` is False when some layer's gradient is wrong; ``culprits`` names those layers."""
-
-    source: str
-    layers: list[LayerCheck]
-    evaluations: int
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.culprits
-
-    @property
-    def culprits(self) -> list[str]:
-        return [layer.name for layer in self.layers if layer.verdict == "wrong"]
-
-    @property
-    def points(self) -> int:
-        return sum(len(c.points) for layer in self.layers for c in layer.checks)
-
-    def __str__(self) -> str:
-        from layerdiff.report import text
-
-        return text(self)
+UNRECORDED = "unrecorded"  # the kind of a layer that owns parameters but records no values (free-form code)
 
 
 @dataclass
@@ -147,7 +69,7 @@ class _Probe:
     run: Callable[[np.ndarray, dict[str, list[np.ndarray]]], Trace]  # (moved value, layer outputs pinned) -> trace
     analytic: list[tuple[Check, np.ndarray]] = field(default_factory=list)
     done: Callable[[], None] = lambda: None
-    seen_by: tuple[int, str] | None = None  # (layer index, input key) that must receive a forced value
+    seen_by: int | None = None  # the layer whose output this is, when a consumer recorded must receive it moved
 
 
 def gradcheck(
@@ -170,9 +92,9 @@ def gradcheck(
         ModelFileError: the model cannot run in float64, is not deterministic, or its loss is not finite.
     """
     started = time.perf_counter()
-    model.adapter.prepare(model, "float64")
-    feed, notes = runner.make_feed([model], seed)
-    base = _canonical(runner.capture(model, feed, "float64", seed))
+    side = runner.prepare(model, "float64")
+    feed, notes = runner.make_feed([side], seed)
+    base = _canonical(runner.capture(side, feed, "float64", seed))
     if runner.compute_dtype(base) != "float64":
         raise ModelFileError(
             f"{model.source} still computes in {runner.compute_dtype(base)} after casting its parameters to float64; "
@@ -187,11 +109,11 @@ def gradcheck(
 
     def run(feed_: Feed, forcing: Forcing | None = None) -> Trace:
         counter[0] += 1
-        return _canonical(model.run(feed_, forcing))
+        return _canonical(side.run(feed_, forcing))
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
-    probes = _param_probes(model, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
+    probes = _param_probes(side, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
     rng = np.random.default_rng(seed)
     extra = _extra(probes, at or {})
     for probe in probes:
@@ -222,13 +144,13 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
                 names[check.layer] = probe
     for name, indices in at.items():
         if name not in names:
-            raise ModelFileError(f"--at names '{name}', which is neither a parameter nor a layer with a checked input. Checked: {', '.join(names)}.")
+            raise ModelFileError(f"{term('at')} names '{name}', which is neither a parameter nor a layer with a checked input. Checked: {', '.join(names)}.")
         found.setdefault(id(names[name]), []).extend(tuple(int(i) for i in index) for index in indices)
     return found
 
 
 def _param_probes(
-    model: Model, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
 ) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
@@ -238,17 +160,17 @@ def _param_probes(
         owner = by_name.get(p.layer)
         if owner is None:
             # Free-form code recorded through taps: its parameters belong to no recorded layer.
-            owner = by_name[p.layer] = LayerCheck(p.layer, "unrecorded", "ok", [])
+            owner = by_name[p.layer] = LayerCheck(p.layer, UNRECORDED, "ok", [])
             unrecorded.append(owner)
         check = Check(p.layer, p.name, tuple(p.value.shape), [])
         owner.checks.append(check)
 
         def load_and_run(value: np.ndarray, pin: dict[str, list[np.ndarray]], name: str = p.name) -> Trace:
-            model.adapter.load_parameters(model, {name: value})
+            side.load({name: value})
             return run(feed)
 
         def restore(name: str = p.name, value: np.ndarray = p.value) -> None:
-            model.adapter.load_parameters(model, {name: value})
+            side.load({name: value})
 
         probes.append(_Probe(p.name, p.value, load_and_run, [(check, p.grad)], restore))
     return probes
@@ -285,7 +207,7 @@ def _value_probes(base: Trace, feed: Feed, run: Callable[..., Trace], layers: li
             layers[k].checks.insert(0, check)
             probe.analytic.append((check, grad))
             if source[0] >= 0:
-                probe.seen_by = (k, key)
+                probe.seen_by = source[0]
         if len(readers) > 1:
             notes.append(f"{probe.label} feeds {len(readers)} layers: their input gradients add up, checked as one at its source")
         if source[0] >= 0:
@@ -355,7 +277,7 @@ def _coordinates(probe: _Probe, rng: np.random.Generator, samples: int, full: bo
     size = probe.base.size
     for index in extra:
         if len(index) != probe.base.ndim or any(not 0 <= i < d for i, d in zip(index, probe.base.shape)):
-            raise ModelFileError(f"--at {probe.label}={','.join(map(str, index))} is outside its shape {probe.base.shape}.")
+            raise ModelFileError(f"{term('at')} {probe.label}={','.join(map(str, index))} is outside its shape {probe.base.shape}.")
     chosen = [int(np.ravel_multi_index(index, probe.base.shape)) for index in extra]
     if full or size <= EXHAUSTIVE:
         return chosen + [i for i in range(size) if i not in chosen]
@@ -401,7 +323,7 @@ def _estimate(probe: _Probe, i: int, f0: float, base: Trace, needs_more: Callabl
         plus.flat[i] += h
         minus.flat[i] -= h
         tp, tm = probe.run(plus, {}), probe.run(minus, {})
-        if probe.seen_by is not None and not _received(tp, probe.seen_by, plus):
+        if probe.seen_by is not None and received(tp, probe.seen_by, Sample.at_index(plus, i), len(tp.layers)) is not True:
             return None
         fp, fm = float(tp.loss or 0.0), float(tm.loss or 0.0)
         rounding = ROUNDING * max(abs(fp), abs(fm), abs(f0)) / h
@@ -429,14 +351,6 @@ def _estimate(probe: _Probe, i: int, f0: float, base: Trace, needs_more: Callabl
     return Estimate(tried[s][0], s * scale, max(spread, tried[s][1]), "")
 
 
-def _received(trace: Trace, seen_by: tuple[int, str], value: np.ndarray) -> bool:
-    k, key = seen_by
-    got = trace.layers[k].tensors.get(key) if k < len(trace.layers) else None
-    # Frameworks hand on a forced value as own + (forced - own), which may round by an ulp: tolerated, while the
-    # moved coordinate, h away, is not.
-    return got is not None and got.shape == value.shape and bool(np.allclose(got, value, rtol=1e-12, atol=0))
-
-
 def _bend(base: Trace, plus: Trace, minus: Trace) -> str:
     """The first layer whose output is not smooth between the two moved runs (a mask flipped), or ""."""
     for r0, rp, rm in zip(base.layers, plus.layers, minus.layers):
@@ -459,7 +373,7 @@ def _bend(base: Trace, plus: Trace, minus: Trace) -> str:
     return ""
 
 
-def _judge_point(a: float, est: Estimate) -> tuple[float, float, str]:
+def _judge_point(a: float, est: Estimate) -> tuple[float, float, Status]:
     """The relative error, the part of it beyond the estimate's uncertainty, and the status that part earns."""
     n = est.numeric
     scale = max(abs(a), abs(n))
@@ -473,23 +387,23 @@ def _judge_point(a: float, est: Estimate) -> tuple[float, float, str]:
 
 
 def _judge(layers: list[LayerCheck]) -> None:
-    """A layer is wrong when its own gradients are while the one arriving at its output is right."""
+    """A layer is a culprit when its own gradients are wrong while the one arriving at its output is right."""
     arriving_anywhere = any(c.status == "wrong" for layer in layers for c in layer.checks if c.tensor.startswith("output"))
     for layer in layers:
         arriving = any(c.status == "wrong" for c in layer.checks if c.tensor.startswith("output"))
         own = any(c.status == "wrong" for c in layer.checks if not c.tensor.startswith("output"))
-        if layer.kind == "unrecorded":
+        if layer.kind == UNRECORDED:
             arriving = arriving_anywhere  # what arrives at an unrecorded layer is unknown: blame a recorded one first
-        layer.verdict = "inherited" if own and arriving or arriving else "wrong" if own else "ok"
-    if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "wrong" for layer in layers):
+        layer.verdict = "inherited" if arriving else "culprit" if own else "ok"
+    if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "culprit" for layer in layers):
         # No layer makes the error given what it receives: the last one that receives it wrong records no input
-        # gradient (a tap), so the error comes from the backward of the layer that consumes it, the next one.
-        recorded = [layer for layer in layers if layer.kind != "unrecorded"]
+        # gradient (a tap), so the error comes from the backward of the layer that made it (``blame``).
+        recorded = [layer for layer in layers if layer.kind != UNRECORDED]
         last = max(i for i, layer in enumerate(recorded) if layer.verdict == "inherited")
-        if last + 1 < len(recorded):
-            consumer = recorded[last + 1]
-            consumer.verdict = "wrong"
-            consumer.note = f"the gradient its backward sends to {recorded[last].name} is wrong"
+        maker = blame.gradient_maker(last, len(recorded))
+        if maker is not None:
+            recorded[maker].verdict = "culprit"
+            recorded[maker].note = f"the gradient its backward sends to {recorded[last].name} is wrong"
         else:
-            recorded[last].verdict = "wrong"
+            recorded[last].verdict = "culprit"
             recorded[last].note = "the gradient arriving at its output is wrong: the cause is in backward code after it that no layer records"

@@ -7,12 +7,12 @@ Every threshold is a module constant; the README says where each comes from.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
 from layerdiff.records import Recording
+from layerdiff.results import Flag, Health, LayerHealth, NonFinite, ParamHealth
 
 # ‖grad‖/‖w‖ of a weight tensor: below, one step at any sane learning rate moves it by nothing; at or above, a step
 # of lr = 1 would move it by its own size.
@@ -38,78 +38,6 @@ DEAD_MIN_SAMPLES = 7
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "none")
 _KIND = {"relu": r"relu6?", "sigmoid": r"sigmoid|logistic", "tanh": r"tanh"}
 _NAME = {"relu": r"relu6?", "sigmoid": r"sig|sigmoid|logistic", "tanh": r"tanh"}
-
-
-@dataclass
-class Flag:
-    """One problem: ``kind`` is one of slow, unstable, update, vanishing, exploding, nonfinite, saturated, dead."""
-
-    kind: str
-    where: str
-    message: str
-
-
-@dataclass
-class ParamHealth:
-    name: str
-    layer: str
-    shape: tuple[int, ...]
-    weight_norm: float
-    grad_norm: float
-    ratio: float | None  # ‖grad‖/‖w‖; None when ‖w‖ = 0 (a zero-initialized bias) or nothing is finite
-    update: float | None  # lr·ratio, when a learning rate is given
-    bias: bool  # biases start at zero and their ratio says little: shown, never flagged
-
-
-@dataclass
-class LayerHealth:
-    index: int
-    name: str
-    kind: str
-    activation: str  # relu, sigmoid, tanh or ""
-    grad_norm: float | None  # of the gradient arriving at the layer's output
-    grad_rms: float | None
-    zero_fraction: float | None  # exact zeros in that gradient
-    saturated: float | None = None  # sigmoid/tanh
-    dead: float | None = None  # relu: fraction of units zero over the whole batch
-    inactive: float | None = None  # relu: mean fraction of zero outputs
-    samples: int = 0  # relu: values each unit took (examples, times positions for a channel)
-
-
-@dataclass
-class NonFinite:
-    where: str  # "fc2 output", "param fc2.W grad"
-    nan: int
-    posinf: int
-    neginf: int
-
-
-@dataclass
-class Health:
-    """What ``inspect`` found; ``flags`` is empty for a healthy network."""
-
-    source: str
-    params: list[ParamHealth]
-    layers: list[LayerHealth]
-    nonfinite: list[NonFinite]
-    forward_origin: str | None  # first layer with finite inputs and a non-finite output ("inputs": the feed)
-    backward_origin: str | None  # first layer, from the loss, with a finite output gradient and a non-finite one out
-    depth_ratio: float | None  # grad RMS at the first layer / at the last
-    depth_span: tuple[str, str] | None
-    lr: float | None
-    flags: list[Flag] = field(default_factory=list)
-    # Without a loss the gradients answer a seeded random upstream gradient, whose size is arbitrary: their
-    # ratios to the weights say nothing about learning, so they are shown but not flagged.
-    random_upstream: bool = False
-
-    @property
-    def healthy(self) -> bool:
-        return not self.flags
-
-    def __str__(self) -> str:
-        from layerdiff.report import text
-
-        return text(self)
 
 
 def activation_of(name: str, kind: str, given: dict[str, str] | None = None) -> str:
@@ -158,7 +86,7 @@ def inspect(
     health = Health(
         rec.source, params, layers, count_nonfinite(rec), origin["forward"], origin["backward"], ratio,
         (span[0].name, span[-1].name) if len(span) >= 2 else None, lr,
-        random_upstream=str(rec.meta.get("upstream_sha256", "")).startswith("random:"),
+        random_upstream=rec.info.random_upstream,
     )
     health.flags = _flags(health)
     return health

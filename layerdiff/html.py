@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerdiff import __version__, files, plots, report
-from layerdiff.compare import Comparison, LayerDiff, TensorDiff
+from layerdiff.results import Comparison, LayerDiff, TensorDiff
 from layerdiff.errors import ReportError
 from layerdiff.sync import WeightLink
 
@@ -64,8 +64,8 @@ def render(result: Result) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         "<header><h1>layerdiff</h1>",
-        f'<p class="sides">a: <b>{escape(c.source_a)}</b> ({escape(report.side(c.meta_a))}) &nbsp;vs&nbsp; '
-        f"b: <b>{escape(c.source_b)}</b> ({escape(report.side(c.meta_b))})</p></header>",
+        f'<p class="sides">a: <b>{escape(c.source_a)}</b> ({escape(report.side(c.info_a))}) &nbsp;vs&nbsp; '
+        f"b: <b>{escape(c.source_b)}</b> ({escape(report.side(c.info_b))})</p></header>",
         f'<div class="banner {"match" if c.match else "diverge"}">{escape(report.verdict(c))}</div>',
         _culprits(c),
         "<h2>First divergences</h2><ul>",

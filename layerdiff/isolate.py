@@ -1,36 +1,81 @@
-"""Teacher-forced replay: run side B again with every aligned layer handed side A's recorded values.
+"""Culprits: side B replayed with every aligned layer handed side A's recorded values, and each layer judged alone.
 
 Forward, each aligned layer of B passes on A's output instead of its own, so the next layer receives exactly what
 A's did; backward, the gradient arriving at each aligned layer's output is A's. What B records in the replay is
 then each layer's *local* result: its own computation on correct inputs. A layer whose local result differs from A's
 is a culprit; one that differs only in the plain run inherited its error.
+
+A replay proves it was forced: the adapter notes each forced value it handed out (``Trace.forced``), and the layer
+after a forced one must have received the forced value, not the layer's own output. A replay that fails either is
+refused (``AdapterError``): culprits from an unforced replay would be wrong layers named with confidence.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
 
+from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
-from layerdiff.align import Alignment
-from layerdiff.modelfile import Model
-from layerdiff.records import Recording, Trace
+from layerdiff.align import Alignment, align
+from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
+from layerdiff.diagnose import Sides, describe
+from layerdiff.errors import AdapterError
+from layerdiff.layout import canonical
+from layerdiff.metrics import EPS, Tolerance, grad_floor
+from layerdiff.progress import Progress, stage
+from layerdiff.records import InMemory, Recording, Trace, keys_of
+from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
+from layerdiff.sync import WeightLink
+
+if TYPE_CHECKING:
+    from layerdiff.runner import Side
+
+WITNESSES = 256  # entries of each forced output kept to check that the next layer received it
 
 
-def keys_of(keys: Iterable[str], kind: str) -> list[str]:
-    """A layer's tensor keys of one kind (``output``, ``output.1``…), in order."""
-    return sorted((k for k in keys if k.split(".")[0] == kind), key=lambda k: int(k.partition(".")[2] or 0))
+def isolated(
+    a: Recording,
+    b: Recording,
+    live: Side,
+    feed: Feed,
+    *,
+    links: list[WeightLink] | None,
+    reference: Trace | None = None,
+    layer_map: dict[str, str] | None = None,
+    rtol: float | None = None,
+    live_side: str = "b",
+    progress: Progress | None = None,
+) -> Comparison:
+    """Align ``a`` and ``b``, replay the live side (B, or A when ``live_side == "a"``) forced with the other side's
+    values, and compare all three: per layer the plain errors, the local ones, and the culprits.
+
+    Raises:
+        AdapterError: the live side's adapter did not force the replay.
+    """
+    alignment = align(a, b, layer_map)
+    given = forcing_from(b, a, _swapped(alignment)) if live_side == "a" else forcing_from(a, b, alignment)
+    with stage(progress, f"replay {live.source}"):
+        local = InMemory(replay(live, feed, given), live.source)
+    twin = InMemory(reference, b.source) if reference is not None else None
+    return compare_isolated(
+        a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
+        reference=twin, rtol=rtol, progress=progress,
+    )
 
 
 def forcing_from(a: Recording, b: Recording, alignment: Alignment) -> Forcing:
     """A's recorded outputs and output gradients, keyed by the names of B's aligned layers; each read from ``a``
     when the replay reaches its layer, so that memory does not grow with the model. A layer whose values a
-    stats-only dump did not keep is not forced."""
+    stats-only dump did not keep is not forced, nor is the loss (nothing comes after it)."""
     tables: dict[str, dict[str, Callable[[], list[np.ndarray]]]] = {"output": {}, "grad_output": {}}
     for i, j in alignment.pairs:
         la, lb = a.layers[i], b.layers[j]
+        if lb.name == "loss" and j == len(b.layers) - 1:
+            continue
         for kind, table in tables.items():
             keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
             alike = all(la.tensors[x].shape == lb.tensors[y].shape and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
@@ -43,6 +88,227 @@ def _read(recording: Recording, index: int, keys: list[str]) -> list[np.ndarray]
     return [recording.tensor(index, k) for k in keys]
 
 
-def replay(model: Model, feed: Feed, forcing: Forcing) -> Trace:
-    """Side B's local trace: the same run, teacher-forced."""
-    return model.run(feed, forcing)
+def _swapped(alignment: Alignment) -> Alignment:
+    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
+
+
+def replay(live: Side, feed: Feed, forcing: Forcing) -> Trace:
+    """The live side's local trace: the same run, teacher-forced, and proven to be.
+
+    Raises:
+        AdapterError: a forced layer whose forced values the adapter did not read, or did not note as handed out,
+            or whose next layer received the layer's own output instead of the forced one.
+    """
+    outputs, grads = _Witness(forcing.outputs), _Witness(forcing.grad_outputs)
+    trace = live.run(feed, Forcing(outputs, grads))
+    for kind, witness in (("output", outputs), ("grad_output", grads)):
+        for r in trace.layers:
+            floating = [k for k in keys_of(r.tensors, kind) if np.issubdtype(r.tensors[k].dtype, np.inexact)]
+            if r.name not in witness or not floating:
+                continue
+            if kind not in trace.forced.get(r.name, set()) or r.name not in witness.seen:
+                _refuse(live, r.name, f"it did not take the forced {kind.replace('_', ' ')} for it")
+    for k, r in enumerate(trace.layers):
+        if r.name in outputs.seen and received(trace, k, outputs.seen[r.name]) is False:
+            _refuse(live, r.name, "the layer after it received the layer's own output, not the forced one")
+    return trace
+
+
+def _refuse(live: Side, layer: str, why: str) -> None:
+    raise AdapterError(
+        f"The {live.adapter.name} adapter did not force layer '{layer}' of {live.source} in the replay ({why}), so no "
+        "culprit can be named from it. The adapter must honour Forcing (layerdiff.testing.FakeAdapter shows how)."
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A few entries of a forced value, at flat positions ``at``, in PyTorch's order: what the next layer must
+    have received."""
+
+    shape: tuple[int, ...]
+    at: np.ndarray
+    values: np.ndarray
+
+    @staticmethod
+    def of(value: np.ndarray, at: np.ndarray | None = None) -> Sample:
+        """``value`` sampled at ``at``, by default at ``WITNESSES`` positions spread over it."""
+        value = np.asarray(value)
+        if at is None:
+            at = np.unique(np.linspace(0, max(value.size - 1, 0), min(WITNESSES, value.size)).astype(np.int64))
+        return Sample(tuple(value.shape), at, value.reshape(-1)[at].astype(np.float64))
+
+    @staticmethod
+    def at_index(value: np.ndarray, index: int) -> Sample:
+        """``value`` sampled at one flat position: a value moved there alone (a finite difference)."""
+        return Sample.of(value, np.array([index]))
+
+
+class _Witness(Mapping[str, list[np.ndarray]]):
+    """A forcing table that keeps a sample of the first value of each layer as the adapter reads it."""
+
+    def __init__(self, table: Mapping[str, list[np.ndarray]]) -> None:
+        self.table = table
+        self.seen: dict[str, Sample] = {}
+
+    def __getitem__(self, name: str) -> list[np.ndarray]:
+        values = self.table[name]
+        if values:
+            self.seen[name] = Sample.of(values[0])
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def received(trace: Trace, index: int, forced: Sample, window: int = 8) -> bool | None:
+    """Whether the layers after layer ``index`` of a replay received its forced output: True when the input of one
+    of the next ``window`` layers holds the forced values, False when it holds the layer's own output instead (and
+    that differs from the forced one), None when no later input holds either (no recorded consumer)."""
+    record = trace.layers[index]
+    if "output" not in record.tensors:
+        return None
+    own = _sampled(canonical(record.tensors["output"], record.layouts.get("output", "")), forced)
+    if own is None:
+        return None
+    for later in trace.layers[index + 1 : index + 1 + window]:
+        for key in keys_of(later.tensors, "input"):
+            got = _sampled(canonical(later.tensors[key], later.layouts.get(key, "")), forced)
+            if got is None:
+                continue
+            eps = 8 * EPS.get(str(later.tensors[key].dtype), EPS["float32"])
+            bound = eps * (np.abs(forced.values) + np.abs(own))
+            if np.all(np.abs(got - forced.values) <= bound):
+                return True
+            if np.all(np.abs(got - own) <= bound) and not np.all(np.abs(own - forced.values) <= bound):
+                return False
+    return None
+
+
+def _sampled(value: np.ndarray, sample: Sample) -> np.ndarray | None:
+    if tuple(value.shape) != sample.shape:
+        return None
+    values: np.ndarray = np.asarray(value).reshape(-1)[sample.at].astype(np.float64)
+    return values
+
+
+def compare_isolated(
+    a: Recording,
+    b: Recording,
+    local: Recording,
+    *,
+    local_side: str = "b",
+    alignment: Alignment,
+    links: list[WeightLink] | None,
+    reference: Recording | None = None,
+    rtol: float | None = None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """The plain comparison of ``a`` and ``b``, and the local one of the replay ``local`` (of side ``local_side``)
+    against the other side, row by row (each row's tensors of side A are read once for both): culprits, and a
+    verdict per layer.
+    """
+    a, b = Reader(a), Reader(b)
+    tolerance = tolerance_for(a, b, rtol, reference)
+    table, unowned = rows(a, b, alignment, links)
+    at = {l.name: l.index for l in local.layers}
+    batch = _batch(a)
+    layers: list[LayerDiff] = []
+    found: list[tuple[int, Culprit]] = []
+    for n, row in enumerate(table):
+        if progress is not None:
+            progress("compare", n, len(table))
+        layer = compare_row(a, b, row, tolerance)
+        name = (a.layers[row.i] if local_side == "a" else b.layers[row.j]).name
+        forced_from = b.layers[row.j] if local_side == "a" else a.layers[row.i]
+        # A layer the replay could not force (a stats-only dump kept none of its values) has no local result.
+        if name in at and all(t.stored for t in forced_from.tensors.values()):
+            side_a, side_b = ((local, at[name]), (b, row.j)) if local_side == "a" else ((a, row.i), (local, at[name]))
+            for c in local_row(side_a, side_b, row.links, tolerance, layer, batch):
+                found.append(_blamed(c, n, table, a, b) if c.tensor.startswith("grad_output") else (n, c))
+        layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
+        layers.append(layer)
+    if progress is not None:
+        progress("compare", len(table), len(table))
+    forward = sorted((n, c) for n, c in found if c.pass_ == "forward")
+    backward = sorted(((n, c) for n, c in found if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
+    culprits = [c for _, c in forward + backward]
+    return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol)
+
+
+def local_row(
+    a: tuple[Recording, int],
+    b: tuple[Recording, int],
+    links: list[WeightLink],
+    tolerance: Tolerance,
+    layer: LayerDiff,
+    batch: int | None,
+) -> list[Culprit]:
+    """Local errors of one layer (appended to ``layer.local``): one side's replayed result against the other
+    side's recorded one; the culprits among them, the first wrong tensor of each pass."""
+    (ra, i), (rb, k) = a, b
+    la, lb = ra.layers[i], rb.layers[k]
+    both_have = keys_of(la.tensors, "grad_input") and keys_of(lb.tensors, "grad_input")
+    found = []
+    passes: tuple[tuple[Pass, str], ...] = (("forward", "output"), ("backward", "grad_input" if both_have else "grad_output"))
+    for pass_, kind in passes:
+        for key in keys_of(la.tensors, kind):
+            if key not in lb.tensors:
+                continue
+            d = pair(key, ra, i, rb, k, tolerance.of(la, key))
+            layer.local.append(d)
+            if not d.ok:
+                values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
+                found.append(_culprit(layer, pass_, key, d, values, ra.source, rb.source, batch))
+                break
+    for link in links:
+        if ra.param_info(link.src) is None or rb.param_info(link.dst) is None:
+            continue
+        d = param_diff(ra, rb, link, tolerance.of(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
+        layer.local.append(d)
+        if not d.ok and not any(c.pass_ == "backward" for c in found):
+            values = None if d.problem == "stats" else (link.view(grad(ra, link.src)), grad(rb, link.dst))
+            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
+    return found
+
+
+def _blamed(c: Culprit, row: int, table: list[Row], a: Recording, b: Recording) -> tuple[int, Culprit]:
+    """A culprit seen in the gradient arriving at a value with no input gradient of its own, moved to the layer
+    whose backward made it (``blame``)."""
+    maker = blame.gradient_maker(row, len(table))
+    if maker is None:
+        return row, c
+    made = table[maker]
+    return maker, replace(c, layer_a=a.layers[made.i].name, layer_b=b.layers[made.j].name, tensor=f"{c.tensor} of {c.layer_a}")
+
+
+def _culprit(
+    layer: LayerDiff,
+    pass_: Pass,
+    key: str,
+    d: TensorDiff,
+    values: tuple[np.ndarray, np.ndarray] | None,
+    src_a: str,
+    src_b: str,
+    batch: int | None,
+) -> Culprit:
+    """A culprit, with a hint from its values (none when only statistics were kept)."""
+    if values is None:
+        return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
+    va, vb = values
+    what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
+    sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
+    hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
+    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
+
+
+def _batch(a: Recording) -> int | None:
+    first = next((l for l in a.layers if "input" in l.tensors), None)
+    shape = first.tensors["input"].shape if first is not None else ()
+    return int(shape[0]) if shape else None

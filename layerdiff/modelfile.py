@@ -1,4 +1,5 @@
-"""Loading a model file: run the user's script and pick out the model and what it declares beside it.
+"""Loading a model file: run the user's script and pick out the model and what it declares beside it. Nothing is
+run through an adapter here: ``runner.prepare`` does that.
 
 A model file defines, at module level:
     model         the network (found automatically when it is the only one)
@@ -20,17 +21,15 @@ from __future__ import annotations
 
 import os
 import runpy
-from functools import partial
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
-from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, adapter_for, available
+from layerdiff.adapter import Adapter, Spec, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
-from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
 
 DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
 GLUE = ("params_of", "grads_of", "input_grad_of", "update")
@@ -39,51 +38,25 @@ EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a f
 
 @dataclass
 class Model:
-    """A network ready to run: the user's object, its adapter, and what its file declared."""
+    """A network, the adapter that claims it, and what its file declared."""
 
     obj: Any
     adapter: Adapter
-    source: str
+    spec: Spec
     path: Path | None = None
-    loss: Any = None
     inputs: list[np.ndarray] | None = None
     input_shapes: list[tuple[int, ...]] | None = None
     targets: np.ndarray | None = None
     param_map: dict[str, str] = field(default_factory=dict)
-    layouts: dict[str, str] = field(default_factory=dict)
-    glue: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    activation_layout: str | None = None  # None: not declared, the adapter may fill in its framework's convention
+    activation_layout: str | None = None  # None: not declared, the adapter's convention holds
 
-    def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
+    @property
+    def source(self) -> str:
+        return self.spec.source
 
-        A model whose activations are laid out otherwise receives its inputs, upstream gradient and forced values
-        transposed; its recorded tensors with as many axes as ``activation_layout`` are marked with it.
-        """
-        layout = self.activation_layout or ""
-        if not layout:
-            return self.adapter.run(self, feed, forcing)
-
-        def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
-            return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
-
-        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
-        if forcing is not None:
-            forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
-        trace = self.adapter.run(self, own, forcing)
-        rank = len(layout.split())
-        for record in trace.layers:
-            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
-        trace.upstream = [canonical(u, layout) for u in trace.upstream]
-        return trace
-
-
-def _laid_out(table: Mapping[str, list[np.ndarray]], layout: str) -> Lazy:
-    """A forcing table whose values are transposed to ``layout`` as they are asked for."""
-    def read(name: str) -> list[np.ndarray]:
-        return [from_canonical(v, layout) for v in table[name]]
-
-    return Lazy({name: partial(read, name) for name in table})
+    @property
+    def loss(self) -> Any:
+        return self.spec.loss
 
 
 def from_object(
@@ -113,15 +86,12 @@ def from_object(
     return Model(
         obj=obj,
         adapter=adapter,
-        source=source,
+        spec=Spec(source, loss, dict(layouts or {}), dict(glue or {})),
         path=path,
-        loss=loss,
         inputs=None if inputs is None else _arrays(inputs, source),
         input_shapes=None if input_shape is None else _shapes(input_shape, source),
         targets=None if targets is None else np.asarray(targets),
         param_map=dict(param_map or {}),
-        layouts=dict(layouts or {}),
-        glue=dict(glue or {}),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
     )
 
@@ -207,8 +177,9 @@ def _has_parameters(obj: Any) -> bool:
     adapter = adapter_for(obj)
     if adapter is None:
         return False
+    spec = Spec("")
     try:
-        return bool(adapter.parameters(Model(obj=obj, adapter=adapter, source="")))
+        return bool(adapter.parameters(adapter.prepare(obj, spec, "native").model, spec))
     except Exception:
         return False
 

@@ -11,14 +11,13 @@ with momentum and weight decay off. A NumPy model file may give its own rule as 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from layerdiff import runner, sync
 from layerdiff.adapter import Feed
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
+from layerdiff.results import Curve, Overfit
 
 # The verdict on a curve, from its last loss L against its first L0 (losses that are >= 0, as classification and
 # regression losses are): toward zero when L <= ZERO_FRACTION * L0, decreasing when L <= DECREASING_FRACTION * L0.
@@ -26,33 +25,6 @@ ZERO_FRACTION = 0.01
 DECREASING_FRACTION = 0.5
 # Two curves part at the first step where |La - Lb| > PART_RTOL * max(|La|, |Lb|). float64 noise stays far below.
 PART_RTOL = 1e-6
-
-
-@dataclass
-class Curve:
-    source: str
-    losses: list[float]
-    verdict: str  # "toward zero", "decreasing", "stuck", "diverged"
-    update: str  # "sgd" or "the file's update()"
-
-
-@dataclass
-class Overfit:
-    curves: list[Curve]
-    steps: int
-    lr: float
-    batch: int
-    parted: int | None  # two files: the first step where their losses differ
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.verdict == "toward zero" for c in self.curves) and self.parted is None
-
-    def __str__(self) -> str:
-        from layerdiff.report import text
-
-        return text(self)
 
 
 def overfit(
@@ -71,16 +43,19 @@ def overfit(
             raise ModelFileError(
                 f"{m.source} defines no loss: overfitting needs one to drive toward zero. Add `loss` and `targets` to it."
             )
-        m.adapter.prepare(m, dtype)
-    feed, notes = runner.make_feed(models, seed)
+    sides = [runner.prepare(m, dtype) for m in models]
+    feed, notes = runner.make_feed(sides, seed)
     feed = _first(feed, batch)
-    if len(models) == 2:
-        src, links = runner.weight_links(models[0], models[1], param_map)
-        models[1].adapter.load_parameters(models[1], sync.carry(links, src))
-        notes.append(f"weights: {len(links)} tensors copied from {models[0].source}")
-    curves = [_train(m, feed, steps, lr, dtype, seed) for m in models]
-    parted = _parted(curves[0].losses, curves[1].losses) if len(curves) == 2 else None
-    return Overfit(curves, steps, lr, len(feed.inputs[0]) if feed.inputs else batch, parted, notes)
+    if len(sides) == 2:
+        src, links = runner.weight_links(sides[0], sides[1], param_map)
+        sides[1].load(sync.carry(links, src))
+        notes.append(f"weights: {len(links)} tensors copied from {sides[0].source}")
+    curves = [_train(s, feed, steps, lr, dtype, seed) for s in sides]
+    parted, gaps = None, []
+    if len(curves) == 2:
+        parted = _parted(curves[0].losses, curves[1].losses)
+        gaps = [_gap(x, y) for x, y in zip(curves[0].losses, curves[1].losses)]
+    return Overfit(curves, steps, lr, len(feed.inputs[0]) if feed.inputs else batch, parted, notes, gaps)
 
 
 def _first(feed: Feed, batch: int) -> Feed:
@@ -89,20 +64,20 @@ def _first(feed: Feed, batch: int) -> Feed:
     return Feed([x[:batch] if np.ndim(x) else x for x in feed.inputs], targets, feed.upstream)
 
 
-def _train(model: Model, feed: Feed, steps: int, lr: float, dtype: str, seed: int) -> Curve:
-    own = model.glue.get("update") if model.adapter.name == "numpy" else None
-    trace = runner.capture(model, feed, dtype, seed)  # runs twice: randomness left on is refused here
+def _train(side: runner.Side, feed: Feed, steps: int, lr: float, dtype: str, seed: int) -> Curve:
+    own = side.spec.glue.get("update")
+    trace = runner.capture(side, feed, dtype, seed)  # runs twice: randomness left on is refused here
     losses = [float(trace.loss if trace.loss is not None else math.nan)]
     for _ in range(steps):
         if not math.isfinite(losses[-1]):
             break
         if own is not None:
-            own(model.obj, lr)
+            own(side.handle, lr)
         else:
-            model.adapter.load_parameters(model, {p.name: p.value - lr * p.grad for p in trace.params if p.grad is not None})
-        trace = model.run(feed)
+            side.load({p.name: p.value - lr * p.grad for p in trace.params if p.grad is not None})
+        trace = side.run(feed)
         losses.append(float(trace.loss if trace.loss is not None else math.nan))
-    return Curve(model.source, losses, _verdict(losses), "the file's update()" if own is not None else "sgd")
+    return Curve(side.source, losses, _verdict(losses), "the file's update()" if own is not None else "sgd")
 
 
 def _verdict(losses: list[float]) -> str:
@@ -114,6 +89,11 @@ def _verdict(losses: list[float]) -> str:
     if last <= DECREASING_FRACTION * first:
         return "decreasing"
     return "stuck"
+
+
+def _gap(a: float, b: float) -> float:
+    """How far apart two losses are, relative to the larger."""
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
 def _parted(a: list[float], b: list[float]) -> int | None:

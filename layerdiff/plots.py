@@ -1,7 +1,7 @@
 """Figures of a comparison, drawn with matplotlib (the ``report`` extra), imported only when a figure is asked for.
 
 Draws what the comparison computed; computes nothing: the errors per layer come from ``LayerDiff.worst``, the
-maps of where a culprit differs from ``compare.error_map``. Figures are made without pyplot, so that no GUI
+maps of where a culprit differs from ``diagnose.error_map``. Figures are made without pyplot, so that no GUI
 backend is chosen and no global state is left behind.
 """
 
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from layerdiff import files
-from layerdiff.compare import Comparison, Culprit, error_map
+from layerdiff.diagnose import error_map
+from layerdiff.results import Comparison, Culprit
 from layerdiff.errors import ReportError
 from layerdiff.report import PASS_NAMES, where
 

@@ -1,7 +1,7 @@
 """Run both sides on identical weights, inputs and upstream gradient, and return their traces.
 
 The weights come from the first side (or from a dump, when one side is a dump); the inputs, targets and upstream
-gradient are made once, in PyTorch's axis order, and fed to both (``Model.run`` lays them out for a channels-last
+gradient are made once, in PyTorch's axis order, and fed to both (``Side.run`` lays them out for a channels-last
 model). Each side runs twice: a side whose two runs differ has randomness left on, and comparing it would be
 comparing noise.
 """
@@ -11,20 +11,91 @@ from __future__ import annotations
 import copy
 import hashlib
 import platform
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Mapping
 
 import numpy as np
 
 from layerdiff import __version__, sync
-from layerdiff.adapter import Feed
-from layerdiff.compare import NOISE_MARGIN, diff, noise_floor
-from layerdiff.errors import AlignmentError, ModelFileError
+from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
+from layerdiff.errors import AlignmentError, ModelFileError, term
+from layerdiff.layout import canonical, canonical_shape, from_canonical
+from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
-from layerdiff.records import ParamRecord, Trace, canonical, canonical_shape, select, snapshot
+from layerdiff.records import ParamRecord, Trace, select, snapshot
+from layerdiff.stats import digest, fingerprint
 
 DTYPES = ("float64", "native")
+
+
+@dataclass
+class Side:
+    """A model ready to run: the adapter's handle on it (``Prepared.model``), what its file declared, and the axes
+    of its activations where they are not PyTorch's (``"N H W C"``)."""
+
+    model: Model
+    handle: Any
+    layout: str
+
+    @property
+    def adapter(self) -> Adapter:
+        return self.model.adapter
+
+    @property
+    def spec(self) -> Spec:
+        return self.model.spec
+
+    @property
+    def source(self) -> str:
+        return self.model.source
+
+    def parameters(self) -> list[ParamRecord]:
+        return self.adapter.parameters(self.handle, self.spec)
+
+    def load(self, values: dict[str, np.ndarray]) -> None:
+        self.adapter.load_parameters(self.handle, self.spec, values)
+
+    def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
+
+        A model whose activations are laid out otherwise receives its inputs, upstream gradient and forced values
+        transposed; its recorded tensors with as many axes as its layout are marked with it.
+        """
+        layout = self.layout
+        if not layout:
+            return self.adapter.run(self.handle, self.spec, feed, forcing)
+
+        def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
+            return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
+
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        if forcing is not None:
+            forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
+        trace = self.adapter.run(self.handle, self.spec, own, forcing)
+        rank = len(layout.split())
+        for record in trace.layers:
+            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+        trace.upstream = [canonical(u, layout) for u in trace.upstream]
+        return trace
+
+
+def _laid_out(table: Mapping[str, list[np.ndarray]], layout: str) -> Lazy:
+    """A forcing table whose values are transposed to ``layout`` as they are asked for."""
+
+    def read(name: str) -> list[np.ndarray]:
+        return [from_canonical(v, layout) for v in table[name]]
+
+    return Lazy({name: partial(read, name) for name in table})
+
+
+def prepare(model: Model, dtype: str) -> Side:
+    """The model cast for ``dtype`` (``"float64"``, or ``"native"``: its own precision), ready to run."""
+    _check_dtype(dtype)
+    prepared = model.adapter.prepare(model.obj, model.spec, dtype)
+    layout = model.activation_layout if model.activation_layout is not None else prepared.activation_layout
+    return Side(model, prepared.model, layout)
 
 
 @dataclass
@@ -35,34 +106,35 @@ class Pair:
     weights_from: str
     notes: list[str]
     feed: Feed
+    live: Side  # side B, as it ran: what a replay runs again
     reference: Trace | None = None  # side B rerun in float64, when it ran in a lower precision
 
 
-def make_feed(sides: list[Model], seed: int) -> tuple[Feed, list[str]]:
+def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
     """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
     notes = []
-    declared = next((m for m in sides if m.inputs is not None), None)
-    if declared is not None and declared.inputs is not None:
-        inputs = [canonical(x, declared.activation_layout or "") for x in declared.inputs]
+    declared = next((s for s in sides if s.model.inputs is not None), None)
+    if declared is not None and declared.model.inputs is not None:
+        inputs = [canonical(x, declared.layout) for x in declared.model.inputs]
         notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
     else:
-        shaped = next((m for m in sides if m.input_shapes is not None), None)
+        shaped = next((s for s in sides if s.model.input_shapes is not None), None)
         if shaped is None:
-            names = " nor ".join(m.source for m in sides)
+            names = " nor ".join(s.source for s in sides)
             raise ModelFileError(
                 f"Neither {names} declares its inputs. Add `input_shape = (batch, features)` (or `inputs = ...`) to one of them."
             )
         rng = np.random.default_rng(seed)
-        inputs = [rng.standard_normal(canonical_shape(s, shaped.activation_layout or "")) for s in shaped.input_shapes or []]
+        inputs = [rng.standard_normal(canonical_shape(s, shaped.layout)) for s in shaped.model.input_shapes or []]
         notes.append(f"inputs: seeded normal {_shapes(inputs)} (seed {seed}, shape from {shaped.source})")
-    with_loss = [m for m in sides if m.loss is not None]
+    with_loss = [s for s in sides if s.spec.loss is not None]
     if with_loss and len(with_loss) != len(sides):
-        lacking = next(m for m in sides if m.loss is None)
+        lacking = next(s for s in sides if s.spec.loss is None)
         raise ModelFileError(
             f"{with_loss[0].source} defines a loss but {lacking.source} does not. Define `loss` in {lacking.source} "
             f"too, or remove it from {with_loss[0].source} to compare with a seeded random upstream gradient."
         )
-    targets = next((m.targets for m in sides if m.targets is not None), None)
+    targets = next((s.model.targets for s in sides if s.model.targets is not None), None)
     if with_loss:
         notes.append(f"upstream: each side's own loss, targets {_shapes([targets]) if targets is not None else 'none'}")
     else:
@@ -86,8 +158,13 @@ def feed_from(recorded: Trace) -> Feed:
     return Feed(recorded.inputs, recorded.targets, upstream)
 
 
+def weights_hash(params: list[ParamRecord]) -> str:
+    """The hash of a side's weights, the same whatever framework and layout hold them."""
+    return fingerprint((p.value, p.layout) for p in params)
+
+
 def capture(
-    model: Model,
+    side: Side,
     feed: Feed,
     dtype: str,
     seed: int,
@@ -96,44 +173,45 @@ def capture(
     layers: list[str] | None = None,
     values: dict[str, np.ndarray] | None = None,
 ) -> Trace:
-    """Run ``model`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
+    """Run ``side`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
     ``weights_sha256`` is the hash of the weights it was given (hashed once for both sides); by default its own.
     ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
     ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
     (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
     """
-    whole = model.run(feed)
+    whole = side.run(feed)
     for p in whole.params:
         p.value = values[p.name] if values is not None and p.name in values else snapshot(p.value)
-    weights_sha256 = weights_sha256 or sync.fingerprint(whole.params)
+    weights_sha256 = weights_sha256 or weights_hash(whole.params)
     first = select(whole, layers) if layers else whole
     del whole
-    noise = _run_to_run(model, first, select(model.run(feed), layers) if layers else model.run(feed)) if twice else None
-    first.meta = {
-        **first.meta,  # the adapter's own settings (JAX's precision flags)
-        "framework": model.adapter.name,
-        "framework_version": model.adapter.version(),
-        "layerdiff_version": __version__,
-        "python": platform.python_version(),
-        "dtype": dtype,
-        "compute_dtype": compute_dtype(first),
-        "seed": seed,
-        "script": str(model.path or model.source),
-        "script_sha256": hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
-        "weights_sha256": weights_sha256,
-        "inputs_sha256": sync.digest(feed.inputs),
-        "run_to_run": "not measured" if noise is None else noise,
-        "upstream_sha256": ("loss:" + sync.digest([feed.targets] if feed.targets is not None else []))
+    noise = _run_to_run(side, first, select(side.run(feed), layers) if layers else side.run(feed)) if twice else None
+    model = side.model
+    first.info = replace(
+        first.info,  # the adapter's own settings (JAX's precision flags)
+        framework=side.adapter.name,
+        framework_version=side.adapter.version(),
+        layerdiff_version=__version__,
+        python=platform.python_version(),
+        dtype=dtype,
+        compute_dtype=compute_dtype(first),
+        seed=seed,
+        script=str(model.path or model.source),
+        script_sha256=hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
+        weights_sha256=weights_sha256,
+        inputs_sha256=digest(feed.inputs),
+        run_to_run=noise,
+        upstream_sha256=("loss:" + digest([feed.targets] if feed.targets is not None else []))
         if model.loss is not None
-        else "random:" + sync.digest(first.upstream),
-    }
+        else "random:" + digest(first.upstream),
+    )
     first.inputs = list(feed.inputs)
     first.targets = feed.targets
     return first
 
 
-def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
+def _run_to_run(side: Side, first: Trace, second: Trace) -> float:
     """The largest relative difference between two identical runs; an error past what rounding explains.
 
     Nondeterministic kernels stay under the noise floor and widen the tolerances; dropout left on does not.
@@ -142,7 +220,7 @@ def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
     for p1, p2 in zip(first.params, second.params):
         if p1.value.shape != p2.value.shape or not np.array_equal(p1.value, p2.value, equal_nan=True):
             raise ModelFileError(
-                f"{model.source} changes its parameters during an iteration: '{p1.name}' (layer '{p1.layer}') differs "
+                f"{side.source} changes its parameters during an iteration: '{p1.name}' (layer '{p1.layer}') differs "
                 "after a second run (an optimizer step inside backward?). layerdiff compares one iteration on fixed "
                 "weights: move the update out of the layers' backward."
             )
@@ -158,7 +236,7 @@ def _run_to_run(model: Model, first: Trace, second: Trace) -> float:
         d = None if v2 is None else diff(key, v1, v2, noise_floor(dtype, v1.size))
         if d is None or not d.ok:
             raise ModelFileError(
-                f"{model.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
+                f"{side.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
                 "same weights and inputs (dropout or other randomness left on). Turn it off (dropout p=0, or eval() "
                 "for a torch module) and run again."
             )
@@ -186,48 +264,45 @@ def run_pair(
 ) -> Pair:
     """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each (only the layers
     ``layers`` names by glob, when given)."""
-    _check_dtype(dtype)
-    for m in (a, b):
-        m.adapter.prepare(m, dtype)
-    feed, notes = make_feed([a, b], seed)
-    src, links = weight_links(a, b, param_map)
-    # The float64 twin is made before B runs in its own precision, from the same weights.
+    # The float64 twin is made before B runs in its own precision, from a copy of B as its file built it.
     twin = _float64_twin(b) if dtype == "native" else None
+    sa, sb = prepare(a, dtype), prepare(b, dtype)
+    feed, notes = make_feed([sa, sb], seed)
+    src, links = weight_links(sa, sb, param_map)
     values = sync.carry(links, src)
-    b.adapter.load_parameters(b, values)
-    weights_sha256 = sync.fingerprint(src)
+    sb.load(values)
+    weights_sha256 = weights_hash(src)
     # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(a, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
+        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
     del src
     with stage(progress, f"capture {b.source}"):
         # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
         exact = dtype == "float64"
-        tb = capture(b, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
+        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
-        twin.adapter.load_parameters(twin, values)
+        twin.load(values)
         reference = twin.run(feed)
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
-    return Pair(ta, tb, links, a.source, notes, feed, reference)
+    return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
 
 
-def weight_links(a: Model, b: Model, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
+def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
     """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
-    src = a.adapter.parameters(a)
-    links = sync.link(src, b.adapter.parameters(b), {**a.param_map, **_inverse(b.param_map), **(param_map or {})}, a.source, b.source)
-    return src, links
+    src = a.parameters()
+    explicit = {**a.model.param_map, **_inverse(b.model.param_map), **(param_map or {})}
+    return src, sync.link(src, b.parameters(), explicit, a.source, b.source)
 
 
-def _float64_twin(model: Model) -> Model | None:
+def _float64_twin(model: Model) -> Side | None:
     try:
-        twin = copy.deepcopy(model)
+        obj = copy.deepcopy(model.obj)
     except Exception:
         return None  # some objects cannot be copied: then the tolerance rests on the noise floor alone
-    twin.adapter.prepare(twin, "float64")
-    return twin
+    return prepare(replace(model, obj=obj), "float64")
 
 
 def run_against(
@@ -239,15 +314,15 @@ def run_against(
     progress: Progress | None = None,
 ) -> Pair:
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
-    dtype = str(recorded.meta.get("dtype", "float64"))
-    seed = int(recorded.meta.get("seed", 0))
-    model.adapter.prepare(model, dtype)
-    links = sync.link(recorded.params, model.adapter.parameters(model), {**_inverse(model.param_map), **(param_map or {})}, source, model.source)
-    model.adapter.load_parameters(model, sync.carry(links, recorded.params))
+    dtype, seed = recorded.info.dtype, recorded.info.seed
+    side = prepare(model, dtype)
+    explicit = {**_inverse(model.param_map), **(param_map or {})}
+    links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
+    side.load(sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(model, feed, dtype, seed, sync.fingerprint(recorded.params), twice)
-    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed)
+        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice)
+    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed, side)
 
 
 def run_one(
@@ -259,15 +334,14 @@ def run_one(
     layers: list[str] | None = None,
 ) -> Trace:
     """One side alone, for ``layerdiff dump``: its own weights, or those of another dump."""
-    _check_dtype(dtype)
-    model.adapter.prepare(model, dtype)
+    side = prepare(model, dtype)
     if weights is None:
-        feed, _ = make_feed([model], seed)
-        trace = capture(model, feed, dtype, seed, layers=layers)
+        feed, _ = make_feed([side], seed)
+        trace = capture(side, feed, dtype, seed, layers=layers)
     else:
-        links = sync.link(weights.params, model.adapter.parameters(model), _inverse(model.param_map), weights_source, model.source)
-        model.adapter.load_parameters(model, sync.carry(links, weights.params))
-        trace = capture(model, feed_from(weights), dtype, seed, sync.fingerprint(weights.params), layers=layers)
+        links = sync.link(weights.params, side.parameters(), _inverse(model.param_map), weights_source, model.source)
+        side.load(sync.carry(links, weights.params))
+        trace = capture(side, feed_from(weights), dtype, seed, weights_hash(weights.params), layers=layers)
     if layers:
         _check_globs(layers, {model.source: trace})
     return trace
@@ -278,14 +352,14 @@ def _check_globs(globs: list[str], traces: dict[str, Trace]) -> None:
     for glob in globs:
         if not any(select(t, [glob]).layers for t in traces.values()):
             raise AlignmentError(
-                f"--layers '{glob}' matches no layer of {' or '.join(traces)}. Layers are named by module path or tap "
-                "name (`layerdiff show` lists a dump's): e.g. --layers 'blocks.1.*'."
+                f"{term('layers')} '{glob}' matches no layer of {' or '.join(traces)}. Layers are named by module path "
+                "or tap name (`layerdiff show` lists a dump's): e.g. 'blocks.1.*'."
             )
 
 
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
-        raise ModelFileError(f"--dtype must be one of {', '.join(DTYPES)}, not '{dtype}'.")
+        raise ModelFileError(f"{term('dtype')} must be one of {', '.join(DTYPES)}, not '{dtype}'.")
 
 
 def _inverse(mapping: dict[str, str]) -> dict[str, str]:
@@ -294,4 +368,3 @@ def _inverse(mapping: dict[str, str]) -> dict[str, str]:
 
 def _shapes(arrays: Any) -> str:
     return ", ".join(str(tuple(np.shape(a))) for a in arrays)
-

@@ -25,28 +25,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
 
 from layerdiff import files
-from layerdiff.errors import DumpError
+from layerdiff.errors import DumpError, term
+from layerdiff.layout import canonical, canonical_shape
+from layerdiff.stats import TensorInfo, all_finite, statistics, summarize
 from layerdiff.records import (
-    all_finite,
     LayerInfo,
     LayerRecord,
     ParamRecord,
-    TensorInfo,
+    RunInfo,
     Trace,
-    canonical,
-    canonical_shape,
     key_order,
     owned,
     placeholder,
-    statistics,
-    summarize,
 )
 
 SCHEMA = 2
@@ -85,8 +82,7 @@ def write(
     with files.replacing(path, overwrite, DumpError, "write elsewhere with -o") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["layerdiff_schema"] = SCHEMA
-            for k, v in trace.meta.items():
-                f.attrs[k] = json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
+            f.attrs.update(_info_attrs(trace.info))
             f.attrs["loss"] = np.nan if trace.loss is None else trace.loss
             _arrays(f.create_group("inputs"), trace.inputs, compression)
             _arrays(f.create_group("upstream"), trace.upstream, compression)
@@ -113,7 +109,7 @@ def write(
 def check_compression(compression: str | None) -> None:
     """Raises DumpError for a compression other than ``COMPRESSIONS``."""
     if compression is not None and compression not in COMPRESSIONS:
-        raise DumpError(f"--compression must be one of {', '.join(COMPRESSIONS)}, not '{compression}'.")
+        raise DumpError(f"{term('compression')} must be one of {', '.join(COMPRESSIONS)}, not '{compression}'.")
 
 
 def fill(trace: Trace, path: str | os.PathLike[str], full: Callable[[str], bool]) -> None:
@@ -224,8 +220,8 @@ class Dump:
             raise DumpError(f"{self.path} is a damaged layerdiff dump ({exc}). Write it again with `layerdiff dump`.") from None
 
     @property
-    def meta(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in self.file.attrs.items()}
+    def info(self) -> RunInfo:
+        return _read_info({k: _plain(v) for k, v in self.file.attrs.items()})
 
     @property
     def loss(self) -> float | None:
@@ -295,7 +291,7 @@ class Dump:
             LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params))
             for info in self.layers
         ]
-        return Trace(layers, list(self.params()), self.loss, self.meta, self.arrays("inputs"), self.targets, self.arrays("upstream"))
+        return Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
 
     def close(self) -> None:
         self.file.close()
@@ -327,6 +323,31 @@ def _plain(v: Any) -> Any:
         except ValueError:
             pass
     return v
+
+
+NOT_MEASURED = "not measured"  # run_to_run of a side run once (--once)
+INFO_FIELDS = tuple(f.name for f in fields(RunInfo) if f.name != "settings")
+
+
+def _info_attrs(info: RunInfo) -> dict[str, Any]:
+    """A run's information as the root attributes of its dump: one per field, and the adapter's settings beside them."""
+    attrs: dict[str, Any] = {name: getattr(info, name) for name in INFO_FIELDS}
+    attrs["run_to_run"] = NOT_MEASURED if info.run_to_run is None else info.run_to_run
+    return {**dict(info.settings), **attrs}
+
+
+def _read_info(attrs: dict[str, Any]) -> RunInfo:
+    """``_info_attrs`` read back; the attributes it does not know are the adapter's settings."""
+    known = {name: attrs[name] for name in INFO_FIELDS if name in attrs}
+    known["run_to_run"] = attrs.get("run_to_run") if isinstance(attrs.get("run_to_run"), (int, float)) else None
+    if "seed" in known:
+        known["seed"] = int(known["seed"])
+    for name in INFO_FIELDS:
+        if name in known and name not in ("seed", "run_to_run"):
+            known[name] = str(known[name])
+    skip = set(INFO_FIELDS) | {"layerdiff_schema", "loss"}
+    settings = {k: str(v) for k, v in attrs.items() if k not in skip}
+    return RunInfo(**known, settings=settings)
 
 
 def is_dump(path: str | os.PathLike[str]) -> bool:

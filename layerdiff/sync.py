@@ -1,22 +1,20 @@
 """Identical weights on both sides: which parameter of one side feeds which of the other, and in what layout.
 
-A layout names a tensor's axes: ``"in out"`` for NumPy's ``x @ W``, ``"out in"`` for PyTorch's Linear,
-``"O I H W"`` and ``"H W I O"`` for convolutions, ``"N H W C"`` for channels-last activations. Moving a tensor
-between two layouts is a transpose worked out from the names, so a square weight is transposed when its layouts
-say so, not when its shape happens to. Weights are hashed in PyTorch's order (``records.canonical``), whatever
-layout holds them.
+Pairs come from an explicit map, then equal names, then order; each value moves between the two layouts by the
+transpose their axis names give (``layout.transpose_between``), so a square weight is transposed when its layouts
+say so, not when its shape happens to.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
-from layerdiff.errors import AlignmentError
-from layerdiff.records import ParamRecord, axes_of, canonical, flat_chunks, is_guess
+from layerdiff.errors import AlignmentError, term
+from layerdiff.layout import is_guess, squeezed, transpose_between
+from layerdiff.records import ParamRecord
 
 
 @dataclass(frozen=True)
@@ -48,22 +46,6 @@ class WeightLink:
 
     def describe(self) -> str:
         return f"{self.src} {self.src_shape} -> {self.dst} {self.dst_shape}" + (f"  {self.moved}" if self.moved else "")
-
-
-def transpose_between(src_layout: str, dst_layout: str) -> tuple[int, ...] | None:
-    """Axes that take a tensor from ``src_layout`` to ``dst_layout``; None when no transpose is needed.
-
-    >>> transpose_between("in out", "out in")
-    (1, 0)
-    >>> transpose_between("O I H W", "H W I O")
-    (2, 3, 1, 0)
-    >>> transpose_between("out", "out") is None
-    True
-    """
-    src, dst = axes_of(src_layout), axes_of(dst_layout)
-    if not src or not dst or src == dst or sorted(src) != sorted(dst):
-        return None
-    return tuple(src.index(axis) for axis in dst)
 
 
 def link(
@@ -101,7 +83,7 @@ def link(
         raise AlignmentError(
             f"Cannot map parameters: {src_source} has {len(src)} parameter tensors, {dst_source} has {len(dst)}. "
             f"Unpaired in {src_source}: {_names(rest_src)}; in {dst_source}: {_names(rest_dst)}. "
-            "Give a param_map in the model file or --param-map A=B."
+            f"Give a param_map in the model file or {_param_map()}."
         )
     pairs += [(a, b, "order") for a, b in zip(rest_src, rest_dst)]
     links = []
@@ -110,7 +92,7 @@ def link(
         if not fits:
             raise AlignmentError(
                 f"Cannot map parameter {x.name} {x.value.shape} of {src_source} onto {y.name} {y.value.shape} "
-                f"of {dst_source} (paired by {how}). Pair them with param_map in a model file or --param-map A=B; "
+                f"of {dst_source} (paired by {how}). Pair them with param_map in a model file or {_param_map()}; "
                 "if the pairing is right, declare the layout of a hand-written weight, e.g. layouts = {'fc1.W': 'out in'}."
             )
         links.append(WeightLink(x.name, y.name, x.value.shape, y.value.shape, axes, how))
@@ -123,16 +105,12 @@ def _axes_for(a: ParamRecord, b: ParamRecord) -> tuple[bool, tuple[int, ...] | N
     axes = transpose_between(a.layout, b.layout)
     shape = a.value.shape if axes is None else tuple(a.value.shape[i] for i in axes)
     # nnfs keeps a bias as (1, out) where frameworks hold (out,): the same numbers, reshaped.
-    if _squeezed(shape) == _squeezed(b.value.shape):
+    if squeezed(shape) == squeezed(b.value.shape):
         return True, axes
     # A guessed layout ("in out?" for a hand-written W) gives way when only the shapes as they are agree.
-    if (is_guess(a.layout) or is_guess(b.layout)) and _squeezed(a.value.shape) == _squeezed(b.value.shape):
+    if (is_guess(a.layout) or is_guess(b.layout)) and squeezed(a.value.shape) == squeezed(b.value.shape):
         return True, None
     return False, None
-
-
-def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(d for d in shape if d != 1)
 
 
 def carry(links: Iterable[WeightLink], src: list[ParamRecord]) -> dict[str, np.ndarray]:
@@ -145,26 +123,8 @@ def carry(links: Iterable[WeightLink], src: list[ParamRecord]) -> dict[str, np.n
     return out
 
 
-def fingerprint(params: Iterable[ParamRecord]) -> str:
-    """A hash of the weights that is the same for every framework and layout holding them."""
-    # Squeezed: nnfs's (1, n) bias holds the same weights as a framework's (n,).
-    digests = sorted(digest([_squeeze(canonical(p.value, p.layout))]) for p in params)
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def digest(arrays: Iterable[np.ndarray]) -> str:
-    """SHA-256 of the arrays as contiguous float64, in their axis order (a transposed view is not copied whole)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a)
-        h.update(repr(a.shape or (1,)).encode())
-        for chunk in flat_chunks(a, 1 << 16):
-            h.update(chunk.data)
-    return h.hexdigest()
-
-
-def _squeeze(a: np.ndarray) -> np.ndarray:
-    return a.reshape(_squeezed(a.shape))
+def _param_map() -> str:
+    return term("param_map", "A=B", "{'A': 'B'}")
 
 
 def _names(params: list[ParamRecord]) -> str:

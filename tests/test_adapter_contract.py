@@ -5,7 +5,7 @@ import pytest
 
 from layerdiff import modelfile, runner
 from layerdiff.adapter import Forcing, verify
-from layerdiff.records import canonical
+from layerdiff.layout import canonical
 
 from conftest import FIXTURES
 
@@ -20,9 +20,7 @@ FORMS = {
 
 @pytest.fixture(params=list(FORMS), ids=list(FORMS))
 def model(request):
-    m = modelfile.load(FIXTURES / FORMS[request.param])
-    m.adapter.prepare(m, "float64")
-    return m
+    return runner.prepare(modelfile.load(FIXTURES / FORMS[request.param]), "float64")
 
 
 def feed(model):
@@ -31,17 +29,17 @@ def feed(model):
 
 def test_adapter_is_complete_and_claims_its_model(model):
     assert verify(model.adapter, model.adapter.name) is model.adapter
-    assert model.adapter.claims(model.obj)
+    assert model.adapter.claims(model.model.obj)
     assert isinstance(model.adapter.version(), str) and model.adapter.version()
 
 
 def test_parameters_are_float64_arrays_and_load_back(model):
-    params = model.adapter.parameters(model)
+    params = model.parameters()
     assert params and all(type(p.value) is np.ndarray and p.value.dtype == np.float64 for p in params)
     rng = np.random.default_rng(0)
     new = {p.name: rng.standard_normal(p.value.shape) for p in params}
-    model.adapter.load_parameters(model, new)
-    assert all(np.array_equal(p.value, new[p.name]) for p in model.adapter.parameters(model))
+    model.load(new)
+    assert all(np.array_equal(p.value, new[p.name]) for p in model.parameters())
 
 
 def test_run_records_plain_arrays_with_every_gradient(model):

@@ -17,9 +17,9 @@ def feed_for(shape, targets=None, seed=0):
 
 def test_torch_capture_leaves_loss_and_gradients_bitwise_identical():
     model = modelfile.load(FIXTURES / "cnn_torch.py")
-    model.adapter.prepare(model, "float64")
+    side = runner.prepare(model, "float64")
     feed = feed_for((4, 3, 8, 8), model.targets)
-    trace = model.adapter.run(model, feed)
+    trace = side.run(feed)
 
     net = model.obj
     net.zero_grad(set_to_none=True)
@@ -33,7 +33,7 @@ def test_torch_capture_leaves_loss_and_gradients_bitwise_identical():
 def test_numpy_capture_leaves_loss_and_gradients_bitwise_identical():
     model = modelfile.load(FIXTURES / "mlp_numpy.py")
     feed = feed_for((8, 16), model.targets)
-    trace = model.adapter.run(model, feed)
+    trace = runner.prepare(model, "native").run(feed)
 
     net = model.obj
     x = feed.inputs[0]
@@ -103,7 +103,7 @@ def test_a_value_passed_on_is_copied_once_but_a_changed_one_again():
             return d
 
     model = modelfile.from_object([Double(), ClipInPlace(), Double()], input_shape=(4, 5))
-    trace = model.adapter.run(model, feed_for((4, 5)))
+    trace = runner.prepare(model, "native").run(feed_for((4, 5)))
     double, clip, last = (r.tensors for r in trace.layers[:3])
     assert clip["input"] is double["output"]  # handed on untouched: one copy
     assert (clip["input"] < 0).any() and not (clip["output"] < 0).any()
@@ -114,7 +114,7 @@ def test_a_value_passed_on_is_copied_once_but_a_changed_one_again():
 def test_torch_copies_a_tensor_handed_from_module_to_module_once():
     net = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
     model = modelfile.from_object(net, input_shape=(3, 5))
-    trace = model.adapter.run(model, feed_for((3, 5)))
+    trace = runner.prepare(model, "native").run(feed_for((3, 5)))
     first, tanh, last = (r.tensors for r in trace.layers)
     assert tanh["input"] is first["output"] and last["input"] is tanh["output"]
     assert tanh["grad_output"] is last["grad_input"]

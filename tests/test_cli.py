@@ -3,6 +3,7 @@
 import json
 
 import h5py
+import pytest
 import numpy as np
 
 from conftest import FIXTURES, one_error_line, write
@@ -213,3 +214,14 @@ def test_parameters_changed_during_an_iteration_are_named(cli, tmp_path):
     code, _, err = cli("run", "sgd_inside.py", "ref.py")
     assert code == 2
     assert "sgd_inside.py changes its parameters during an iteration: '0.W' (layer '0')" in one_error_line(err)
+
+
+def test_errors_name_options_as_the_caller_wrote_them(cli, tmp_path):
+    import layerdiff
+
+    code, _, err = cli("run", FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py", "--map", "fc9=fc1")
+    assert code == 2 and "--map names layer 'fc9'" in one_error_line(err)
+    with pytest.raises(layerdiff.AlignmentError, match=r"^layer_map= names layer 'fc9'"):
+        layerdiff.run(FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py", out=tmp_path / "api", layer_map={"fc9": "fc1"})
+    with pytest.raises(layerdiff.ModelFileError, match=r"^dtype= must be one of float64, native"):
+        layerdiff.run(FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py", out=tmp_path / "api2", dtype="half")

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+import layerdiff
+from pathlib import Path
+
 
 def test_import_layerdiff_imports_no_framework_nor_matplotlib():
     modules = "('torch', 'jax', 'flax', 'matplotlib')"
@@ -15,14 +18,19 @@ def test_import_layerdiff_imports_no_framework_nor_matplotlib():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["layerdiff.tap", "layerdiff.sync", "layerdiff.records", "layerdiff.compare", "layerdiff.api", "layerdiff.report",
-     "layerdiff.progress", "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health"],
-)
+CORE = sorted(p.stem for p in Path(layerdiff.__file__).parent.glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", CORE)
 def test_docstring_examples_run(module):
-    failures, tried = doctest.testmod(importlib.import_module(module))
-    assert tried > 0 and failures == 0
+    failures, _ = doctest.testmod(importlib.import_module(f"layerdiff.{module}"))
+    assert failures == 0
+
+
+def test_the_public_modules_show_their_use_in_examples():
+    tried = {m: doctest.testmod(importlib.import_module(f"layerdiff.{m}"))[1] for m in CORE}
+    without = [m for m in ("api", "adapter", "capture", "layout", "stats", "records", "metrics", "testing", "tap", "errors") if not tried[m]]
+    assert not without
 
 
 def test_adapters_are_registered_as_entry_points():

@@ -164,15 +164,14 @@ def test_nnx_and_linen_calls_are_named_by_their_path(tmp_path):
 
 
 def test_forced_replay_runs_eagerly_and_each_layer_records_its_own_result(tmp_path):
-    model = modelfile.load(jitted_mlp(tmp_path))
-    model.adapter.prepare(model, "float64")
+    model = runner.prepare(modelfile.load(jitted_mlp(tmp_path)), "float64")
     feed, _ = runner.make_feed([model], 0)
     plain = model.run(feed)
     rng = np.random.default_rng(7)
     forced_out, forced_grad = rng.standard_normal((8, 32)), rng.standard_normal((8, 32))
     replay = model.run(feed, Forcing(outputs={"fc2": [forced_out]}, grad_outputs={"fc3": [forced_grad]}))
     layers = {l.name: l.tensors for l in replay.layers}
-    assert replay.meta["jax_jit"] == "disabled for teacher forcing"
+    assert replay.info.settings["jax_jit"] == "disabled for teacher forcing"
     assert np.array_equal(layers["fc2"]["output"], plain.layers[2].tensors["output"])  # its own, local output
     assert np.allclose(layers["sig2"]["output"], 1 / (1 + np.exp(-forced_out)))  # the next layer received the forced one
     grad_W = next(p.grad for p in replay.params if p.name == "fc3.W")
@@ -190,7 +189,7 @@ def test_forcing_inside_vmap_says_why_it_cannot(tmp_path):
         "model = (apply, {'fc1': {'W': jnp.ones((3, 2))}})\n"
         "input_shape = (4, 3)\n"
     ))
-    model = modelfile.load(tmp_path / "vmapped.py")
+    model = runner.prepare(modelfile.load(tmp_path / "vmapped.py"), "native")
     feed, _ = runner.make_feed([model], 0)
     with pytest.raises(ModelFileError, match=r"Layer 'fc1' of vmapped.py cannot be teacher-forced: it runs inside"):
         model.run(feed, Forcing(outputs={"fc1": [np.zeros(2)]}))

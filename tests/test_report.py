@@ -271,7 +271,7 @@ def test_every_culprit_gets_its_picture(tmp_path, monkeypatch):
 
 
 def test_error_map_shows_where_a_shift_differs():
-    from layerdiff.compare import error_map
+    from layerdiff.diagnose import error_map
 
     a = np.zeros((2, 3, 6, 6))
     b = a.copy()

@@ -23,7 +23,7 @@ def test_dump_round_trips_every_value(tmp_path):
         assert (got.name, got.layout) == (want.name, want.layout)
         assert np.array_equal(got.value, want.value) and np.array_equal(got.grad, want.grad)
     assert back.loss == trace.loss
-    assert back.meta["weights_sha256"] == trace.meta["weights_sha256"]
+    assert back.info.weights_sha256 == trace.info.weights_sha256
     assert np.array_equal(back.inputs[0], trace.inputs[0]) and np.array_equal(back.targets, trace.targets)
 
 
@@ -46,7 +46,7 @@ def test_a_failed_write_leaves_no_file(tmp_path):
 def test_existing_dump_is_not_overwritten(tmp_path):
     trace = runner.run_one(modelfile.load(FIXTURES / "mlp_numpy.py"))
     store.write(trace, tmp_path / "m.h5")
-    with pytest.raises(DumpError, match=r"m.h5 exists. Pass --force"):
+    with pytest.raises(DumpError, match=r"m.h5 exists. Pass force=True"):
         store.write(trace, tmp_path / "m.h5")
 
 
@@ -54,6 +54,6 @@ def test_weights_hash_is_the_same_across_frameworks_and_layouts():
     # The CNN pair: transposed dense weights, and nnfs's (1, 10) bias against PyTorch's (10,).
     numpy_side = runner.run_one(modelfile.load(FIXTURES / "cnn_numpy.py"))
     pair = runner.run_pair(modelfile.load(FIXTURES / "cnn_numpy.py"), modelfile.load(FIXTURES / "cnn_torch.py"))
-    assert pair.a.meta["weights_sha256"] == pair.b.meta["weights_sha256"] == numpy_side.meta["weights_sha256"]
+    assert pair.a.info.weights_sha256 == pair.b.info.weights_sha256 == numpy_side.info.weights_sha256
     torch_own = runner.run_one(modelfile.load(FIXTURES / "cnn_torch.py"))
-    assert torch_own.meta["weights_sha256"] != numpy_side.meta["weights_sha256"]  # its own init: other weights
+    assert torch_own.info.weights_sha256 != numpy_side.info.weights_sha256  # its own init: other weights

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from layerdiff.adapter import Feed, Forcing
+from layerdiff.adapter import Feed, Forcing, Prepared, Spec
+from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
 from layerdiff.errors import LayerdiffError, ModelFileError, raised_in
-from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
@@ -48,8 +48,8 @@ class Site(NamedTuple):
 class Session:
     """One run: the records the callbacks build, and the trace-time bookkeeping of taps and calls."""
 
-    def __init__(self, forcing: Forcing | None, source: str, owners: set[str]) -> None:
-        self.forcing = forcing
+    def __init__(self, forcer: Forcer, source: str, owners: set[str]) -> None:
+        self.forcer = forcer
         self.source = source
         self.owners = owners  # layers holding parameters themselves: captured even around captured calls
         self.records: list[LayerRecord] = []
@@ -119,21 +119,21 @@ class Session:
         self.outputs[name] = out
         return out
 
-    def substitute(self, site: Site, value: Any, which: str) -> Any:
-        """What forcing puts in place of an output (``which="outputs"``) or of the gradient arriving at it.
-
-        A forced value that does not fit (another count or shape) is left out, as the other adapters do.
+    def substitute(self, site: Site, value: Any, kind: str) -> Any:
+        """What forcing puts in place of an output (``kind="output"``) or of the gradient arriving at it
+        (``"grad_output"``). A forced value that does not fit (another count or shape) is left out.
         """
-        table: dict[str, list[np.ndarray]] = getattr(self.forcing, which) if self.forcing is not None else {}
-        values = table.get(site.call) if site.key.startswith("grad_output") else None
-        if values is None or site.position >= len(values) or np.shape(values[site.position]) != tuple(value.shape):
+        if not site.key.startswith("grad_output"):
+            return value  # an input's probe: inputs are forced through the outputs that feed them
+        forced = self.forcer.value(kind, site.call, site.position, tuple(value.shape))
+        if forced is None:
             return value
         if isinstance(value, jax.core.Tracer):
             raise ModelFileError(
                 f"Layer '{site.call}' of {self.source} cannot be teacher-forced: it runs inside a transformation "
                 "that traces it even with jit disabled (vmap, checkpoint). Tap a value outside it instead."
             )
-        return jnp.asarray(values[site.position], dtype=value.dtype)
+        return jnp.asarray(forced, dtype=value.dtype)
 
 
 _session: Session | None = None  # the run in progress; the callbacks run on XLA's threads and find it here
@@ -155,13 +155,13 @@ def _probe(site: Site, x: Any) -> Any:
 
 
 def _probe_forward(site: Site, x: Any) -> tuple[Any, None]:
-    return (x if _session is None else _session.substitute(site, x, "outputs")), None
+    return (x if _session is None else _session.substitute(site, x, "output")), None
 
 
 def _probe_backward(site: Site, _: None, grad: Any) -> tuple[Any]:
     # The gradient as it arrives is recorded; a replay then hands on the forced one.
     jax.debug.callback(functools.partial(_report_gradient, site.name, site.key), grad, ordered=True)
-    return (grad if _session is None else _session.substitute(site, grad, "grad_outputs"),)
+    return (grad if _session is None else _session.substitute(site, grad, "grad_output"),)
 
 
 _probe.defvjp(_probe_forward, _probe_backward)
@@ -182,19 +182,28 @@ def _owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else "model"
 
 
-def _param(form: Form, model: Model, name: str, value: Any, grad: Any = None) -> ParamRecord:
-    axes = model.layouts.get(name) or layout(form, name, np.ndim(value))
+def _param(form: Form, spec: Spec, name: str, value: Any, grad: Any = None) -> ParamRecord:
+    axes = spec.layouts.get(name) or layout(form, name, np.ndim(value))
     # JAX arrays are immutable: a view records them without a copy.
     return ParamRecord(name, _owner(name), axes, np.asarray(value), None if grad is None else np.asarray(grad))
 
 
-def _in_order(form: Form, model: Model, params: list[ParamRecord]) -> list[ParamRecord]:
-    rank = {name: i for i, name in enumerate(form.order(model.obj))}
+def _in_order(form: Form, obj: Any, params: list[ParamRecord]) -> list[ParamRecord]:
+    rank = {name: i for i, name in enumerate(form.order(obj))}
     return sorted(params, key=lambda p: rank.get(p.name, len(rank)))
 
 
 def _float64(name: str, leaf: Any) -> Any:
     return np.asarray(leaf, dtype=np.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+
+class Held:
+    """The adapter's handle on a JAX model: its arrays are immutable, so loading parameters makes a new model
+    object (``form.with_variables``), held here rather than written into anything of the core's."""
+
+    def __init__(self, obj: Any, form: Form) -> None:
+        self.obj = obj
+        self.form = form
 
 
 class JaxAdapter:
@@ -206,20 +215,20 @@ class JaxAdapter:
     def version(self) -> str:
         return str(jax.__version__)
 
-    def prepare(self, model: Model, dtype: str) -> None:
-        form = require(model.obj, model.source)
-        if form.flax and model.activation_layout is None:
-            model.activation_layout = CHANNELS_LAST
+    def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
+        form = require(obj, spec.source)
         if dtype == "float64":
             # Held as NumPy float64 between runs: JAX makes float64 arrays only while x64 is enabled.
-            model.obj = form.with_variables(model.obj, map_named(_float64, form.variables(model.obj)))
+            obj = form.with_variables(obj, map_named(_float64, form.variables(obj)))
+        return Prepared(Held(obj, form), CHANNELS_LAST if form.flax else "")
 
-    def parameters(self, model: Model) -> list[ParamRecord]:
-        form = require(model.obj, model.source)
-        return _in_order(form, model, [_param(form, model, name, v) for name, v in _named(form.variables(model.obj)["params"])])
+    def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
+        form = model.form
+        named = _named(form.variables(model.obj)["params"])
+        return _in_order(form, model.obj, [_param(form, spec, name, v) for name, v in named])
 
-    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
-        form = require(model.obj, model.source)
+    def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
+        form = model.form
         variables = form.variables(model.obj)
 
         def load(name: str, leaf: Any) -> Any:
@@ -227,13 +236,14 @@ class JaxAdapter:
 
         model.obj = form.with_variables(model.obj, {**variables, "params": map_named(load, variables["params"])})
 
-    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
+    def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         global _session
-        form = require(model.obj, model.source)
-        variables = form.variables(model.obj)
+        form, obj = model.form, model.obj
+        variables = form.variables(obj)
         named = _named(variables["params"])
         x64 = any(np.dtype(leaf.dtype) == np.float64 for _, leaf in named)
-        session = Session(forcing, model.source, {_owner(n) for n, _ in named})
+        forcer = Forcer(forcing)
+        session = Session(forcer, spec.source, {_owner(n) for n, _ in named})
         if jax.config.jax_default_matmul_precision is not None:
             jax.clear_caches()  # the user's traces and the run's would share cache keys: trace again, with the taps
         with contextlib.ExitStack() as stack:
@@ -242,90 +252,83 @@ class JaxAdapter:
             stack.enter_context(jax.default_matmul_precision("highest"))
             if forcing is not None:
                 stack.enter_context(jax.disable_jit())
-            stack.enter_context(form.intercepting(model.obj, session))
+            stack.enter_context(form.intercepting(obj, session))
             stack.enter_context(tapping(session))
-            meta = {
-                "jax_enable_x64": bool(jax.config.jax_enable_x64),
-                "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
-                "jax_backend": jax.default_backend(),
-                "jax_jit": "disabled for teacher forcing" if forcing is not None else "as the model file wrote it",
-            }
-            if "flax" in sys.modules:
-                meta["flax_version"] = str(getattr(sys.modules["flax"], "__version__", ""))
+            settings = _settings(forcing is not None)
             _session = session
             try:
-                loss, upstream, grads = self._iterate(model, form, variables, feed, session)
+                loss, upstream, grads = _iterate(spec, form, obj, variables, feed, session)
             finally:
                 _session = None
-        params = _in_order(form, model, [_param(form, model, name, v, g) for (name, v), g in zip(named, grads)])
-        for r in session.records:
-            r.params = [p.name for p in params if p.layer == r.name]
-        return Trace(session.records, params, loss, meta=meta, upstream=upstream)
+        params = _in_order(form, obj, [_param(form, spec, name, v, g) for (name, v), g in zip(named, grads)])
+        return finish(session.records, params, loss, upstream, forcer, settings)
 
-    def _iterate(
-        self, model: Model, form: Form, variables: dict[str, Any], feed: Feed, session: Session
-    ) -> tuple[float, list[np.ndarray], list[Any]]:
-        leaves, tree = jax.tree_util.tree_flatten(variables["params"])
-        floating = [np.dtype(leaf.dtype) for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)]
-        dtype = floating[0] if floating else jnp.result_type(float)
-        inputs = [jnp.asarray(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x) for x in feed.inputs]
-        differentiated = [i for i, x in enumerate(inputs) if jnp.issubdtype(x.dtype, jnp.floating)]
-        rest = {k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in variables.items() if k != "params"}
 
-        def forward(params: list[Any], *xs: Any) -> list[Any]:
-            given = list(inputs)
-            for i, x in zip(differentiated, xs):
-                given[i] = x
-            out = form.apply(model.obj, {**rest, "params": jax.tree_util.tree_unflatten(tree, params)}, given, session)
-            return list(out) if isinstance(out, (tuple, list)) else [out]
+def _settings(forced: bool) -> dict[str, str]:
+    """JAX's settings for the run, recorded in the dump."""
+    settings = {
+        "jax_enable_x64": str(bool(jax.config.jax_enable_x64)),
+        "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "jax_backend": jax.default_backend(),
+        "jax_jit": "disabled for teacher forcing" if forced else "as the model file wrote it",
+    }
+    if "flax" in sys.modules:
+        settings["flax_version"] = str(getattr(sys.modules["flax"], "__version__", ""))
+    return settings
 
-        try:
-            outputs, pullback = jax.vjp(forward, [jnp.asarray(leaf) for leaf in leaves], *[inputs[i] for i in differentiated])
-        except LayerdiffError:
-            raise
-        except Exception as exc:
-            raise raised_in(model.source, exc, "in its forward pass") from None
-        if not all(isinstance(o, jax.Array) and jnp.issubdtype(o.dtype, jnp.floating) for o in outputs):
-            raise ModelFileError(
-                f"The model in {model.source} returned {[type(o).__name__ for o in outputs]}; return a floating-point "
-                "array or a tuple of them."
-            )
-        jax.effects_barrier()  # the forward records, before the loss's
-        try:
-            value, upstream, cotangents = self._upstream(model, feed, outputs, session)
-            grads = pullback(cotangents)[0]
-            jax.effects_barrier()
-        except LayerdiffError:
-            raise
-        except Exception as exc:
-            raise raised_in(model.source, exc, "in its loss or backward pass") from None
-        return value, upstream, grads
 
-    def _upstream(
-        self, model: Model, feed: Feed, outputs: list[Any], session: Session
-    ) -> tuple[float, list[np.ndarray], list[Any]]:
-        """The loss and the gradient on each output: from the loss, or the feed's seeded gradient."""
-        if model.loss is None:
-            upstream = [feed.upstream(i, tuple(o.shape)).astype(o.dtype) for i, o in enumerate(outputs)]
-            value = sum(float(np.vdot(np.asarray(o), u)) for o, u in zip(outputs, upstream))
-            return value, upstream, [jnp.asarray(u) for u in upstream]
-        logits = outputs[0]
-        targets = None if feed.targets is None else jnp.asarray(feed.targets)
-        if targets is not None and jnp.issubdtype(targets.dtype, jnp.floating):
-            targets = targets.astype(logits.dtype)
-        # Per-sample losses (optax's) are averaged, as the NumPy side does.
-        value, pullback = jax.vjp(lambda o: jnp.mean(model.loss(o, targets)), logits)
-        (dlogits,) = pullback(jnp.ones_like(value))
-        session.records.append(
-            LayerRecord(
-                "loss",
-                getattr(model.loss, "__name__", type(model.loss).__name__),
-                {
-                    "input": np.array(logits),
-                    "output": np.array(value),
-                    "grad_input": np.array(dlogits),
-                    "grad_output": np.ones((), dtype=np.array(value).dtype),
-                },
-            )
+def _iterate(
+    spec: Spec, form: Form, obj: Any, variables: dict[str, Any], feed: Feed, session: Session
+) -> tuple[float, list[np.ndarray], list[Any]]:
+    leaves, tree = jax.tree_util.tree_flatten(variables["params"])
+    floating = [np.dtype(leaf.dtype) for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    dtype = floating[0] if floating else jnp.result_type(float)
+    inputs = [jnp.asarray(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x) for x in feed.inputs]
+    differentiated = [i for i, x in enumerate(inputs) if jnp.issubdtype(x.dtype, jnp.floating)]
+    rest = {k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in variables.items() if k != "params"}
+
+    def forward(params: list[Any], *xs: Any) -> list[Any]:
+        given = list(inputs)
+        for i, x in zip(differentiated, xs):
+            given[i] = x
+        out = form.apply(obj, {**rest, "params": jax.tree_util.tree_unflatten(tree, params)}, given, session)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    try:
+        outputs, pullback = jax.vjp(forward, [jnp.asarray(leaf) for leaf in leaves], *[inputs[i] for i in differentiated])
+    except LayerdiffError:
+        raise
+    except Exception as exc:
+        raise raised_in(spec.source, exc, "in its forward pass") from None
+    if not all(isinstance(o, jax.Array) and jnp.issubdtype(o.dtype, jnp.floating) for o in outputs):
+        raise ModelFileError(
+            f"The model in {spec.source} returned {[type(o).__name__ for o in outputs]}; return a floating-point "
+            "array or a tuple of them."
         )
-        return float(value), [], [dlogits] + [jnp.zeros_like(o) for o in outputs[1:]]
+    jax.effects_barrier()  # the forward records, before the loss's
+    try:
+        value, upstream, cotangents = _upstream(spec, feed, outputs, session)
+        grads = pullback(cotangents)[0]
+        jax.effects_barrier()
+    except LayerdiffError:
+        raise
+    except Exception as exc:
+        raise raised_in(spec.source, exc, "in its loss or backward pass") from None
+    return value, upstream, grads
+
+
+def _upstream(spec: Spec, feed: Feed, outputs: list[Any], session: Session) -> tuple[float, list[np.ndarray], list[Any]]:
+    """The loss and the gradient on each output: from the loss, or the feed's seeded gradient."""
+    if spec.loss is None:
+        value, upstream = seeded_upstream(feed, [np.asarray(o) for o in outputs])
+        return value, upstream, [jnp.asarray(u) for u in upstream]
+    logits = outputs[0]
+    targets = None if feed.targets is None else jnp.asarray(feed.targets)
+    if targets is not None and jnp.issubdtype(targets.dtype, jnp.floating):
+        targets = targets.astype(logits.dtype)
+    # Per-sample losses (optax's) are averaged, as the NumPy side does.
+    value, pullback = jax.vjp(lambda o: jnp.mean(spec.loss(o, targets)), logits)
+    (dlogits,) = pullback(jnp.ones_like(value))
+    kind = getattr(spec.loss, "__name__", type(spec.loss).__name__)
+    session.records.append(loss_record(kind, np.array(logits), np.array(value), np.array(dlogits)))
+    return float(value), [], [dlogits] + [jnp.zeros_like(o) for o in outputs[1:]]

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerdiff.adapter import Feed, Forcing
+from layerdiff.adapter import Feed, Forcing, Prepared, Spec
+from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
 from layerdiff.errors import ModelFileError, raised_in
-from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
@@ -59,8 +59,8 @@ class Recorder:
     through it (``own + (forced - own).detach()``), so that its backward runs, on the forced upstream gradient.
     """
 
-    def __init__(self, forcing: Forcing) -> None:
-        self.forcing = forcing
+    def __init__(self, forcer: Forcer) -> None:
+        self.forcer = forcer
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
         self.inputs: dict[int, list[list[np.ndarray]]] = {}  # per module, a stack of calls in progress
@@ -101,7 +101,7 @@ class Recorder:
                 if t.requires_grad:
                     t.register_hook(self._recorder(record, tensor_key("grad_input", i)))
             outs = output if isinstance(output, tuple) else (output,)
-            forced = self._forced(self.forcing.outputs, record.name, outs)
+            forced = self._forced(record.name, outs)
             passed = []
             for i, o in enumerate(outs):
                 if not isinstance(o, torch.Tensor):
@@ -122,13 +122,11 @@ class Recorder:
 
         return hook
 
-    def _forced(self, table: Any, name: str, like: tuple[Any, ...]) -> list[torch.Tensor] | None:
-        """The forced values for a layer, as tensors like its own, or None when it is not forced (or not alike)."""
-        values = table.get(name)
+    def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor] | None:
+        """The forced outputs of a layer, as tensors like its own, or None when it is not forced (or not alike)."""
         tensors = [t for t in like if isinstance(t, torch.Tensor)]
-        if values is None or len(values) != len(tensors) or any(tuple(v.shape) != tuple(t.shape) for v, t in zip(values, tensors)):
-            return None
-        return [_from(v).to(t.dtype) for v, t in zip(values, tensors)]
+        values = self.forcer.values("output", name, [tuple(t.shape) for t in tensors])
+        return None if values is None else [_from(v).to(t.dtype) for v, t in zip(values, tensors)]
 
     def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
@@ -139,10 +137,8 @@ class Recorder:
             self.hand_on(g, record.tensors[key])
             if forced_index is None:
                 return None
-            values = self.forcing.grad_outputs.get(record.name)
-            if values is None or forced_index >= len(values) or tuple(values[forced_index].shape) != tuple(g.shape):
-                return None
-            return _from(values[forced_index]).to(g.dtype)
+            value = self.forcer.value("grad_output", record.name, forced_index, tuple(g.shape))
+            return None if value is None else _from(value).to(g.dtype)
 
         return hook
 
@@ -152,7 +148,7 @@ class Recorder:
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
         record.tensors["output"] = _array(value)
-        forced = self._forced(self.forcing.outputs, record.name, (value,))
+        forced = self._forced(record.name, (value,))
         if isinstance(value, torch.Tensor) and value.requires_grad:
             value.register_hook(self._recorder(record, "grad_output", 0))
             value = value.clone() if forced is None else value + (forced[0] - value).detach()
@@ -182,26 +178,28 @@ class TorchAdapter:
     def version(self) -> str:
         return str(torch.__version__)
 
-    def prepare(self, model: Model, dtype: str) -> None:
+    def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
         if dtype == "float64":
-            model.obj.double()
-            if isinstance(model.loss, torch.nn.Module):
-                model.loss.double()
+            obj.double()
+            if isinstance(spec.loss, torch.nn.Module):
+                spec.loss.double()
+        return Prepared(obj)
 
-    def parameters(self, model: Model) -> list[ParamRecord]:
-        return _param_records(model.obj, copies=True)
+    def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
+        return _param_records(model, copies=True)
 
-    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
+    def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
-            for full, p in model.obj.named_parameters():
+            for full, p in model.named_parameters():
                 if full in values:
                     p.copy_(_from(values[full]))
 
-    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        net: torch.nn.Module = model.obj
+    def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        net: torch.nn.Module = model
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
         inputs = [_tensor(x, dtype, grad=True) for x in feed.inputs]
-        recorder = Recorder(forcing or Forcing())
+        forcer = Forcer(forcing)
+        recorder = Recorder(forcer)
         handles = []
         inplace = []
         for name, module in _captured_modules(net):
@@ -213,52 +211,43 @@ class TorchAdapter:
         net.zero_grad(set_to_none=True)
         try:
             with tapping(recorder):
-                loss_value, upstream = self._iterate(model, net, inputs, feed, dtype, recorder)
+                loss_value, upstream = _iterate(spec, net, inputs, feed, dtype, recorder)
         finally:
             for h in handles:
                 h.remove()
             for module in inplace:
                 module.inplace = True
-        params = _param_records(net, copies=False)
-        for r in recorder.records:
-            r.params = [p.name for p in params if p.layer == r.name]
-        return Trace(recorder.records, params, loss_value, upstream=upstream)
+        return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
 
-    def _iterate(
-        self, model: Model, net: torch.nn.Module, inputs: list[torch.Tensor], feed: Feed, dtype: torch.dtype, recorder: Recorder
-    ) -> tuple[float, list[np.ndarray]]:
-        try:
-            out = net(*inputs)
-        except Exception as exc:
-            raise raised_in(model.source, exc, "in its forward pass") from None
-        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-        if not all(isinstance(o, torch.Tensor) for o in outputs):
-            raise ModelFileError(f"The model in {model.source} returned {type(out).__name__}; return a tensor or a tuple of tensors.")
-        try:
-            if model.loss is None:
-                upstream = [feed.upstream(i, tuple(o.shape)) for i, o in enumerate(outputs)]
-                grads = [_from(u).to(o.dtype) for u, o in zip(upstream, outputs)]
-                torch.autograd.backward(outputs, grads)
-                value = sum(float(torch.vdot(o.detach().reshape(-1), g.reshape(-1))) for o, g in zip(outputs, grads))
-                return value, upstream
-            logits = outputs[0]
-            logits.retain_grad()
-            recorded = _array(logits)
-            targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False)
-            loss = model.loss(logits, targets)
-            if loss.ndim:
-                loss = loss.mean()  # per-sample losses (reduction="none"), averaged as for the other frameworks
-            loss.backward()
-        except Exception as exc:
-            raise raised_in(model.source, exc, "in its loss or backward pass") from None
-        record = recorder.add("loss", type(model.loss).__name__)
-        record.tensors.update(
-            input=recorded,
-            output=_array(loss),
-            grad_input=_array(logits.grad) if logits.grad is not None else np.zeros(logits.shape),
-            grad_output=np.ones((), dtype=_array(loss).dtype),
-        )
-        return float(loss.detach()), []
+
+def _iterate(
+    spec: Spec, net: torch.nn.Module, inputs: list[torch.Tensor], feed: Feed, dtype: torch.dtype, recorder: Recorder
+) -> tuple[float, list[np.ndarray]]:
+    try:
+        out = net(*inputs)
+    except Exception as exc:
+        raise raised_in(spec.source, exc, "in its forward pass") from None
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not all(isinstance(o, torch.Tensor) for o in outputs):
+        raise ModelFileError(f"The model in {spec.source} returned {type(out).__name__}; return a tensor or a tuple of tensors.")
+    try:
+        if spec.loss is None:
+            value, upstream = seeded_upstream(feed, [_array(o) for o in outputs])
+            torch.autograd.backward(outputs, [_from(u).to(o.dtype) for u, o in zip(upstream, outputs)])
+            return value, upstream
+        logits = outputs[0]
+        logits.retain_grad()
+        recorded = _array(logits)
+        targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False)
+        loss = spec.loss(logits, targets)
+        if loss.ndim:
+            loss = loss.mean()  # per-sample losses (reduction="none"), averaged as for the other frameworks
+        loss.backward()
+    except Exception as exc:
+        raise raised_in(spec.source, exc, "in its loss or backward pass") from None
+    grad = None if logits.grad is None else _array(logits.grad)
+    recorder.records.append(loss_record(type(spec.loss).__name__, recorded, _array(loss), grad))
+    return float(loss.detach()), []
 
 
 def _param_records(net: torch.nn.Module, copies: bool) -> list[ParamRecord]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from layerdiff.adapter import Feed, Forcing
+from layerdiff.adapter import Feed, Forcing, Prepared, Spec
+from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
 from layerdiff.errors import ModelFileError, raised_in
-from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 from layerdiff.tap import tapping
 
@@ -63,9 +63,8 @@ class Layer:
 class Network:
     """The layers of one NumPy model, named, with their parameter slots found."""
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        obj = model.obj
+    def __init__(self, obj: Any, spec: Spec) -> None:
+        self.spec = spec
         if isinstance(obj, (list, tuple)):
             self.layers = [Layer(str(i), layer) for i, layer in enumerate(obj)]
             self.whole = None
@@ -77,7 +76,7 @@ class Network:
             self.whole = obj
 
     def slots(self, layer: Layer) -> dict[str, Slot]:
-        glue = self.model.glue.get("params_of")
+        glue = self.spec.glue.get("params_of")
         if glue is not None:
             found = glue(layer.obj)
             if found is not None:
@@ -89,7 +88,7 @@ class Network:
         return {a: Slot(layer.obj, a) for a in PARAM_ATTRS if isinstance(getattr(layer.obj, a, None), np.ndarray)}
 
     def grad(self, layer: Layer, pname: str) -> np.ndarray | None:
-        glue = self.model.glue.get("grads_of")
+        glue = self.spec.glue.get("grads_of")
         if glue is not None:
             found = glue(layer.obj)
             if found is not None:
@@ -128,9 +127,9 @@ def _named_layers(obj: Any) -> list[Layer]:
     return [Layer(attr_names.get(id(layer), f"layers.{i}"), layer) for i, layer in enumerate(obj.layers)]
 
 
-def _layout(name: str, value: np.ndarray, model: Model) -> str:
-    if name in model.layouts:
-        return model.layouts[name]
+def _layout(name: str, value: np.ndarray, spec: Spec) -> str:
+    if name in spec.layouts:
+        return spec.layouts[name]
     if value.ndim == 2 and value.shape[0] == 1:
         return ""  # nnfs's (1, out) bias: matched to (out,) by shape
     # The x @ W convention of from-scratch code (cs231n, nnfs, d2l); NCHW convolutions as cs231n writes them.
@@ -164,16 +163,16 @@ class _Copies:
 class NumpyTapper:
     """Collects ``tap``/``tap_grad`` calls made inside the user's code; in a replay, hands back forced values."""
 
-    def __init__(self, trace_layers: list[LayerRecord], forcing: Forcing) -> None:
+    def __init__(self, trace_layers: list[LayerRecord], forcer: Forcer) -> None:
         self.layers = trace_layers
         self.by_name: dict[str, LayerRecord] = {}
-        self.forcing = forcing
+        self.forcer = forcer
 
     def tap(self, name: str, value: Any) -> Any:
         record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
         self.by_name[record.name] = record
         self.layers.append(record)
-        return _forced(self.forcing.outputs, record.name, [value])[0]
+        return _forced(self.forcer, "output", record.name, [value])[0]
 
     def tap_grad(self, name: str, grad: Any) -> Any:
         # A name tapped n times gets its gradients in reverse order, as backward visits them.
@@ -183,19 +182,20 @@ class NumpyTapper:
             return grad
         record = pending[-1] if pending else candidates[-1]
         record.tensors["grad_output"] = snapshot(grad)
-        return _forced(self.forcing.grad_outputs, record.name, [grad])[0]
+        return _forced(self.forcer, "grad_output", record.name, [grad])[0]
 
 
-def _forced(table: dict[str, list[np.ndarray]], name: str, values: list[Any]) -> list[Any]:
+def _forced(forcer: Forcer, kind: str, name: str, values: list[Any]) -> list[Any]:
     """The forced values for a layer, in its own dtype, or its own values when it is not forced (or not alike)."""
-    forced = table.get(name)
-    if forced is None or len(forced) != len(values) or any(np.shape(f) != np.shape(v) for f, v in zip(forced, values)):
+    forced = forcer.values(kind, name, [np.shape(v) for v in values])
+    if forced is None:
         return values
     return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(forced, values)]
 
 
 class NumpyAdapter:
     name = "numpy"
+    fallback = True  # claims any object with forward and backward: the frameworks' adapters are asked first
 
     def claims(self, obj: Any) -> bool:
         if isinstance(obj, (list, tuple)):
@@ -206,22 +206,22 @@ class NumpyAdapter:
     def version(self) -> str:
         return np.__version__
 
-    def prepare(self, model: Model, dtype: str) -> None:
-        if dtype != "float64":
-            return
-        for _, layer, _, slot in Network(model).params():
-            value = slot.get()
-            if value.dtype != np.float64:
-                _replace(layer.obj, slot, value, value.astype(np.float64))
+    def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
+        if dtype == "float64":
+            for _, layer, _, slot in Network(obj, spec).params():
+                value = slot.get()
+                if value.dtype != np.float64:
+                    _replace(layer.obj, slot, value, value.astype(np.float64))
+        return Prepared(obj)
 
-    def parameters(self, model: Model) -> list[ParamRecord]:
+    def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
         return [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), model), snapshot(slot.get()))
-            for full, layer, _, slot in Network(model).params()
+            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), snapshot(slot.get()))
+            for full, layer, _, slot in Network(model, spec).params()
         ]
 
-    def load_parameters(self, model: Model, values: dict[str, np.ndarray]) -> None:
-        for full, layer, _, slot in Network(model).params():
+    def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
+        for full, layer, _, slot in Network(model, spec).params():
             if full in values:
                 current = slot.get()
                 if current.shape == values[full].shape:
@@ -229,120 +229,106 @@ class NumpyAdapter:
                 else:
                     _replace(layer.obj, slot, current, values[full].astype(current.dtype))
 
-    def run(self, model: Model, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        net = Network(model)
+    def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
+        net = Network(model, spec)
         records: list[LayerRecord] = []
-        forcing = forcing or Forcing()
-        tapper = NumpyTapper(records, forcing)
+        forcer = Forcer(forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
-        with tapping(tapper), warnings.catch_warnings():
+        with tapping(NumpyTapper(records, forcer)), warnings.catch_warnings():
             # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
             # not a reason to stop, even where warnings are errors (pytest -W error).
             warnings.simplefilter("default", RuntimeWarning)
             copies = _Copies()
-            outputs, layer_records = self._forward(net, model, inputs, records, forcing, copies)
-            loss, douts = self._loss(model, outputs, feed, records, copies)
-            self._backward(net, model, layer_records, douts, forcing, copies)
+            outputs, layer_records = _forward(net, inputs, records, forcer, copies)
+            loss, douts = _loss(spec, outputs, feed, records, copies)
+            _backward(net, layer_records, douts, forcer, copies)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
         # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
         # accumulate into and zero their gradient arrays in place on the next run.
         params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), model), np.asarray(slot.get()), _snap(net.grad(layer, k)))
+            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), np.asarray(slot.get()), _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
         ]
-        for r in records:
-            r.params = [p.name for p in params if p.layer == r.name]
-        return Trace(records, params, loss, upstream=[] if model.loss is not None else douts)
+        return finish(records, params, loss, [] if spec.loss is not None else douts, forcer)
 
-    def _forward(
-        self, net: Network, model: Model, inputs: list[np.ndarray], records: list[LayerRecord], forcing: Forcing, copies: _Copies
-    ) -> tuple[list[np.ndarray], list[LayerRecord]]:
-        layer_records = []
-        values: Any = inputs if net.whole is not None else inputs[:1]
-        for layer in net.layers:
-            record = LayerRecord(layer.name, type(layer.obj).__name__)
-            for i, v in enumerate(values):
-                record.tensors[tensor_key("input", i)] = copies.received(v)
-            try:
-                out = _call_forward(layer.obj, values)
-            except ModelFileError:
-                raise
-            except Exception as exc:
-                raise raised_in(model.source, exc, f"in the forward pass of layer '{layer.name}'") from None
-            if out is None:
-                out = getattr(layer.obj, "output", None)
-                if out is None:
-                    raise ModelFileError(
-                        f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {model.source}: forward returned "
-                        "nothing and set no `output` attribute. Return the output from forward."
-                    )
-            values = list(out) if isinstance(out, tuple) else [out]
-            for i, v in enumerate(values):
-                record.tensors[tensor_key("output", i)] = copies.handed_on(v)
-            copies.step()
-            records.append(record)
-            layer_records.append(record)
-            values = _forced(forcing.outputs, layer.name, values)
-        return [np.asarray(v) for v in values], layer_records
 
-    def _loss(
-        self, model: Model, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord], copies: _Copies
-    ) -> tuple[float, list[np.ndarray]]:
-        if model.loss is None:
-            douts = [feed.upstream(i, out.shape).astype(out.dtype) for i, out in enumerate(outputs)]
-            return float(sum(np.vdot(o, d) for o, d in zip(outputs, douts))), douts
-        logits = outputs[0]
-        recorded = copies.received(logits)  # before the loss runs: losses often shift their input in place
+def _forward(
+    net: Network, inputs: list[np.ndarray], records: list[LayerRecord], forcer: Forcer, copies: _Copies
+) -> tuple[list[np.ndarray], list[LayerRecord]]:
+    layer_records = []
+    values: Any = inputs if net.whole is not None else inputs[:1]
+    for layer in net.layers:
+        record = LayerRecord(layer.name, type(layer.obj).__name__)
+        for i, v in enumerate(values):
+            record.tensors[tensor_key("input", i)] = copies.received(v)
         try:
-            value, dlogits = _call_loss(model.loss, logits, feed.targets)
+            out = _call_forward(layer.obj, values)
         except ModelFileError:
             raise
         except Exception as exc:
-            raise raised_in(model.source, exc, "in its loss") from None
-        records.append(
-            LayerRecord(
-                "loss",
-                type(model.loss).__name__,
-                {
-                    "input": recorded,
-                    "output": np.asarray(value, dtype=logits.dtype),
-                    "grad_input": copies.handed_on(dlogits),
-                    "grad_output": np.ones((), dtype=logits.dtype),
-                },
-            )
-        )
-        copies.step()
-        return value, [np.asarray(dlogits)]
-
-    def _backward(
-        self, net: Network, model: Model, layer_records: list[LayerRecord], douts: list[np.ndarray], forcing: Forcing, copies: _Copies
-    ) -> None:
-        grads: list[np.ndarray] = douts
-        glue = model.glue.get("input_grad_of")
-        for layer, record in zip(reversed(net.layers), reversed(layer_records)):
-            for i, g in enumerate(grads):
-                record.tensors[tensor_key("grad_output", i)] = copies.received(g)
-            grads = _forced(forcing.grad_outputs, layer.name, grads)
-            try:
-                returned = layer.obj.backward(*grads)
-            except Exception as exc:
-                raise raised_in(model.source, exc, f"in the backward pass of layer '{layer.name}'") from None
-            dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
-            if dx is None:
-                if layer is net.layers[0]:
-                    break  # some first layers skip the input gradient nobody needs
+            raise raised_in(net.spec.source, exc, f"in the forward pass of layer '{layer.name}'") from None
+        if out is None:
+            out = getattr(layer.obj, "output", None)
+            if out is None:
                 raise ModelFileError(
-                    f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {model.source}: backward returned no "
-                    f"input gradient and set none of {', '.join(INPUT_GRAD_ATTRS)}. Return it, or define "
-                    "input_grad_of(layer, returned) in the model file."
+                    f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {net.spec.source}: forward returned "
+                    "nothing and set no `output` attribute. Return the output from forward."
                 )
-            grads = list(dx) if isinstance(dx, list) else [dx]
-            for i, g in enumerate(grads):
-                record.tensors[tensor_key("grad_input", i)] = copies.handed_on(g)
-            copies.step()
+        values = list(out) if isinstance(out, tuple) else [out]
+        for i, v in enumerate(values):
+            record.tensors[tensor_key("output", i)] = copies.handed_on(v)
+        copies.step()
+        records.append(record)
+        layer_records.append(record)
+        values = _forced(forcer, "output", layer.name, values)
+    return [np.asarray(v) for v in values], layer_records
+
+
+def _loss(
+    spec: Spec, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord], copies: _Copies
+) -> tuple[float, list[np.ndarray]]:
+    if spec.loss is None:
+        return seeded_upstream(feed, outputs)
+    logits = outputs[0]
+    recorded = copies.received(logits)  # before the loss runs: losses often shift their input in place
+    try:
+        value, dlogits = _call_loss(spec.loss, logits, feed.targets)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise raised_in(spec.source, exc, "in its loss") from None
+    records.append(loss_record(type(spec.loss).__name__, recorded, np.asarray(value, dtype=logits.dtype), copies.handed_on(dlogits)))
+    copies.step()
+    return value, [np.asarray(dlogits)]
+
+
+def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: _Copies) -> None:
+    grads: list[np.ndarray] = douts
+    glue = net.spec.glue.get("input_grad_of")
+    for layer, record in zip(reversed(net.layers), reversed(layer_records)):
+        for i, g in enumerate(grads):
+            record.tensors[tensor_key("grad_output", i)] = copies.received(g)
+        grads = _forced(forcer, "grad_output", layer.name, grads)
+        try:
+            returned = layer.obj.backward(*grads)
+        except Exception as exc:
+            raise raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'") from None
+        dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
+        if dx is None:
+            if layer is net.layers[0]:
+                break  # some first layers skip the input gradient nobody needs
+            raise ModelFileError(
+                f"Layer '{layer.name}' ({type(layer.obj).__name__}) of {net.spec.source}: backward returned no "
+                f"input gradient and set none of {', '.join(INPUT_GRAD_ATTRS)}. Return it, or define "
+                "input_grad_of(layer, returned) in the model file."
+            )
+        grads = list(dx) if isinstance(dx, list) else [dx]
+        for i, g in enumerate(grads):
+            record.tensors[tensor_key("grad_input", i)] = copies.handed_on(g)
+        copies.step()
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:

@@ -1,0 +1,87 @@
+"""The kit every adapter uses: what capturing one iteration means the same way in every framework.
+
+- ``Forcer`` hands out a replay's forced values when they fit the layer (as many as its outputs, each of the same
+  shape) and notes each one handed out: the receipt ``isolate`` checks to prove a replay was forced;
+- ``seeded_upstream``: without a loss, the upstream gradient on each output is the feed's seeded one and the loss is
+  ``<output, r>``;
+- ``loss_record``: the loss as a layer of its own, so that its input gradient is compared like any other;
+- ``finish``: the trace, each layer's parameters attached to it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from layerdiff.adapter import Feed, Forcing
+from layerdiff.records import LayerRecord, ParamRecord, RunInfo, Trace
+
+
+class Forcer:
+    """A replay's forced values, by layer name; ``handed`` notes which kinds were substituted at which layer."""
+
+    def __init__(self, forcing: Forcing | None) -> None:
+        self.forcing = forcing or Forcing()
+        self.handed: dict[str, set[str]] = {}
+
+    def values(self, kind: str, name: str, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray] | None:
+        """All the forced ``kind`` (``"output"`` or ``"grad_output"``) values of layer ``name``, or None when it is not
+        forced or they do not fit ``shapes``.
+
+        >>> forcer = Forcer(Forcing(outputs={"fc1": [np.zeros(2)]}))
+        >>> forcer.values("output", "fc1", [(2,)])[0].shape, forcer.values("output", "fc1", [(3,)]), forcer.handed
+        ((2,), None, {'fc1': {'output'}})
+        """
+        forced = self._table(kind).get(name)
+        if forced is None or len(forced) != len(shapes) or any(np.shape(f) != tuple(s) for f, s in zip(forced, shapes)):
+            return None
+        self.handed.setdefault(name, set()).add(kind)
+        return [np.asarray(f) for f in forced]
+
+    def value(self, kind: str, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
+        """One forced value: the ``index``-th of layer ``name``, when it fits ``shape``."""
+        forced = self._table(kind).get(name)
+        if forced is None or index >= len(forced) or np.shape(forced[index]) != tuple(shape):
+            return None
+        self.handed.setdefault(name, set()).add(kind)
+        return np.asarray(forced[index])
+
+    def _table(self, kind: str) -> Mapping[str, list[np.ndarray]]:
+        return self.forcing.outputs if kind == "output" else self.forcing.grad_outputs
+
+
+def seeded_upstream(feed: Feed, outputs: Sequence[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+    """The feed's seeded gradient on each output (in its dtype), and the loss it is the gradient of, ``<output, r>``."""
+    upstream = [feed.upstream(i, tuple(np.shape(o))).astype(np.asarray(o).dtype) for i, o in enumerate(outputs)]
+    return float(sum(np.vdot(np.asarray(o), u) for o, u in zip(outputs, upstream))), upstream
+
+
+def loss_record(kind: str, logits: np.ndarray, value: np.ndarray, dlogits: np.ndarray | None) -> LayerRecord:
+    """The loss as a layer: its input is the model's output, its input gradient what the loss hands back to it."""
+    value = np.asarray(value)
+    return LayerRecord(
+        "loss",
+        kind,
+        {
+            "input": logits,
+            "output": value,
+            "grad_input": np.zeros(np.shape(logits), dtype=value.dtype) if dlogits is None else dlogits,
+            "grad_output": np.ones((), dtype=value.dtype),
+        },
+    )
+
+
+def finish(
+    records: list[LayerRecord],
+    params: list[ParamRecord],
+    loss: float | None,
+    upstream: list[np.ndarray],
+    forcer: Forcer,
+    settings: Mapping[str, str] | None = None,
+) -> Trace:
+    """The run's trace, each layer record naming the parameters that belong to it."""
+    for r in records:
+        r.params = [p.name for p in params if p.layer == r.name]
+    info = RunInfo(settings=dict(settings or {}))
+    return Trace(records, params, loss, info, upstream=upstream, forced=forcer.handed)

@@ -1,0 +1,318 @@
+"""What layerdiff finds, as data: the comparison of two sides, and the three checks of one network.
+
+Nothing here computes beyond the small derived properties a reader asks of a result (``match``, ``worst``); the
+reports (``report``, ``health_report``, ``html``, ``plots``) render these and compute nothing either.
+
+One vocabulary of verdicts serves the comparison and the gradient check: a layer is a ``culprit`` (wrong given
+correct inputs), ``inherited`` (wrong only because of what it received), ``differs`` (wrong, and no replay could
+tell which), or ``ok``. A culprit is found in one ``Pass``: ``forward`` (its output), ``backward`` (its input
+gradient), or ``param_grad`` (only a parameter gradient is wrong).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from layerdiff.records import RunInfo
+
+Verdict = Literal["culprit", "inherited", "differs", "ok"]
+Pass = Literal["forward", "backward", "param_grad"]
+PASS_KINDS = {"forward": ("output",), "backward": ("grad_input", "grad_output")}
+
+
+@dataclass
+class TensorDiff:
+    key: str
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    dtype_a: str
+    dtype_b: str
+    tol: float = 0.0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    rel_l2: float = 0.0
+    mismatch_fraction: float = 0.0
+    nonfinite_mismatch: int = 0
+    ok: bool = True
+    problem: str = ""  # "shape", "nonfinite", "stats" (figures from statistics) or "missing gradient"
+
+
+@dataclass
+class LayerDiff:
+    layer_a: str
+    layer_b: str
+    kind_a: str
+    kind_b: str
+    tensors: list[TensorDiff] = field(default_factory=list)  # cumulative: the plain run
+    param_grads: list[TensorDiff] = field(default_factory=list)  # key: "<a's parameter> ~ <b's parameter>"
+    local: list[TensorDiff] = field(default_factory=list)  # the teacher-forced replay against the other side
+    verdict: Verdict = "ok"
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tensors + self.param_grads + self.local)
+
+    def worst(self, what: str, local: bool = False) -> TensorDiff | None:
+        """The tensor that differs most: ``"forward"`` (outputs), ``"backward"`` (gradients of the input and
+        output) or ``"params"`` (parameter gradients); from the teacher-forced replay when ``local``.
+
+        >>> layer = LayerDiff("fc", "fc", "Dense", "Linear", [TensorDiff("output", (2,), (2,), "f8", "f8", max_rel=3.0)])
+        >>> layer.worst("forward").max_rel, layer.worst("backward")
+        (3.0, None)
+        """
+        if what == "params":
+            found = [t for t in self.local if " ~ " in t.key] if local else self.param_grads
+        else:
+            kinds = PASS_KINDS[what]
+            found = [t for t in (self.local if local else self.tensors) if t.key.split(".")[0] in kinds]
+        return max(found, key=lambda t: (not t.ok, t.max_rel)) if found else None
+
+    def verdict_in(self, pass_: str) -> Verdict:
+        """The verdict of one pass, ``"forward"`` or ``"backward"`` (parameter gradients included): a layer that is
+        a culprit backward only has its forward values right."""
+        whats = ("forward",) if pass_ == "forward" else ("backward", "params")
+        if any(t is not None and not t.ok for t in (self.worst(w, local=True) for w in whats)):
+            return "culprit"
+        if all(t is None or t.ok for t in (self.worst(w) for w in whats)):
+            return "ok"
+        return "differs" if self.verdict == "differs" else "inherited"
+
+
+@dataclass
+class Divergence:
+    layer_a: str
+    layer_b: str
+    tensor: str
+    max_abs: float
+    max_rel: float
+    tol: float
+    note: str = ""
+
+
+@dataclass
+class Culprit:
+    """A layer wrong given correct inputs."""
+
+    layer_a: str
+    layer_b: str
+    pass_: Pass
+    tensor: str
+    max_abs: float
+    max_rel: float
+    tol: float
+    hint: str | None
+    # Side A's value and side B's, as compared (B's from the replay): what pictures of the culprit are drawn from.
+    values: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Comparison:
+    source_a: str
+    source_b: str
+    layers: list[LayerDiff]
+    forward: Divergence | None
+    backward: Divergence | None
+    culprits: list[Culprit] | None  # None when no replay was possible (two dumps)
+    nonfinite: dict[str, dict[str, str | None]]
+    only_a: list[str]
+    only_b: list[str]
+    structure: list[str]
+    info_a: RunInfo
+    info_b: RunInfo
+    loss_a: float | None
+    loss_b: float | None
+    fixed_tol: float | None
+
+    @property
+    def match(self) -> bool:
+        return self.forward is None and self.backward is None and not self.culprits and all(l.ok for l in self.layers)
+
+    def first_culprit(self, pass_: str) -> Culprit | None:
+        passes = ("forward",) if pass_ == "forward" else ("backward", "param_grad")
+        return next((c for c in self.culprits or [] if c.pass_ in passes), None)
+
+
+# One network's health, from one recording (``health.inspect``).
+
+
+@dataclass
+class Flag:
+    """One problem: ``kind`` is one of slow, unstable, update, vanishing, exploding, nonfinite, saturated, dead."""
+
+    kind: str
+    where: str
+    message: str
+
+
+@dataclass
+class ParamHealth:
+    name: str
+    layer: str
+    shape: tuple[int, ...]
+    weight_norm: float
+    grad_norm: float
+    ratio: float | None  # ‖grad‖/‖w‖; None when ‖w‖ = 0 (a zero-initialized bias) or nothing is finite
+    update: float | None  # lr·ratio, when a learning rate is given
+    bias: bool  # biases start at zero and their ratio says little: shown, never flagged
+
+
+@dataclass
+class LayerHealth:
+    index: int
+    name: str
+    kind: str
+    activation: str  # relu, sigmoid, tanh or ""
+    grad_norm: float | None  # of the gradient arriving at the layer's output
+    grad_rms: float | None
+    zero_fraction: float | None  # exact zeros in that gradient
+    saturated: float | None = None  # sigmoid/tanh
+    dead: float | None = None  # relu: fraction of units zero over the whole batch
+    inactive: float | None = None  # relu: mean fraction of zero outputs
+    samples: int = 0  # relu: values each unit took (examples, times positions for a channel)
+
+
+@dataclass
+class NonFinite:
+    where: str  # "fc2 output", "param fc2.W grad"
+    nan: int
+    posinf: int
+    neginf: int
+
+
+@dataclass
+class Health:
+    """What ``inspect`` found; ``flags`` is empty for a healthy network."""
+
+    source: str
+    params: list[ParamHealth]
+    layers: list[LayerHealth]
+    nonfinite: list[NonFinite]
+    forward_origin: str | None  # first layer with finite inputs and a non-finite output ("inputs": the feed)
+    backward_origin: str | None  # first layer, from the loss, with a finite output gradient and a non-finite one out
+    depth_ratio: float | None  # grad RMS at the first layer / at the last
+    depth_span: tuple[str, str] | None
+    lr: float | None
+    flags: list[Flag] = field(default_factory=list)
+    # Without a loss the gradients answer a seeded random upstream gradient, whose size is arbitrary: their
+    # ratios to the weights say nothing about learning, so they are shown but not flagged.
+    random_upstream: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return not self.flags
+
+
+# The finite-difference gradient check (``gradcheck.gradcheck``).
+
+Status = Literal["good", "acceptable", "wrong", "kink"]  # of one checked coordinate
+
+
+@dataclass
+class Point:
+    """One checked coordinate."""
+
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float
+    rel: float  # |a - n| / max(|a|, |n|)
+    excess: float  # the same after the estimate's own uncertainty is taken off: what the status is judged on
+    noise: float  # that uncertainty, absolute
+    step: float
+    status: Status
+    kink_at: str = ""  # the first layer whose output bent, for a kink
+
+
+@dataclass
+class Check:
+    """One tensor's gradient checked: a parameter, or a layer's input or output."""
+
+    layer: str
+    tensor: str  # the parameter's name, or "input", "output" (".1"… for more)
+    shape: tuple[int, ...]
+    points: list[Point]
+    shown: bool = True  # an output check repeating the next layer's input check only serves the verdict
+
+    @property
+    def status(self) -> Status:
+        found = {p.status for p in self.points}
+        order: tuple[Status, ...] = ("wrong", "acceptable", "good")
+        return next((s for s in order if s in found), "kink" if found else "good")
+
+    @property
+    def kinks(self) -> int:
+        return sum(p.status == "kink" for p in self.points)
+
+    @property
+    def worst(self) -> Point | None:
+        """The point of worst status; among equals, of largest error where the gradient stands above the noise."""
+        severity = {"wrong": 3, "acceptable": 2, "good": 1, "kink": 0}
+        return max(
+            self.points,
+            key=lambda p: (severity[p.status], p.excess, max(abs(p.analytic), abs(p.numeric)) > p.noise, p.rel),
+            default=None,
+        )
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    kind: str
+    verdict: Verdict
+    checks: list[Check]
+    note: str = ""
+
+
+@dataclass
+class GradCheck:
+    """The result: ``passed`` is False when some layer's gradient is wrong; ``culprits`` names those layers."""
+
+    source: str
+    layers: list[LayerCheck]
+    evaluations: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.culprits
+
+    @property
+    def culprits(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.verdict == "culprit"]
+
+    @property
+    def points(self) -> int:
+        return sum(len(c.points) for layer in self.layers for c in layer.checks)
+
+    @property
+    def kinks(self) -> int:
+        return sum(c.kinks for layer in self.layers for c in layer.checks)
+
+
+# Overfitting a tiny batch (``overfit.overfit``).
+
+
+@dataclass
+class Curve:
+    source: str
+    losses: list[float]
+    verdict: str  # "toward zero", "decreasing", "stuck", "diverged"
+    update: str  # "sgd" or "the file's update()"
+
+
+@dataclass
+class Overfit:
+    curves: list[Curve]
+    steps: int
+    lr: float
+    batch: int
+    parted: int | None  # two files: the first step where their losses differ
+    notes: list[str] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)  # two files: |La - Lb| / max(|La|, |Lb|) per step
+
+    @property
+    def ok(self) -> bool:
+        return all(c.verdict == "toward zero" for c in self.curves) and self.parted is None
