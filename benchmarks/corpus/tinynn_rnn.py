@@ -1,0 +1,14 @@
+"""tinynn's RNN layer (returns the last hidden state) and a Dense head; inputs (batch, time, features)."""
+import numpy as np
+from tinynn.core.layer import RNN, Dense
+from tinynn.core.net import Net
+
+np.random.seed(0)
+model = Net([RNN(num_hidden=16), Dense(10)])
+input_shape = (4, 5, 8)
+
+model.forward(np.zeros(input_shape))  # glue: tinynn makes its weights on the first forward
+
+# tinynn's own defect: RNN keeps its pre-activations and hidden states in float32 buffers (`empty(...)`) and
+# allocates its input gradient as float32 (`np.empty_like(X, dtype=np.float32)`).
+DEFECTS = [{"layer": "layers.0", "pass": "forward"}, {"layer": "layers.0", "pass": "backward"}]
