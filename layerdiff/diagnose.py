@@ -1,56 +1,167 @@
-"""What a difference looks like: hypotheses tested on the two arrays, each stated only when it fits.
+"""What a difference looks like: hypotheses tested on the two arrays, each stated only on its own evidence.
 
 ``describe(a, b)`` compares a culprit's value on side A with side B's value computed from the same inputs, and
 returns one sentence in the user's terms, or None when no simple pattern explains the difference.
+
+Each hypothesis declares the evidence it needs and says nothing without it. Three kinds recur:
+
+- which axes are spatial: a pixel shift or a padding border needs height and width. A 4-D tensor is taken as
+  N C H W and a 5-D one as N C D H W unless ``Sides.spatial`` says otherwise; a 3-D tensor is ambiguous (N C L or
+  a sequence N T C) and has none unless ``Sides.spatial`` names them;
+- how many entries the tested region holds: a pattern checked on an empty or tiny region proves nothing;
+- the share of the total squared difference ``|a - b|²`` that the hypothesis explains (``SHARE``).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 from fractions import Fraction
 from typing import Callable
 
 import numpy as np
 
 FIT = 1e-6  # relative residual under which a hypothesis explains the difference, unless rounding needs more
+SHARE = 0.999  # share of the squared difference a hypothesis must explain
+EXACT = 1 - 1e-6  # share that holds a pattern whatever the noise floor: its residual is a millionth of the difference
+MIN_ENTRIES = 16  # entries a region must hold to be tested at all
 
 
 @dataclass(frozen=True)
 class Sides:
+    """How to name the two sides in a sentence, and what is known of the tensor's axes.
+
+    ``spatial``: the axes that are height, width (and depth) of the value as handed to ``describe``; ``()`` for none
+    (a sequence, features); None to infer them from the shape: (2, 3) of a 4-D tensor, (2, 3, 4) of a 5-D one, none
+    of any other. ``spatial_axes`` turns axis names into them.
+    """
+
     a: str  # how to call side A in a sentence ("mine.py's fc3 grad")
     b: str
     batch: int | None = None
+    spatial: tuple[int, ...] | None = None
+
+
+def spatial_axes(axes: str) -> tuple[int, ...]:
+    """The positions of the spatial axes (D, H, W, L) among axes named in the value's order.
+
+    >>> spatial_axes("N C H W"), spatial_axes("N C L"), spatial_axes("N T C")
+    ((2, 3), (2,), ())
+    """
+    return tuple(i for i, name in enumerate(axes.split()) if name in ("D", "H", "W", "L"))
+
+
+@dataclass
+class Case:
+    """The two arrays of one culprit and what the hypotheses read from them, each computed once when first read."""
+
+    a: np.ndarray
+    b: np.ndarray
+    sides: Sides
+    fit: float
+
+    @cached_property
+    def d(self) -> np.ndarray:
+        difference: np.ndarray = self.a - self.b
+        return difference
+
+    @cached_property
+    def total(self) -> float:
+        """|a - b|², the squared difference a hypothesis explains a share of."""
+        return float(np.vdot(self.d, self.d))
+
+    @cached_property
+    def scale(self) -> float:
+        return max(float(np.abs(self.a).max(initial=0.0)), float(np.abs(self.b).max(initial=0.0)), 1e-300)
+
+    @cached_property
+    def bad(self) -> np.ndarray:
+        """Where the two sides differ beyond the fit, relative to the entry and to the tensor's RMS."""
+        rms = float(np.sqrt(np.mean(self.b * self.b))) if self.b.size else 0.0
+        found: np.ndarray = np.abs(self.d) > self.fit * (np.abs(self.b) + rms)
+        return found
+
+    @cached_property
+    def spatial(self) -> tuple[int, ...]:
+        if self.sides.spatial is not None:
+            return tuple(ax % self.a.ndim for ax in self.sides.spatial if -self.a.ndim <= ax < self.a.ndim)
+        return tuple(range(2, self.a.ndim)) if self.a.ndim in (4, 5) else ()
+
+    def share(self, residual: np.ndarray) -> float:
+        """The share of the squared difference that a prediction leaving ``residual`` explains."""
+        return 1.0 - float(np.vdot(residual, residual)) / self.total if self.total > 0 else 0.0
+
+    def holds(self, residual: np.ndarray) -> bool:
+        """An exact pattern holds: its residual is within the noise floor everywhere and it explains SHARE of the
+        difference, or its residual is a millionth of the difference (rounding of a lower precision left over)."""
+        share = self.share(residual)
+        within = bool(np.all(np.abs(residual) <= self.fit * self.scale))
+        return share >= EXACT or (within and share >= SHARE)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One pattern: its name, the evidence it needs (in words, for people), and the test that states it.
+
+    ``on`` says which pairs it is tried on: ``"shapes"`` two arrays of different shapes; ``"any"`` the same shape,
+    whatever their values; ``"values"`` the same shape, finite, at least 2 entries, not equal.
+    """
+
+    name: str
+    evidence: str
+    test: Callable[[Case], str | None]
+    on: str = "values"
 
 
 def describe(a: np.ndarray, b: np.ndarray, sides: Sides, tol: float) -> str | None:
-    """The first hypothesis that fits, as a sentence.
+    """The first hypothesis whose evidence holds, as a sentence.
+
+    Args:
+        a, b: the two sides' values, as compared (same shape, or one a permutation of the other's).
+        sides: how to name them, the batch size, and which axes are spatial.
+        tol: the comparison's relative tolerance; fits are judged to it (at least to ``FIT``).
+
+    Returns:
+        One sentence, or None when no hypothesis has the evidence it needs.
 
     >>> describe(np.array([[1.0, 2.0], [3.0, 4.0]]) * 2, np.array([[1.0, 2.0], [3.0, 4.0]]), Sides("A", "B"), 1e-12)
     'A is 2 × B.'
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape == b.shape and (found := _nonfinite(a, b, sides, tol)):
-        return found
-    if a.size < 2:
-        return None  # one number (a loss) has no other pattern to show
+    return next(iter(hints(a, b, sides, tol, first=True).values()), None)
+
+
+def hints(a: np.ndarray, b: np.ndarray, sides: Sides, tol: float, *, first: bool = False) -> dict[str, str]:
+    """Every hypothesis whose evidence holds, by name, in the order ``describe`` tries them (only the first if
+    ``first``).
+
+    >>> x = np.arange(12.0).reshape(3, 4)
+    >>> hints(-x, x, Sides("A", "B"), 1e-12)
+    {'factor': 'A is B with its sign flipped.'}
+    """
+    case = Case(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), sides, max(FIT, tol))
+    a, b = case.a, case.b
     if a.shape != b.shape:
-        return _permuted(a, b, sides, max(FIT, tol))
+        tried = {"shapes"}
+    elif a.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or case.total == 0:
+        tried = {"any"}  # one number (a loss) has no pattern to show but NaN/Inf; nor has NaN against NaN
+    else:
+        tried = {"any", "values"}
+    out = {}
     for hypothesis in HYPOTHESES:
-        sentence = hypothesis(a, b, sides, max(FIT, tol))
+        if hypothesis.on not in tried:
+            continue
+        sentence = hypothesis.test(case)
         if sentence:
-            return sentence
-    return None
+            out[hypothesis.name] = sentence
+            if first:
+                break
+    return out
 
 
-def _close(x: np.ndarray, y: np.ndarray, fit: float) -> bool:
-    scale = max(float(np.abs(y).max(initial=0.0)), float(np.abs(x).max(initial=0.0)), 1e-300)
-    return bool(np.all(np.abs(x - y) <= fit * scale))
-
-
-def _nonfinite(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    bad_a, bad_b = ~np.isfinite(a), ~np.isfinite(b)
+def _nonfinite(c: Case) -> str | None:
+    s = c.sides
+    bad_a, bad_b = ~np.isfinite(c.a), ~np.isfinite(c.b)
     if bad_a.any() and not bad_b[bad_a].all():
         return f"{s.a} has {int(bad_a.sum())} NaN/Inf entries where {s.b} is finite."
     if bad_b.any() and not bad_a[bad_b].all():
@@ -58,102 +169,152 @@ def _nonfinite(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None
     return None
 
 
-def _zeros(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if not a.any() and b.any():
-        return f"{s.a} is all zeros: it is never computed (or overwritten with zeros)."
-    if not b.any() and a.any():
-        return f"{s.b} is all zeros: it is never computed (or overwritten with zeros)."
+def _zeros(c: Case) -> str | None:
+    if not c.a.any() and c.b.any():
+        return f"{c.sides.a} is all zeros: it is never computed (or overwritten with zeros)."
+    if not c.b.any() and c.a.any():
+        return f"{c.sides.b} is all zeros: it is never computed (or overwritten with zeros)."
     return None
 
 
-def _name_factor(c: float, batch: int | None) -> str:
+def _name_factor(c: float, batch: int | None) -> tuple[str, str]:
+    """The factor as a number to read, and what it says about the cause when it is a telling one ("" if not)."""
     for n in sorted({2, 3, 4, *([batch] if batch and batch > 1 else [])}, reverse=True):
         for value, text in ((n, f"{n}"), (1 / n, f"1/{n}")):
             if abs(c - value) <= 1e-6 * abs(value):
-                return f"{text}" + (f" (the batch size is {batch}: a 1/N missing or applied twice)" if n == batch else "")
+                return f"{text}" + (f" (the batch size is {batch}: a 1/N missing or applied twice)" if n == batch else ""), ""
+    if batch and batch > 2:
+        # A variance divided by N - 1 (unbiased) where N was meant scales a normalized value by sqrt((N-1)/N). The
+        # epsilon inside the square root moves the factor off it a little, hence the looser match.
+        for ratio, text in (((batch - 1) / batch, f"{batch - 1}/{batch}"), (batch / (batch - 1), f"{batch}/{batch - 1}")):
+            if abs(c - np.sqrt(ratio)) <= 1e-4 * c:
+                return f"{c:.6g}", (
+                    f"√({text}) with a batch of {batch}, a variance divided by N - 1 (unbiased) where N was meant, "
+                    "or N where N - 1 was"
+                )
     frac = Fraction(c).limit_denominator(16)
     if abs(float(frac) - c) <= 1e-9 * abs(c) and frac.denominator > 1:
-        return f"{frac.numerator}/{frac.denominator}"
-    return f"{c:.6g}"
+        return f"{frac.numerator}/{frac.denominator}", ""
+    # Enough digits that a factor near 1 does not print as 1.
+    digits = max(6, int(np.ceil(-np.log10(abs(c - 1)))) + 2) if c != 1 else 6
+    return f"{c:.{digits}g}", ""
 
 
-def _factor(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    bb = float(np.vdot(b, b))
-    if bb == 0:
+def _factor(c: Case) -> str | None:
+    bb = float(np.vdot(c.b, c.b))
+    if bb == 0 or np.count_nonzero(c.b) < 2:
         return None
-    c = float(np.vdot(a, b)) / bb
-    if c == 0 or not _close(a, c * b, tol):
+    k = float(np.vdot(c.a, c.b)) / bb
+    if k == 0 or not c.holds(c.a - k * c.b):
         return None
-    if abs(c + 1) <= 1e-6:
-        return f"{s.a} is {s.b} with its sign flipped."
-    return f"{s.a} is {_name_factor(c, s.batch)} × {s.b}."
+    if abs(k + 1) <= 1e-6:
+        return f"{c.sides.a} is {c.sides.b} with its sign flipped."
+    text, cause = _name_factor(k, c.sides.batch)
+    return f"{c.sides.a} is {text} × {c.sides.b}" + (f": {cause}." if cause else ".")
 
 
-def _permuted(a: np.ndarray, b: np.ndarray, s: Sides, fit: float) -> str | None:
-    if a.ndim != b.ndim or a.ndim > 5 or sorted(a.shape) != sorted(b.shape):
+def _permuted(c: Case) -> str | None:
+    """Shapes differ: a is b with its axes permuted (compared whole, residual within the fit and SHARE of b)."""
+    a, b, s = c.a, c.b, c.sides
+    if a.ndim != b.ndim or a.ndim > 5 or sorted(a.shape) != sorted(b.shape) or a.size < 2:
         return None
     for axes in itertools.permutations(range(a.ndim)):
-        if axes != tuple(range(a.ndim)) and a.transpose(axes).shape == b.shape and _close(a.transpose(axes), b, fit):
+        if axes == tuple(range(a.ndim)) or a.transpose(axes).shape != b.shape:
+            continue
+        r = a.transpose(axes) - b
+        if np.all(np.abs(r) <= c.fit * c.scale) and float(np.vdot(r, r)) <= (1 - SHARE) * float(np.vdot(b, b)):
             return f"{s.a} is {s.b} with its axes permuted: {s.a} transposed by {axes} equals {s.b}."
     return None
 
 
-def _transposed(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim >= 2 and a.shape[-1] == a.shape[-2] and _close(np.swapaxes(a, -1, -2), b, tol):
-        return f"{s.a} is {s.b} transposed (its last two axes swapped)."
-    return _permuted(a, b, s, tol) if a.ndim >= 2 and len(set(a.shape)) < a.ndim else None
-
-
-def _shift(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    d = a - b
-    scale = max(float(np.abs(b).max(initial=0.0)), 1e-300)
-    if np.all(np.abs(d - d.mean()) <= tol * scale):
-        return f"{s.a} is {s.b} shifted by a constant {d.mean():.6g}."
-    if a.ndim >= 2:
-        axes = ((1, "feature"),) if a.ndim == 2 else ((1, "channel (axis 1)"), (a.ndim - 1, "feature (last axis)"))
-        for axis, label in axes:
-            others = tuple(i for i in range(a.ndim) if i != axis)
-            per = d.mean(axis=others, keepdims=True)
-            if np.all(np.abs(d - per) <= tol * scale) and np.ptp(per) > tol * scale:
-                return f"{s.a} is {s.b} shifted by a different constant per {label}: a bias differs."
+def _transposed(c: Case) -> str | None:
+    a = c.a
+    if a.ndim < 2:
+        return None
+    if a.shape[-1] == a.shape[-2] and c.holds(np.swapaxes(a, -1, -2) - c.b):
+        return f"{c.sides.a} is {c.sides.b} transposed (its last two axes swapped)."
+    if len(set(a.shape)) == a.ndim or a.ndim > 5:
+        return None
+    for axes in itertools.permutations(range(a.ndim)):
+        if axes != tuple(range(a.ndim)) and a.transpose(axes).shape == a.shape and c.holds(a.transpose(axes) - c.b):
+            return f"{c.sides.a} is {c.sides.b} with its axes permuted: {c.sides.a} transposed by {axes} equals {c.sides.b}."
     return None
 
 
-def _spatial_shift(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim < 3 or min(a.shape[-2:]) < 4:
+def _channel_label(c: Case, axis: int) -> str | None:
+    """What to call the entries along ``axis`` when a bias is added per entry; None when that is no bias (a spatial
+    axis, or axis 1 of a 3-D tensor that may be a sequence's positions)."""
+    if axis in c.spatial:
         return None
-    for dy, dx in ((1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1), (2, 2), (-2, -2)):
-        ya = slice(max(dy, 0), a.shape[-2] + min(dy, 0))
-        yb = slice(max(-dy, 0), a.shape[-2] + min(-dy, 0))
-        xa = slice(max(dx, 0), a.shape[-1] + min(dx, 0))
-        xb = slice(max(-dx, 0), a.shape[-1] + min(-dx, 0))
-        inner_a, inner_b = a[..., ya, xa], b[..., yb, xb]
-        if _close(inner_a[..., 1:-1, 1:-1], inner_b[..., 1:-1, 1:-1], tol):
-            return (
-                f"{s.a} is {s.b} moved by ({dy}, {dx}) pixels: a window, padding or stride off by "
-                f"{max(abs(dy), abs(dx))}."
-            )
+    if axis == c.a.ndim - 1 and not c.spatial:
+        return "feature" if c.a.ndim == 2 else "feature (last axis)"
+    if axis == 1 and c.spatial:
+        return "channel (axis 1)"
     return None
 
 
-def _where(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
-    scale = float(np.sqrt(np.mean(b * b))) if b.size else 0.0
-    bad: np.ndarray = np.abs(a - b) > tol * (np.abs(b) + scale)
-    return bad
-
-
-def _at_zeros(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    bad = _where(a, b, tol)
-    if not bad.any():
+def _shift(c: Case) -> str | None:
+    d = c.d
+    if c.holds(d - d.mean()):
+        return f"{c.sides.a} is {c.sides.b} shifted by a constant {d.mean():.6g}."
+    if c.a.ndim < 2:
         return None
-    if np.all(b[bad] == 0):
-        return (
-            f"{s.a} differs only where {s.b} is exactly zero: it lets through what should be blocked "
-            "(a ReLU or max-pool derivative, a mask)."
-        )
-    if np.all(a[bad] == 0):
+    for axis in sorted({1, c.a.ndim - 1}):
+        label = _channel_label(c, axis)
+        others = tuple(i for i in range(c.a.ndim) if i != axis)
+        # Each constant is estimated from the entries sharing it: at least 2 of them, and 2 per constant in all.
+        if label is None or c.a.size < 2 * c.a.shape[axis] or c.a.shape[axis] < 2:
+            continue
+        per = d.mean(axis=others, keepdims=True)
+        if np.ptp(per) > c.fit * c.scale and c.holds(d - per):
+            return f"{c.sides.a} is {c.sides.b} shifted by a different constant per {label}: a bias differs."
+    return None
+
+
+def _normalized_axes(x: np.ndarray) -> tuple[set[int], set[int]]:
+    """Axes over which x sums to one (a softmax) and over which it has mean 0 and variance 1 (a normalization).
+
+    A slice of 2 or 3 entries normalized has little freedom left (two entries become ±1), so a normalization is
+    only recognised along an axis of 4 or more.
+    """
+    sums, norms = set(), set()
+    for axis in range(x.ndim):
+        if x.shape[axis] < 2 or x.size // x.shape[axis] < 2:
+            continue
+        if np.all(x >= 0) and np.allclose(x.sum(axis=axis), 1.0, atol=1e-5):
+            sums.add(axis)
+        if x.shape[axis] >= 4 and np.allclose(x.mean(axis=axis), 0.0, atol=1e-4) and np.allclose(x.var(axis=axis), 1.0, atol=1e-2):
+            norms.add(axis)
+    return sums, norms
+
+
+def _wrong_axis(c: Case) -> str | None:
+    if c.a.ndim < 2:
+        return None
+    sums_a, norms_a = _normalized_axes(c.a)
+    sums_b, norms_b = _normalized_axes(c.b)
+    if sums_a and sums_b and not sums_a & sums_b:
+        return f"a softmax over axis {min(sums_a)} in {c.sides.a} but over axis {min(sums_b)} in {c.sides.b}."
+    if norms_a and norms_b and not norms_a & norms_b:
+        return f"a normalization over axis {min(norms_a)} in {c.sides.a} but over axis {min(norms_b)} in {c.sides.b}."
+    return None
+
+
+def _at_zeros(c: Case) -> str | None:
+    bad = c.bad
+    agree = ~bad & ((c.a != 0) | (c.b != 0))
+    # The claim is "differs only at exact zeros, agrees elsewhere": both regions must hold something to test, and
+    # agreeing where both sides are zero tests nothing.
+    if bad.sum() < 2 or agree.sum() < MIN_ENTRIES:
+        return None
+    if c.share(np.where(bad, 0.0, c.d)) < SHARE:
+        return None
+    s = c.sides
+    if np.all(c.b[bad] == 0):
+        return f"{s.a} differs only where {s.b} is exactly zero: it lets through what should be blocked (a ReLU or max-pool derivative, a mask)."
+    if np.all(c.a[bad] == 0):
         return f"{s.a} is exactly zero where {s.b} is not, and agrees elsewhere (a ReLU or max-pool derivative, a mask)."
-    if np.all((a[bad] == 0) | (b[bad] == 0)):
+    if np.all((c.a[bad] == 0) | (c.b[bad] == 0)):
         return (
             f"{s.a} and {s.b} differ only where one of them is exactly zero: the gradient is routed to "
             "different positions (a max-pool or ReLU derivative)."
@@ -161,85 +322,169 @@ def _at_zeros(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
     return None
 
 
-def _border(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim < 3 or min(a.shape[-2:]) < 5:
-        return None
-    bad = _where(a, b, tol)
-    for width in (1, 2):
-        inner = bad[..., width:-width, width:-width]
-        if bad.any() and not inner.any():
-            return f"{s.a} differs from {s.b} only within {width} pixel(s) of the border: padding."
-    return None
+def _scale_about_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit a - b = u_g (b - c_j) with one scale per row g and one centre per column j (a layer norm's shift), by
+    alternating least squares; returns (u, c, residual)."""
+    d = a - b
+    centre = b.mean(axis=0)
+    for _ in range(50):
+        x = b - centre
+        u = (d * x).sum(axis=1) / np.maximum((x * x).sum(axis=1), 1e-300)
+        centre = (u[:, None] * (u[:, None] * b - d)).sum(axis=0) / max(float((u * u).sum()), 1e-300)
+    return u, centre, d - u[:, None] * (b - centre)
 
 
-def _triangle(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.shape[-1] < 2:
-        return None
-    bad: np.ndarray = np.asarray(_where(a, b, tol).reshape(-1, a.shape[-2], a.shape[-1]).any(axis=0))
-    if not bad.any():
-        return None
-    upper, diagonal = np.triu(np.ones_like(bad), 1), np.eye(bad.shape[0], dtype=bool)
-    if not bad[~upper.astype(bool)].any():
-        return f"{s.a} differs from {s.b} only above the diagonal: a causal mask lets future positions through."
-    if not bad[~diagonal].any():
-        return f"{s.a} differs from {s.b} only on the diagonal: a causal mask off by one."
-    if not bad[~(upper.astype(bool) | diagonal)].any():
-        return f"{s.a} differs from {s.b} only on and above the diagonal: a causal mask off by one."
-    return None
+def _scale_about_own_centre(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit a - b = u_g (b - c_g) per row g (a batch norm's channel and its shift): a straight line per row."""
+    d = a - b
+    bm, dm = b.mean(axis=1, keepdims=True), d.mean(axis=1, keepdims=True)
+    u = ((d - dm) * (b - bm)).sum(axis=1) / np.maximum(((b - bm) ** 2).sum(axis=1), 1e-300)
+    w = dm[:, 0] - u * bm[:, 0]
+    centre = -w / np.where(u == 0, 1.0, u)
+    return u, centre, d - (u[:, None] * b + w[:, None])
 
 
-def _normalized_axes(x: np.ndarray) -> tuple[set[int], set[int]]:
-    """Axes over which x sums to one (a softmax) and over which it has mean 0 and variance 1 (a normalization)."""
-    sums, norms = set(), set()
-    for axis in range(x.ndim):
-        if x.shape[axis] < 2:
+def _epsilon(c: Case) -> str | None:
+    """A normalization divides by sqrt(var + eps): another eps scales each group's normalized values by its own
+    factor near 1, about the layer's shift. Groups are rows over the last axis (a layer norm, its shift per
+    feature) or channels (axis 1, a batch norm, its shift per channel). Every entry is fitted, zeros included."""
+    a, b = c.a, c.b
+    if a.ndim < 2 or np.any((a == 0) != (b == 0)):
+        return None  # a normalization has no exact zeros; a ReLU or max-pool pattern is another hypothesis
+    forms = (
+        ("row", "feature", a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), _scale_about_rows),
+        ("channel", "channel", np.moveaxis(a, 1, 0).reshape(a.shape[1], -1), np.moveaxis(b, 1, 0).reshape(b.shape[1], -1), _scale_about_own_centre),
+    )
+    for group, centred, ga, gb, fit in forms:
+        n_groups, per_group = ga.shape
+        n_centres = per_group if group == "row" else n_groups
+        if n_groups < 2 or per_group < 4 or ga.size < 4 * (n_groups + n_centres):
             continue
-        if np.all(x >= 0) and np.allclose(x.sum(axis=axis), 1.0, atol=1e-5):
-            sums.add(axis)
-        if np.allclose(x.mean(axis=axis), 0.0, atol=1e-4) and np.allclose(x.var(axis=axis), 1.0, atol=1e-2):
-            norms.add(axis)
-    return sums, norms
-
-
-def _wrong_axis(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim < 2:
-        return None
-    sums_a, norms_a = _normalized_axes(a)
-    sums_b, norms_b = _normalized_axes(b)
-    if sums_a and sums_b and not sums_a & sums_b:
-        return f"a softmax over axis {min(sums_a)} in {s.a} but over axis {min(sums_b)} in {s.b}."
-    if norms_a and norms_b and not norms_a & norms_b:
-        return f"a normalization over axis {min(norms_a)} in {s.a} but over axis {min(norms_b)} in {s.b}."
-    return None
-
-
-def _epsilon(a: np.ndarray, b: np.ndarray, s: Sides, tol: float) -> str | None:
-    if a.ndim < 2:
-        return None
-    rows_a, rows_b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    usable = np.all(np.abs(rows_b) > 1e-12, axis=1)
-    if usable.sum() < 2:
-        return None
-    ratio = rows_a[usable] / rows_b[usable]
-    per_row = ratio.mean(axis=1, keepdims=True)
-    if np.all(np.abs(ratio - per_row) <= tol * np.abs(per_row)) and np.all(np.abs(per_row - 1) < 1e-2) and np.ptp(per_row) > 0:
+        u, centre, residual = fit(ga, gb)
+        if c.share(residual) < SHARE or not np.all(np.isfinite(u)):
+            continue
+        # One sign (the larger eps shrinks every group), a few percent at most, and not one common factor.
+        if not (np.all(u < 0) or np.all(u > 0)) or np.abs(u).max() > 0.05 or np.ptp(u) < 0.1 * np.abs(u).max():
+            continue
+        # The centre is the layer's shift: inside the values it shifts (a bias change would need one far outside).
+        lo, hi = (gb.min(axis=0), gb.max(axis=0)) if group == "row" else (gb.min(axis=1), gb.max(axis=1))
+        if np.any(centre < lo) or np.any(centre > hi):
+            continue
+        s = 1 + u
         return (
-            f"{s.a} is {s.b} scaled by a factor per row between {per_row.min():.8f} and {per_row.max():.8f}: "
-            "an epsilon in a normalization differs."
+            f"{c.sides.a} is {c.sides.b} with each {group}'s normalized values (about the per-{centred} shift) scaled "
+            f"by a factor of its own, {s.min():.8f} to {s.max():.8f}: an epsilon in a normalization differs."
         )
     return None
 
 
-HYPOTHESES: list[Callable[[np.ndarray, np.ndarray, Sides, float], str | None]] = [
-    _nonfinite,
-    _zeros,
-    _factor,
-    _transposed,
-    _shift,
-    _wrong_axis,
-    _epsilon,
-    _triangle,
-    _at_zeros,
-    _border,
-    _spatial_shift,
+def _triangle(c: Case) -> str | None:
+    a = c.a
+    n = a.shape[-1] if a.ndim >= 2 else 0
+    if a.ndim < 2 or a.shape[-2] != n or n < 4:
+        return None  # below 4 x 4 a triangle holds too few entries to tell from chance
+    bad: np.ndarray = np.asarray(c.bad.reshape(-1, n, n).any(axis=0))
+    if bad.sum() < 2:
+        return None
+    upper, diagonal = np.triu(np.ones((n, n), dtype=bool), 1), np.eye(n, dtype=bool)
+    s = c.sides
+    if not bad[~upper].any():
+        return f"{s.a} differs from {s.b} only above the diagonal: a causal mask lets future positions through."
+    if not bad[~diagonal].any():
+        return f"{s.a} differs from {s.b} only on the diagonal: a causal mask off by one."
+    if not bad[~(upper | diagonal)].any():
+        return f"{s.a} differs from {s.b} only on and above the diagonal: a causal mask off by one."
+    return None
+
+
+def _band(shape: tuple[int, ...], axes: tuple[int, ...], width: int) -> np.ndarray:
+    """True within ``width`` of either end of any of ``axes``."""
+    band = np.zeros(shape, dtype=bool)
+    for ax in axes:
+        index = np.arange(shape[ax])
+        edge = (index < width) | (index >= shape[ax] - width)
+        band |= edge.reshape([-1 if i == ax else 1 for i in range(len(shape))])
+    return band
+
+
+def _border(c: Case) -> str | None:
+    axes = c.spatial
+    if not axes:
+        return None
+    bad = c.bad
+    if not bad.any():
+        return None
+    for width in (1, 2):
+        band = _band(c.a.shape, axes, width)
+        inner = int((~band).sum())
+        # The clean interior is the evidence: as large as the band, and MIN_ENTRIES in all.
+        if 2 * inner < c.a.size or inner < MIN_ENTRIES:
+            break
+        if not bad[~band].any() and c.share(np.where(band, 0.0, c.d)) >= SHARE:
+            return f"{c.sides.a} differs from {c.sides.b} only within {width} pixel(s) of the border: padding."
+    return None
+
+
+def _moved(x: np.ndarray, axes: tuple[int, ...], offsets: tuple[int, ...], source: bool) -> tuple[slice, ...]:
+    """The part of x that a shift by ``offsets`` along ``axes`` maps (source) or lands on (not source)."""
+    index = [slice(None)] * x.ndim
+    for ax, k in zip(axes, offsets):
+        n = x.shape[ax]
+        index[ax] = slice(max(-k, 0), n + min(-k, 0)) if source else slice(max(k, 0), n + min(k, 0))
+    return tuple(index)
+
+
+def _spatial_shift(c: Case) -> str | None:
+    axes = c.spatial[-2:]
+    if not axes or min(c.a.shape[ax] for ax in axes) < 4:
+        return None  # a map of 2 or 3 pixels moved by one is mostly its edge
+    plane = int(np.prod([c.a.shape[ax] for ax in axes]))
+    shifts = sorted(
+        (o for o in itertools.product(range(-2, 3), repeat=len(axes)) if any(o)),
+        key=lambda o: (max(map(abs, o)), sum(map(abs, o)), [-k for k in o]),
+    )
+    for offsets in shifts:
+        into, src = _moved(c.a, axes, offsets, False), _moved(c.b, axes, offsets, True)
+        overlap = int(np.prod([c.a.shape[ax] - abs(k) for ax, k in zip(axes, offsets)]))
+        # The region compared: half of each image at least, MIN_ENTRIES in all.
+        if overlap * 2 < plane or overlap * (c.a.size // plane) < MIN_ENTRIES:
+            continue
+        residual = c.a[into] - c.b[src]
+        d_in = c.d[into]
+        explained = float(np.vdot(d_in, d_in)) - float(np.vdot(residual, residual))
+        # Inside the overlap the shift accounts for the difference; the strip it uncovers is left unexplained, but
+        # the overlap must hold at least half of the whole difference.
+        if np.all(np.abs(residual) <= c.fit * c.scale) and explained >= 0.5 * c.total:
+            shown = offsets if len(offsets) > 1 else offsets[0]
+            return (
+                f"{c.sides.a} is {c.sides.b} moved by {shown} pixels: a window, padding or stride off by "
+                f"{max(map(abs, offsets))}."
+            )
+    return None
+
+
+HYPOTHESES: list[Hypothesis] = [
+    Hypothesis("permuted", "the shapes differ, and a with its axes permuted equals b (residual within the noise floor, "
+               "SHARE of |b|²)", _permuted, on="shapes"),
+    Hypothesis("nonfinite", "NaN/Inf on one side where the other is finite", _nonfinite, on="any"),
+    Hypothesis("zeros", "one side exactly zero everywhere, the other not", _zeros),
+    Hypothesis("factor", "a = k b, its residual within the noise floor and explaining SHARE of the difference "
+               "(or a residual a millionth of it)", _factor),
+    Hypothesis("transposed", "a with two axes swapped (or permuted) equals b, held as the factor", _transposed),
+    Hypothesis("shift", "a - b constant, or constant per feature/channel (2 entries per constant at least; not along "
+               "a spatial axis, nor axis 1 of a 3-D tensor that may be positions), held as the factor", _shift),
+    Hypothesis("wrong axis", "each side sums to one (or has mean 0 and variance 1 along an axis of 4 or more) over "
+               "axes the other does not", _wrong_axis),
+    Hypothesis("at zeros", "every difference (2 at least) at an exact zero of one side, SHARE of the squared "
+               "difference there, and MIN_ENTRIES nonzero entries that agree", _at_zeros),
+    Hypothesis("epsilon", "no exact zero on one side only; per row (a layer norm) or channel (a batch norm), "
+               "a - b = u (b - shift) fitted over every entry and explaining SHARE; every u of one sign, at most 5%, "
+               "not all equal; each shift inside the values it shifts; 4 entries per fitted number", _epsilon),
+    Hypothesis("triangle", "the last two axes square, 4 or more; every difference (2 at least) in one triangle or "
+               "on the diagonal", _triangle),
+    Hypothesis("border", "spatial axes known; every difference within 1 or 2 pixels of the border, the clean "
+               "interior as large as the band and MIN_ENTRIES in all", _border),
+    Hypothesis("spatial shift", "spatial axes known, 4 pixels or more; a moved by up to 2 pixels equals b within the "
+               "noise floor on an overlap of half of each image and MIN_ENTRIES in all, which holds half of the "
+               "squared difference", _spatial_shift),
 ]
