@@ -83,4 +83,4 @@ def test_gpt_bug_variant_is_reported_at_its_layer_and_pass(tmp_path, variant):
 def test_every_gpt_bug_variant_declares_its_layer():
     assert len(VARIANTS) >= 4
     for variant in VARIANTS:
-        assert set(declared(variant)) == {"pass", "layer", "reference"}
+        assert {"pass", "layer", "reference"} <= set(declared(variant))
