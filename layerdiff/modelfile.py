@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from layerdiff import declared
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import Trace, canonical, canonical_shape, from_canonical
@@ -116,11 +117,11 @@ def from_object(
         source=source,
         path=path,
         loss=loss,
-        inputs=None if inputs is None else _arrays(inputs, source),
-        input_shapes=None if input_shape is None else _shapes(input_shape, source),
-        targets=None if targets is None else np.asarray(targets),
-        param_map=dict(param_map or {}),
-        layouts=dict(layouts or {}),
+        inputs=None if inputs is None else declared.arrays(inputs, source),
+        input_shapes=None if input_shape is None else declared.shapes(input_shape, source),
+        targets=None if targets is None else declared.targets(targets, source),
+        param_map=declared.mapping(param_map, "param_map", source),
+        layouts=declared.mapping(layouts, "layouts", source),
         glue=dict(glue or {}),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
     )
@@ -211,34 +212,6 @@ def _has_parameters(obj: Any) -> bool:
         return bool(adapter.parameters(Model(obj=obj, adapter=adapter, source="")))
     except Exception:
         return False
-
-
-def _arrays(value: Any, source: str) -> list[np.ndarray]:
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [np.asarray(_numpy(v)) for v in items]
-    except Exception:
-        raise ModelFileError(f"`inputs` in {source} must be an array or a list of arrays.") from None
-
-
-def _numpy(value: Any) -> Any:
-    """Framework tensors declared as inputs become arrays (torch tensors and jax arrays both have these)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    return np.asarray(value)
-
-
-def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:
-    shapes = value if isinstance(value, list) else [value]
-    try:
-        result = [tuple(int(d) for d in s) for s in shapes]
-    except TypeError:
-        raise ModelFileError(
-            f"`input_shape` in {source} must be a tuple of ints such as (8, 16), or a list of them."
-        ) from None
-    if any(d <= 0 for s in result for d in s):
-        raise ModelFileError(f"`input_shape` in {source} has a non-positive dimension: {value}.")
-    return result
 
 
 def _layout(value: Any, source: str) -> str:
