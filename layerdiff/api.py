@@ -15,7 +15,7 @@ from layerdiff import files, isolate, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
-from layerdiff.align import Alignment, align
+from layerdiff.align import Alignment, align, check_map
 from layerdiff.compare import Comparison, check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.progress import Progress, stage
@@ -200,9 +200,10 @@ def run(
     for p in paths:
         files.check(p, force, DumpError, "-o to write elsewhere")
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    check_map(layer_map, (a.source, [r.name for r in pair.a.layers]), (b.source, [r.name for r in pair.b.layers]))
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
-    with stage(progress, "write dumps"):
+    with stage(progress, "write dumps"), files.together(paths):  # both dumps, or neither
         if stats_only:
             for t, p in zip((pair.a, pair.b), paths):
                 store.write(t, p, force, compression, full=_nothing)

@@ -24,7 +24,7 @@ from deepdiff import DeepDiff
 from layerdiff import sync
 from layerdiff.align import Alignment, align
 from layerdiff.diagnose import Sides, describe
-from layerdiff.errors import DumpError
+from layerdiff.errors import DumpError, OptionError
 from layerdiff.health import nonfinite_origin
 from layerdiff.isolate import keys_of
 from layerdiff.progress import Progress
@@ -492,7 +492,12 @@ def compare(
 
     Returns:
         A ``Comparison``: per-layer errors and verdicts, culprits, the first divergence of each pass.
+
+    Raises:
+        OptionError: ``rtol`` is not a tolerance above 0 and at most 1 (NaN would pass every tensor).
     """
+    if rtol is not None and not 0 < rtol <= 1:
+        raise OptionError(f"rtol must be a tolerance above 0 and at most 1, such as 1e-6; got {rtol}.")
     alignment = alignment or align(a, b, layer_map)
     if links is None:
         links = sync.link(_specs(a), _specs(b), {}, a.source, b.source)

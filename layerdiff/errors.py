@@ -3,8 +3,10 @@
     LayerdiffError              anything the user can fix; the CLI prints it on one line, exit 2
     ├── ModelFileError          a model file is missing, defines no model, or raised
     ├── AlignmentError          layers, shapes or parameters of the two sides cannot be matched
-    ├── DumpError               a file is not a layerdiff dump, has another schema, or would be overwritten
-    └── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
+    ├── DumpError               a file is not a layerdiff dump, is damaged, reaches outside itself, has another
+    │                           schema, would be overwritten, or does not fit on the disk
+    ├── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
+    └── OptionError             an option's value is out of its range (a tolerance of NaN, a negative seed)
 
 A divergence between two networks is a result, never an exception.
 """
@@ -36,6 +38,10 @@ class DumpError(LayerdiffError):
 
 
 class ReportError(LayerdiffError):
+    pass
+
+
+class OptionError(LayerdiffError):
     pass
 
 
