@@ -227,10 +227,10 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, limit: int = 60) -> str:
     """A value from the file in a message: on one line, printable, short."""
     text = ascii(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _h5(call: Callable[[], Any]) -> Any:
@@ -333,9 +333,9 @@ class Dump:
                 child = f"{where.rstrip('/')}/{name}"
                 link = _h5(lambda: obj.get(name, getlink=True))
                 if isinstance(link, h5py.ExternalLink):
-                    raise self._refused(f"is an external link to {_shown(link.filename)}:{_shown(link.path)}", child)
+                    raise self._refused(f"is an external link to {_shown(link.filename, 240)}:{_shown(link.path)}", child)
                 if isinstance(link, h5py.SoftLink):
-                    raise self._refused(f"is a soft link to {_shown(link.path)}", child)
+                    raise self._refused(f"is a soft link to {_shown(link.path, 240)}", child)
                 if not isinstance(link, h5py.HardLink):
                     raise self._refused("is a user-defined link", child)
                 member = _h5(lambda: obj.get(name))
@@ -353,7 +353,7 @@ class Dump:
     def _dataset_node(self, ds: h5py.Dataset, where: str, attrs: dict[str, Any], file_size: int) -> _Node:
         external = _h5(lambda: ds.external)
         if external:
-            raise self._refused(f"keeps its values in another file ({_shown(external[0][0])})", where)
+            raise self._refused(f"keeps its values in another file ({_shown(external[0][0], 240)})", where)
         if _h5(lambda: ds.is_virtual):
             raise self._refused("is a virtual dataset, whose values come from other files", where)
         plist = _h5(lambda: ds.id.get_create_plist())
@@ -376,13 +376,13 @@ class Dump:
         else:
             claimed = entries * dtype.itemsize
             ratio = MAX_RATIO if any(f in (h5py.h5z.FILTER_DEFLATE, LZF) for f in filters) else 1
-            if claimed and not stored:
-                raise self._damaged(f"holds no data for its shape {shape}", where)
             if claimed > ratio * max(stored, 0) + 4096 or stored > file_size:
                 raise self._refused(
                     f"declares shape {shape} ({_size(claimed)}) but stores {_size(stored)} in a file of "
                     f"{_size(file_size)}", where
                 )
+            if claimed and not stored:
+                raise self._damaged(f"holds no data for its shape {shape}", where)
         return _Node(where, attrs, None, shape, dtype)
 
     # --- the schema, on what the walk found -----------------------------------------------------------------
