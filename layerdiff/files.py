@@ -83,7 +83,7 @@ def replacing(
         with signals.deferred():  # a second Ctrl-C must not leave the temporary file behind
             tmp.unlink(missing_ok=True)
             _remove_folders(made)
-        if isinstance(exc, OSError) and disk_error(exc):
+        if isinstance(exc, (OSError, RuntimeError)) and disk_error(exc):  # HDF5 says some as RuntimeError
             raise error(disk_message(path, exc)) from None
         raise
 
@@ -125,21 +125,23 @@ def remove_stale(path: Path) -> list[Path]:
     return removed
 
 
-def disk_error(exc: OSError) -> bool:
+def disk_error(exc: BaseException) -> bool:
     """Whether ``exc`` is the disk's (full, over quota or size limit, read-only, failing), not a bug.
 
-    HDF5 reports a failed write as an OSError whose message holds the system's errno, not always in ``errno``.
+    HDF5 reports a failed write as an OSError (or, closing an object, a RuntimeError) whose message holds the
+    system's errno, not always in ``errno``.
     """
-    if exc.errno in DISK_ERRORS:
+    if getattr(exc, "errno", None) in DISK_ERRORS:
         return True
     text = str(exc)
     return any(f"errno = {n}," in text or os.strerror(n) in text for n in DISK_ERRORS)
 
 
-def disk_message(path: Path, exc: OSError) -> str:
+def disk_message(path: Path, exc: BaseException) -> str:
     """One line for a write the disk refused."""
-    found = next((n for n in DISK_ERRORS if exc.errno == n or f"errno = {n}," in str(exc) or os.strerror(n) in str(exc)), None)
-    reason = os.strerror(found) if found is not None else (exc.strerror or str(exc))
+    text = str(exc)
+    found = next((n for n in DISK_ERRORS if getattr(exc, "errno", None) == n or f"errno = {n}," in text or os.strerror(n) in text), None)
+    reason = os.strerror(found) if found is not None else " ".join(text.split())
     if found in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"Cannot write {path}: {reason}. Nothing was written; free some space, or write elsewhere with -o."
     return f"Cannot write {path}: {reason}. Nothing was written; write elsewhere with -o."

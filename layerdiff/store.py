@@ -94,7 +94,7 @@ def write(
     path = Path(path)
     check_compression(compression)
     with files.replacing(path, overwrite, DumpError, "write elsewhere with -o") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with _writable(tmp, create=True) as f:
             f.attrs["layerdiff_schema"] = SCHEMA
             for k, v in trace.meta.items():
                 f.attrs[k] = json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
@@ -137,7 +137,7 @@ def fill(trace: Trace, path: str | os.PathLike[str], full: Callable[[str], bool]
         DumpError: the disk is full (what was stored until then stays marked as such).
     """
     try:
-        with h5py.File(path, "r+") as f:
+        with _writable(Path(path), create=False) as f:
             groups = [f["layers"][k] for k in sorted(f["layers"], key=_index)]
             for layer, g in zip(trace.layers, groups):
                 signals.checkpoint()
@@ -150,10 +150,25 @@ def fill(trace: Trace, path: str | os.PathLike[str], full: Callable[[str], bool]
                 p = by_name[str(g.attrs["name"])]
                 if p.grad is not None and owned(p, full):
                     _store(g["grad"], p.grad)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         if files.disk_error(exc):
             raise DumpError(files.disk_message(Path(path), exc)) from None
         raise
+
+
+def _writable(path: Path, create: bool) -> h5py.File:
+    """A file to write, opened so that a full disk is an exception and nothing worse.
+
+    HDF5 keeps small writes in a sieve buffer and writes it when a dataset closes, which h5py does from a
+    destructor: a write failing there is printed as "Exception ignored", leaves the dataset open, and HDF5 crashes
+    closing it again when the process exits. Without the buffer each write fails where it is made.
+    """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_sieve_buf_size(0)
+    name = os.fsencode(path)
+    fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=fapl) if create else h5py.h5f.open(name, h5py.h5f.ACC_RDWR, fapl=fapl)
+    return h5py.File(fid)
 
 
 def _store(ds: h5py.Dataset, value: np.ndarray) -> None:
