@@ -39,6 +39,27 @@ def cli(tmp_path, monkeypatch):
     return invoke
 
 
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """``layerdiff run --json A B [options]``, run once per session for each set of arguments: the fixture pairs and
+    the bug variants are read by several test files (test_fixtures, test_isolation, test_transformer), each
+    asserting its own part of the same report. Returns (exit code, report)."""
+    folder = tmp_path_factory.mktemp("shared-runs")
+    done: dict = {}
+
+    def invoke(a, b, *options: str):
+        sizes = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LAYERDIFF_") and k.endswith("_SIZE")))
+        key = (str(a), str(b), *options, sizes)
+        if key not in done:
+            out = folder / f"run-{len(done)}"
+            result = CliRunner().invoke(main, ["run", "--json", str(a), str(b), "-o", str(out), *options], catch_exceptions=False)
+            assert result.exit_code in (0, 1), result.stderr
+            done[key] = (result.exit_code, json.loads(result.stdout))
+        return done[key]
+
+    return invoke
+
+
 @pytest.fixture
 def run_json(cli):
     def invoke(*args: str):

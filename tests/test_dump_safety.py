@@ -204,7 +204,7 @@ def test_every_reader_exits_0_1_or_2_with_one_line_whatever_the_damage(seed, how
         for how in hows:
             try:
                 done.append(f"{how.__name__}: {how(x, pick)}")
-            except OSError:  # an earlier damage left no HDF5 file for this one to open
+            except Exception:  # an earlier damage left no HDF5 file that h5py can change: enough damage
                 break
         for reader in READERS:
             args = [a.format(x=x, p=pristine) for a in reader]
