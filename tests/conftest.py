@@ -11,6 +11,19 @@ from layerdiff.cli import main
 
 pytest_plugins = ["pytester"]  # runs inner pytest sessions for the plugin's tests
 
+# Tests marked slow (each over half a minute on two cores) run when LAYERDIFF_SLOW=1, as CI sets it (.ci/run, the
+# README's test command): a developer's `pytest -q` stays within minutes, and CI still runs every test.
+SLOW = os.environ.get("LAYERDIFF_SLOW") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow: LAYERDIFF_SLOW=1 runs it (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt", "resnet")]
 

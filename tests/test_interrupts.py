@@ -4,7 +4,6 @@ on the way still stops it; a full disk is the user's error on one line; the temp
 are removed by the next write."""
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -22,22 +21,19 @@ IDENTITY = "class Identity:\n    def forward(self, x):\n        return x\n    de
 
 # The CLI, with each dataset's write slowed down, so that a signal surely lands while a dump is being written.
 SLOW_CLI = (
-    "import time\nfrom layerdiff import store\nfrom layerdiff.cli import main\n"
+    "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a background job may ignore it
+    "from layerdiff import store\nfrom layerdiff.cli import main\n"
     "write = store._dataset\n"
     "def slow(*args, **kwargs):\n    time.sleep(0.2)\n    write(*args, **kwargs)\n"
     "store._dataset = slow\nmain()\n"
 )
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background job may have been started with Ctrl-C ignored
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_a_write_exits_128_plus_its_number_and_leaves_nothing(tmp_path, sig, code):
     write(tmp_path, "good.py", GOOD)
     run = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "run", "good.py", "good.py", "--once"],
-                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = tmp_path / "layerdiff-out" / "run-1"
     deadline = time.monotonic() + 120
     while not (out.exists() and any(p.name.endswith(".tmp") for p in out.iterdir())):
@@ -100,12 +96,14 @@ def test_a_temporary_file_names_its_process_and_goes_with_the_folders_made_for_i
     assert list(tmp_path.iterdir()) == []
 
 
-def _file_size_limit(limit: int):
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG, as on a full disk
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return apply
+def _limited(limit: int) -> str:
+    """The CLI in a process whose files may not grow past ``limit`` bytes: a write past it fails with EFBIG, as a
+    write on a full disk fails with ENOSPC. (Set in the child itself: forking a process that holds JAX warns.)"""
+    return (
+        "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "from layerdiff.cli import main\nmain()\n"
+    )
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_half_written_pair(tmp_path):
@@ -117,8 +115,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_pair(tmp_path):
     assert done.returncode == 0, done.stderr
     limit = (tmp_path / "probe.h5").stat().st_size * 3 // 2
     (tmp_path / "probe.h5").unlink()
-    done = subprocess.run([*cli, "run", "a.py", "b.py", "--once"], cwd=tmp_path, capture_output=True, text=True,
-                          preexec_fn=_file_size_limit(limit))
+    done = subprocess.run([sys.executable, "-c", _limited(limit), "run", "a.py", "b.py", "--once"], cwd=tmp_path,
+                          capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     line = one_error_line(done.stderr)
     assert "Cannot write layerdiff-out/run-1/b.h5: File too large. Nothing was written; free some space" in line
