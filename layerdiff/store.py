@@ -330,48 +330,48 @@ class Dump:
         seen: set[int] = set()
         file_size = os.path.getsize(self.path)
 
-        def visit(obj: Any, where: str, depth: int) -> None:
-            address = _h5(lambda: h5py.h5o.get_info(obj.id).addr)
-            if address in seen:  # a second hard link to one object (a group holding itself): never written by us
+        def visit(oid: Any, where: str, depth: int) -> None:
+            info = _h5(lambda: h5py.h5o.get_info(oid))
+            if info.addr in seen:  # a second hard link to one object (a group holding itself): never written by us
                 raise self._damaged("links back to an object already read", where)
-            seen.add(address)
-            attrs = _h5(lambda: dict(obj.attrs))
-            if isinstance(obj, h5py.Dataset):
-                nodes[where] = self._dataset_node(obj, where, attrs, file_size)
+            seen.add(info.addr)
+            if info.type == h5py.h5o.TYPE_DATASET:
+                ds = _h5(lambda: h5py.Dataset(oid))
+                nodes[where] = self._dataset_node(ds, where, _h5(lambda: dict(ds.attrs)), file_size)
                 return
-            if not isinstance(obj, h5py.Group):
+            if info.type != h5py.h5o.TYPE_GROUP:
                 raise self._damaged("is a committed datatype, which a dump never holds", where)
             if depth >= MAX_DEPTH:
                 raise self._damaged("is a group nested deeper than a dump's", where)
-            names = sorted(_h5(lambda: list(obj.keys())))
+            group = _h5(lambda: h5py.Group(oid))
+            attrs = _h5(lambda: dict(group.attrs))
+            names = sorted(_h5(lambda: list(group.keys())))
             for name in names:
                 child = f"{where.rstrip('/')}/{name}"
-                link = _h5(lambda: obj.get(name, getlink=True))
-                if isinstance(link, h5py.ExternalLink):
-                    raise self._refused(f"is an external link to {_shown(link.filename, 240)}:{_shown(link.path)}", child)
-                if isinstance(link, h5py.SoftLink):
-                    raise self._refused(f"is a soft link to {_shown(link.path, 240)}", child)
-                if not isinstance(link, h5py.HardLink):
+                key = name.encode()
+                kind = _h5(lambda: oid.links.get_info(key).type)
+                if kind == h5py.h5l.TYPE_EXTERNAL:
+                    filename, path = _h5(lambda: oid.links.get_val(key))
+                    raise self._refused(f"is an external link to {_shown(filename, 240)}:{_shown(path)}", child)
+                if kind == h5py.h5l.TYPE_SOFT:
+                    raise self._refused(f"is a soft link to {_shown(_h5(lambda: oid.links.get_val(key)), 240)}", child)
+                if kind != h5py.h5l.TYPE_HARD:
                     raise self._refused("is a user-defined link", child)
-                member = _h5(lambda: obj.get(name))
-                if member is None:
-                    raise self._damaged("is a link to nothing", child)
-                visit(member, child, depth + 1)
+                visit(_h5(lambda: h5py.h5o.open(oid, key)), child, depth + 1)
             nodes[where] = _Node(where, attrs, names)
 
         try:
-            visit(self.file, "/", 0)
+            visit(self.file.id, "/", 0)
         except _HDF5Error as exc:
             raise DumpError(f"{self.path} is a damaged layerdiff dump: HDF5 cannot read its structure ({exc}). {ADVICE}") from None
         return nodes
 
     def _dataset_node(self, ds: h5py.Dataset, where: str, attrs: dict[str, Any], file_size: int) -> _Node:
-        external = _h5(lambda: ds.external)
-        if external:
-            raise self._refused(f"keeps its values in another file ({_shown(external[0][0], 240)})", where)
-        if _h5(lambda: ds.is_virtual):
-            raise self._refused("is a virtual dataset, whose values come from other files", where)
         plist = _h5(lambda: ds.id.get_create_plist())
+        if _h5(lambda: plist.get_external_count()):
+            raise self._refused(f"keeps its values in another file ({_shown(_h5(lambda: plist.get_external(0))[0], 240)})", where)
+        if _h5(lambda: plist.get_layout()) == h5py.h5d.VIRTUAL:
+            raise self._refused("is a virtual dataset, whose values come from other files", where)
         filters = _h5(lambda: [plist.get_filter(i)[0] for i in range(plist.get_nfilters())])
         unknown = [f for f in filters if f not in FILTERS]
         if unknown:
@@ -379,8 +379,8 @@ class Dump:
                 f"is encoded with HDF5 filter {unknown[0]}, which layerdiff never writes (HDF5 would load a plugin "
                 "to decode it)", where
             )
-        shape = tuple(int(d) for d in _h5(lambda: ds.shape) or ())
-        dtype = _h5(lambda: ds.dtype)
+        shape = tuple(int(d) for d in _h5(lambda: ds.id.shape) or ())
+        dtype = _h5(lambda: ds.id.dtype)
         if dtype.kind not in NUMERIC or dtype.fields is not None or dtype.subdtype is not None:
             raise self._damaged(f"holds values of type {_shown(str(dtype))}, not numbers", where)
         entries = math.prod(shape)
