@@ -18,7 +18,8 @@ def test_import_layerdiff_imports_no_framework_nor_matplotlib():
 @pytest.mark.parametrize(
     "module",
     ["layerdiff.tap", "layerdiff.sync", "layerdiff.records", "layerdiff.compare", "layerdiff.api", "layerdiff.report",
-     "layerdiff.progress", "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health"],
+     "layerdiff.progress", "layerdiff.files", "layerdiff.testing", "layerdiff.plots", "layerdiff.health",
+     "layerdiff.signals", "layerdiff.declared"],
 )
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(importlib.import_module(module))
