@@ -14,7 +14,7 @@ import pytest
 
 from layerdiff import files, signals, store
 
-from conftest import FIXTURES, one_error_line, write
+from conftest import one_error_line, write
 from test_bad_input import GOOD, NET
 
 IDENTITY = "class Identity:\n    def forward(self, x):\n        return x\n    def backward(self, d):\n        return d\n"
