@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store
+from layerdiff import dumps, files, modelfile, ranks, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
@@ -244,7 +244,13 @@ def compare_paths(
     once: bool = False,
     progress: Progress | None = None,
 ) -> Result:
-    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
+    """``layerdiff compare``: each of ``x``, ``y`` a dump, the dumps of every rank of a sharded run (``step.rank*.h5``)
+    or a model file; a script runs with the dump's weights and feed."""
+    shards = ranks.expand(x)
+    if shards is not None:
+        found, links, source, notes = ranks.against(shards, Path(y), rtol=rtol, layer_map=layer_map, param_map=param_map,
+                                                    twice=not once, progress=progress)
+        return Result(found, links, source, notes)
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)

@@ -236,6 +236,7 @@ def compare_isolated(
         layers.append(layer)
     if progress is not None:
         progress("compare", len(table), len(table))
+    found = _one_each(found)
     forward = sorted((n, c) for n, c in found if c.pass_ == "forward")
     backward = sorted(((n, c) for n, c in found if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
     culprits = [c for _, c in forward + backward]
@@ -276,6 +277,16 @@ def local_row(
             values = None if d.problem == "stats" else (link.view(grad(ra, link.src)), grad(rb, link.dst))
             found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
     return found
+
+
+def _one_each(found: list[tuple[int, Culprit]]) -> list[tuple[int, Culprit]]:
+    """One culprit per row and pass, its own where a blamed one (moved there from the value it feeds) says the same."""
+    kept: dict[tuple[int, str, str], tuple[int, Culprit]] = {}
+    for n, c in found:
+        key = (n, c.pass_, c.tensor if c.pass_ == "param_grad" else "")
+        if key not in kept or (" of " in kept[key][1].tensor and " of " not in c.tensor):
+            kept[key] = (n, c)
+    return list(kept.values())
 
 
 def _blamed(c: Culprit, row: int, table: list[Row], a: Recording, b: Recording) -> tuple[int, Culprit]:

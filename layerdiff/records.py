@@ -51,6 +51,9 @@ class LayerRecord:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     params: list[str] = field(default_factory=list)
     layouts: dict[str, str] = field(default_factory=dict)
+    # In one rank's recording of a sharded run: how a tensor is spread over the ranks ("shard(0)", "replicate",
+    # "partial"), where the framework says so (``ranks`` infers the rest).
+    placements: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ParamRecord:
     layout: str
     value: np.ndarray
     grad: np.ndarray | None = None
+    placement: str = ""  # in one rank's recording: how the parameter is spread over the ranks, when known
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class RunInfo:
     inputs_sha256: str = ""
     upstream_sha256: str = ""  # "loss:" and the targets' hash, or "random:" and the seeded upstream gradient's
     run_to_run: float | None = None  # the largest difference between two identical runs; None: not measured
+    rank: int = 0  # of a sharded run recorded one dump per rank (``layerdiff.record`` under torchrun)
+    world_size: int = 1
     settings: Mapping[str, str] = field(default_factory=dict)  # the adapter's own (JAX's precision flags)
 
     @property

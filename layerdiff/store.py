@@ -95,10 +95,14 @@ def write(
                 keep = full is None or full(layer.name)
                 for key, value in layer.tensors.items():
                     _dataset(g, key, value, compression, layer.layouts.get(key, ""), keep, full is not None)
+                    if key in layer.placements:
+                        g[key].attrs["placement"] = layer.placements[key]
             params = f.create_group("params")
             for i, p in enumerate(trace.params):
                 g = params.create_group(_group_name(i, p.name))
                 g.attrs.update(name=p.name, layer=p.layer, layout=p.layout)
+                if p.placement:
+                    g.attrs["placement"] = p.placement
                 keep = full is None or owned(p, full)
                 _dataset(g, "value", p.value, compression, p.layout, keep and values, full is not None or not values)
                 if p.grad is not None:
@@ -251,7 +255,8 @@ class Dump:
                 f"{self.path} holds no value of parameter '{name}', only its hash (written with --skip-copied-weights "
                 "or --stats-only): take the weights from the dump of the other side, or write it again without them."
             )
-        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+        layout, placement = str(g.attrs["layout"]), str(g.attrs.get("placement", ""))
+        return ParamRecord(name, str(g.attrs["layer"]), layout, np.asarray(g["value"][()]), self.param_grad(name), placement)
 
     def spec(self, name: str) -> ParamRecord:
         g = self._params[name]
@@ -285,10 +290,16 @@ class Dump:
     def targets(self) -> np.ndarray | None:
         return np.asarray(self.file["targets"][()]) if "targets" in self.file else None
 
+    def placements(self, index: int) -> dict[str, str]:
+        """How each tensor of a layer is spread over the ranks, where the rank's recording said (a sharded run)."""
+        g = self._groups[index]
+        return {k: str(g[k].attrs["placement"]) for k in g if "placement" in g[k].attrs}
+
     def trace(self) -> Trace:
         """Everything in memory (small dumps, tests), every tensor in PyTorch's order."""
         layers = [
-            LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params))
+            LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params),
+                        placements=self.placements(info.index))
             for info in self.layers
         ]
         return Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
@@ -327,6 +338,7 @@ def _plain(v: Any) -> Any:
 
 NOT_MEASURED = "not measured"  # run_to_run of a side run once (--once)
 INFO_FIELDS = tuple(f.name for f in fields(RunInfo) if f.name != "settings")
+INT_FIELDS = ("seed", "rank", "world_size")
 
 
 def _info_attrs(info: RunInfo) -> dict[str, Any]:
@@ -340,11 +352,9 @@ def _read_info(attrs: dict[str, Any]) -> RunInfo:
     """``_info_attrs`` read back; the attributes it does not know are the adapter's settings."""
     known = {name: attrs[name] for name in INFO_FIELDS if name in attrs}
     known["run_to_run"] = attrs.get("run_to_run") if isinstance(attrs.get("run_to_run"), (int, float)) else None
-    if "seed" in known:
-        known["seed"] = int(known["seed"])
     for name in INFO_FIELDS:
-        if name in known and name not in ("seed", "run_to_run"):
-            known[name] = str(known[name])
+        if name in known and name != "run_to_run":
+            known[name] = int(known[name]) if name in INT_FIELDS else str(known[name])
     skip = set(INFO_FIELDS) | {"layerdiff_schema", "loss"}
     settings = {k: str(v) for k, v in attrs.items() if k not in skip}
     return RunInfo(**known, settings=settings)

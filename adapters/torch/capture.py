@@ -194,6 +194,12 @@ class TorchAdapter:
                 if full in values:
                     p.copy_(_from(values[full]))
 
+    def attach(self, model: Any, spec: Spec, placements: dict[str, str] | None = None) -> Any:
+        """Record one iteration of the user's own loop (``layerdiff.record``)."""
+        from layerdiff.adapters.torch.record import Attachment
+
+        return Attachment(model, spec, placements)
+
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net: torch.nn.Module = model
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
