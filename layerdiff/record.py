@@ -62,12 +62,25 @@ class LoopRecording:
         attach = getattr(adapter, "attach", None)
         if adapter is None or not callable(attach):
             kind = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
-            raise ModelFileError(f"layerdiff.record cannot record a {kind}: give a torch.nn.Module or a NumPy layer list.")
+            raise ModelFileError(
+                f"layerdiff.record cannot record a {kind}: give a torch.nn.Module, a NumPy layer list or a Flax module."
+            )
         self.adapter = adapter
         self.attached = attach(self.model, Spec(Path(sys.argv[0]).name or "<loop>"), self.placements)
         self.target = _rank_path(self.path, self.attached.rank, self.attached.world_size)
         files.check(self.target, self.force, DumpError, "choose another path, or pass force=True")
         return self
+
+    def gradients(self, grads: Any) -> None:
+        """Hand over the parameter gradients your step computed, where the framework does not keep them on the model
+        (JAX: what ``jax.grad`` or ``nnx.grad`` returned)."""
+        take = getattr(self.attached, "gradients", None)
+        if self.attached is None or not callable(take):
+            raise ModelFileError(
+                "gradients() is for a JAX model inside a started recording: PyTorch and NumPy layers keep their "
+                "gradients, which the recording reads itself."
+            )
+        take(grads)
 
     def stop(self) -> Path:
         """Detach from the model and write the dump; returns its path."""

@@ -134,3 +134,31 @@ def test_bad_uses_are_refused_in_the_users_terms(tmp_path):
     (tmp_path / "there.h5").write_bytes(b"")
     with pytest.raises(layerdiff.DumpError, match=r"there.h5 exists. Pass force=True"):
         layerdiff.record(torch_net(), tmp_path / "there.h5").start()
+
+
+def test_a_flax_nnx_step_is_recorded_with_the_gradients_it_returns(cli, tmp_path):
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    import sys
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        from mlp_nnx import MLP
+    finally:
+        sys.path.remove(str(FIXTURES))
+    model = MLP(nnx.Rngs(3))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 16)), dtype=jnp.float32)
+    y = jnp.asarray(np.random.default_rng(1).integers(0, 10, size=8))
+
+    def loss_fn(m):
+        return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+    with layerdiff.record(model, tmp_path / "nnx.h5") as rec:
+        _, grads = nnx.value_and_grad(loss_fn)(model)
+        rec.gradients(grads)
+    with store.Dump(tmp_path / "nnx.h5") as d:
+        assert [l.name for l in d.layers] == ["fc1", "fc2", "fc3", "fc4"]
+        assert d.param_names()[:2] == ["fc1.kernel", "fc1.bias"] and d.param_grad("fc4.bias") is not None
+    code, out, err = cli("compare", tmp_path / "nnx.h5", FIXTURES / "mlp_nnx.py", "--json")
+    assert code == 0 and json.loads(out)["match"], err + out
