@@ -68,6 +68,17 @@ class ParamRecord:
     placement: str = ""  # in one rank's recording: how the parameter is spread over the ranks, when known
 
 
+@dataclass
+class RegionRecord:
+    """A compiled region of a side (``torch.compile``), against the eager module tree it was compiled from: each
+    tensor as ``(compiled, eager)``, computed from the same inputs; ``first_op`` where the two first part."""
+
+    name: str  # "compiled region 0", or "compiled model" for the whole model's output and gradients
+    modules: str  # the modules its operations come from: "0 … 2"
+    tensors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    first_op: str = ""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """How one side's iteration was made: what a dump's root attributes hold."""
@@ -108,6 +119,7 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
     # In a replay: per layer, the kinds ("output", "grad_output") the adapter substituted forced values for.
     forced: dict[str, set[str]] = field(default_factory=dict)
+    regions: list[RegionRecord] = field(default_factory=list)  # a compiled model's code against its eager tree
 
 
 def owned(p: ParamRecord, layers: Callable[[str], bool]) -> bool:
@@ -189,6 +201,9 @@ class Recording(Protocol):
 
     def param_names(self) -> list[str]: ...
 
+    def regions(self) -> list[RegionRecord]:
+        """A compiled side's regions against its eager module tree (``torch.compile``); none for others."""
+
 
 class InMemory:
     """A trace read as a recording, for comparisons that write no dump."""
@@ -232,3 +247,6 @@ class InMemory:
 
     def param_names(self) -> list[str]:
         return list(self._params)
+
+    def regions(self) -> list[RegionRecord]:
+        return self.trace.regions

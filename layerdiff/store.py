@@ -39,6 +39,7 @@ from layerdiff.records import (
     LayerInfo,
     LayerRecord,
     ParamRecord,
+    RegionRecord,
     RunInfo,
     Trace,
     key_order,
@@ -97,6 +98,8 @@ def write(
                     _dataset(g, key, value, compression, layer.layouts.get(key, ""), keep, full is not None)
                     if key in layer.placements:
                         g[key].attrs["placement"] = layer.placements[key]
+            if trace.regions:
+                _regions(f.create_group("regions"), trace.regions)
             params = f.create_group("params")
             for i, p in enumerate(trace.params):
                 g = params.create_group(_group_name(i, p.name))
@@ -108,6 +111,15 @@ def write(
                 if p.grad is not None:
                     _dataset(g, "grad", p.grad, compression, p.layout, keep, full is not None)
     return path
+
+
+def _regions(group: h5py.Group, regions: list[RegionRecord]) -> None:
+    for i, region in enumerate(regions):
+        g = group.create_group(f"{i:04d}")
+        g.attrs.update(name=region.name, modules=region.modules, first_op=region.first_op, keys=json.dumps(list(region.tensors)))
+        for k, (compiled, eager) in enumerate(region.tensors.values()):
+            g.create_dataset(f"{k}.compiled", data=compiled)
+            g.create_dataset(f"{k}.eager", data=eager)
 
 
 def check_compression(compression: str | None) -> None:
@@ -290,6 +302,18 @@ class Dump:
     def targets(self) -> np.ndarray | None:
         return np.asarray(self.file["targets"][()]) if "targets" in self.file else None
 
+    def regions(self) -> list[RegionRecord]:
+        """A compiled side's regions against its eager module tree, as recorded."""
+        if "regions" not in self.file:
+            return []
+        found = []
+        for name in sorted(self.file["regions"]):
+            g = self.file["regions"][name]
+            keys = json.loads(g.attrs["keys"])
+            tensors = {key: (np.asarray(g[f"{k}.compiled"][()]), np.asarray(g[f"{k}.eager"][()])) for k, key in enumerate(keys)}
+            found.append(RegionRecord(str(g.attrs["name"]), str(g.attrs["modules"]), tensors, str(g.attrs["first_op"])))
+        return found
+
     def placements(self, index: int) -> dict[str, str]:
         """How each tensor of a layer is spread over the ranks, where the rank's recording said (a sharded run)."""
         g = self._groups[index]
@@ -302,7 +326,9 @@ class Dump:
                         placements=self.placements(info.index))
             for info in self.layers
         ]
-        return Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
+        trace = Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
+        trace.regions = self.regions()
+        return trace
 
     def close(self) -> None:
         self.file.close()
