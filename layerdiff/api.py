@@ -18,7 +18,7 @@ from layerdiff import overfit as _overfit
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
-from layerdiff.isolate import isolated
+from layerdiff.isolate import isolated_pair
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
@@ -118,23 +118,8 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    result = isolated_pair(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
-
-
-def _isolated(
-    a: Recording,
-    b: Recording,
-    pair: runner.Pair,
-    layer_map: dict[str, str] | None,
-    rtol: float | None,
-    progress: Progress | None,
-    live_side: str = "b",
-) -> Comparison:
-    return isolated(
-        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
-        live_side=live_side, progress=progress,
-    )
 
 
 def run(
@@ -183,7 +168,7 @@ def run(
         trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = _isolated(da, db, pair, layer_map, rtol, progress)
+        result = isolated_pair(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -255,7 +240,7 @@ def compare_paths(
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        result = isolated_pair(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
@@ -314,7 +299,7 @@ def _against_dump(
         pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
-        result = _isolated(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
+        result = isolated_pair(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 

@@ -32,7 +32,7 @@ from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
 if TYPE_CHECKING:
-    from layerdiff.runner import Side
+    from layerdiff.runner import Pair, Side
 
 WITNESSES = 256  # entries of each forced output kept to check that the next layer received it
 
@@ -64,6 +64,22 @@ def isolated(
     return compare_isolated(
         a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
         reference=twin, rtol=rtol, progress=progress,
+    )
+
+
+def isolated_pair(
+    a: Recording,
+    b: Recording,
+    pair: Pair,
+    layer_map: dict[str, str] | None,
+    rtol: float | None,
+    progress: Progress | None,
+    live_side: str = "b",
+) -> Comparison:
+    """``isolated`` on what ``runner.run_pair`` (or ``run_against``) made: its live side, feed, links and twin."""
+    return isolated(
+        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
+        live_side=live_side, progress=progress,
     )
 
 
