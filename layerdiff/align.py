@@ -30,12 +30,7 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
         AlignmentError: no layer could be matched, or the explicit map names a layer that is not there.
     """
     explicit = dict(explicit or {})
-    names_a = {layer.name for layer in a.layers}
-    names_b = {layer.name for layer in b.layers}
-    for x, y in explicit.items():
-        if x not in names_a or y not in names_b:
-            side, name, names = (a.source, x, names_a) if x not in names_a else (b.source, y, names_b)
-            raise AlignmentError(f"{term('layer_map')} names layer '{name}', which {side} does not have. Its layers: {', '.join(sorted(names))}.")
+    check_map(explicit, (a.source, [layer.name for layer in a.layers]), (b.source, [layer.name for layer in b.layers]))
     if not explicit and [layer.name for layer in a.layers] == [layer.name for layer in b.layers]:
         pairs = [(i, i) for i in range(len(a.layers))]
     else:
@@ -62,6 +57,18 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
 
 def _map_example() -> str:
     return term("layer_map", "A=B", "{'A': 'B'}")
+
+
+def check_map(explicit: dict[str, str] | None, a: tuple[str, list[str]], b: tuple[str, list[str]]) -> None:
+    """Refuse a layer map naming a layer that one side does not have; ``a`` and ``b`` are (source, layer names).
+
+    Raises:
+        AlignmentError: naming the layer, the side, and the layers it has.
+    """
+    for x, y in (explicit or {}).items():
+        for (source, names), name in ((a, x), (b, y)):
+            if name not in names:
+                raise AlignmentError(f"{term('layer_map')} names layer '{name}', which {source} does not have. Its layers: {', '.join(sorted(set(names)))}.")
 
 
 def _score(x: LayerInfo, y: LayerInfo, explicit: dict[str, str]) -> float | None:

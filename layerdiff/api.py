@@ -15,6 +15,7 @@ from layerdiff import dumps, files, modelfile, ranks, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
+from layerdiff.align import check_map
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
@@ -155,6 +156,7 @@ def run(
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    check_map(layer_map, (a.source, [r.name for r in pair.a.layers]), (b.source, [r.name for r in pair.b.layers]))
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):

@@ -1,10 +1,12 @@
 """The command line: parses, calls the API, prints. Exit 0: the same within tolerance (gradients right, healthy,
 the loss goes to zero); 1: they diverge (a gradient wrong, a problem flagged); 2: could not compare (the reason on
-one line)."""
+one line); 3: a bug in layerdiff (its traceback above); 128 + the signal's number when stopped by one: 130 for
+Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -15,7 +17,7 @@ from typing import Any, Callable, Iterator
 import click
 from rich.console import Console
 
-from layerdiff import api, files, store
+from layerdiff import api, files, signals, store
 from layerdiff.errors import LayerdiffError, ReportError, speaking_flags
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
@@ -26,6 +28,24 @@ from layerdiff.report import plain
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
 EXIT_BUG = 3  # layerdiff itself failed: never to be read as "they diverge"
 EXIT_BROKEN_PIPE = 128 + 13  # the reader went away (`| head`), as the shell reports SIGPIPE
+SEED_MAX = 2**63 - 1  # a dump records the seed as a 64-bit integer
+
+
+def _positive(option: str, at_most: float | None = None, example: str = "") -> Callable[[click.Context, click.Parameter, float | None], float | None]:
+    """A callback for a real-valued option that must be finite and above 0 (and at most ``at_most``)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is None:
+            return None
+        bound = f" and at most {at_most:g}" if at_most is not None else ""
+        if not math.isfinite(value) or value <= 0 or (at_most is not None and value > at_most):
+            raise click.BadParameter(f"{value} is not a {option}: give a finite number above 0{bound}, e.g. {example}.")
+        return value
+
+    return check
+
+
+SEED = click.IntRange(0, SEED_MAX)
 
 
 def _pairs(option: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], dict[str, str]]:
@@ -46,8 +66,9 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True,
                          help="float64: both sides cast to float64. native: each side in its own dtype."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
-            click.option("--rtol", type=float, default=None, help="A fixed tolerance; by default each layer's noise floor, 64·eps·sqrt(n)."),
+            click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
+            click.option("--rtol", type=float, default=None, callback=_positive("tolerance", 1.0, "--rtol 1e-6"),
+                         help="A fixed tolerance, above 0 and at most 1; by default each layer's noise floor, 64·eps·sqrt(n)."),
             click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
                          help="Pair layer A of the first file with layer B of the second."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
@@ -125,26 +146,56 @@ class Terminal(Console):
 
 class Commands(click.Group):
     """Turns the project's own errors into one line and exit code 2; a bug in layerdiff keeps its traceback and
-    exits 3, so that a crash is never read as a divergence (exit 1)."""
+    exits 3, so that a crash is never read as a divergence (exit 1). A signal stops it with 128 + its number."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """click's ``main``, with usage errors on one line (``error: …``, exit 2) as every other error is."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+            sys.exit(EXIT_ERROR)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:  # Ctrl-C while click itself was reading the command line
+            click.echo("error: interrupted (SIGINT)", err=True)
+            sys.exit(128 + 2)
+        sys.exit(code if isinstance(code, int) else EXIT_MATCH)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            with speaking_flags():
-                return super().invoke(ctx)
-        except LayerdiffError as exc:
-            if exc.details:
-                click.echo(exc.details, err=True)
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_ERROR)
-        except BrokenPipeError:
-            sys.stdout = open(os.devnull, "w")  # nothing more can be printed; keep Python's exit flush quiet
-            ctx.exit(EXIT_BROKEN_PIPE)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
-            raise
-        except Exception:
-            traceback.print_exc()
-            click.echo("error: layerdiff itself failed (the traceback above is a bug in layerdiff; please report it).", err=True)
-            ctx.exit(EXIT_BUG)
+        with signals.handled():
+            try:
+                try:
+                    with speaking_flags():
+                        return super().invoke(ctx)
+                finally:
+                    signals.checkpoint()  # a signal swallowed on the way (in a cleanup) still stops the command
+            except KeyboardInterrupt as exc:
+                code = exc.code if isinstance(exc, signals.Interrupted) else 128 + 2
+                click.echo(f"error: interrupted ({exc if isinstance(exc, signals.Interrupted) else 'SIGINT'})", err=True)
+                ctx.exit(code)
+            except LayerdiffError as exc:
+                if exc.details:
+                    click.echo(exc.details, err=True)
+                click.echo(f"error: {exc}", err=True)
+                ctx.exit(EXIT_ERROR)
+            except BrokenPipeError:
+                sys.stdout = open(os.devnull, "w")  # nothing more can be printed; keep Python's exit flush quiet
+                ctx.exit(EXIT_BROKEN_PIPE)
+            except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+                raise
+            except Exception:
+                traceback.print_exc()
+                click.echo("error: layerdiff itself failed (the traceback above is a bug in layerdiff; please report it).", err=True)
+                ctx.exit(EXIT_BUG)
 
 
 @click.group(cls=Commands)
@@ -201,7 +252,7 @@ def compare(x: str, y: str, as_json: bool, show_all: bool, html: str | None, plo
 @click.option("-o", "--out", required=True, help="The dump to write (.h5).")
 @click.option("--weights-from", default=None, help="A dump whose weights, inputs and upstream gradient to use.")
 @click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace the dump if it exists.")
 @dump_options
 def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: int, force: bool, layers: tuple[str, ...],
@@ -243,6 +294,8 @@ def _coordinates(ctx: click.Context, param: click.Parameter, values: tuple[str, 
             coordinate = ()
         if not sep or not name or not coordinate:
             raise click.BadParameter(f"'{v}' is not NAME=I,J,..., e.g. --at fc1.W=3,7")
+        if any(i < 0 for i in coordinate):
+            raise click.BadParameter(f"'{v}': an index counts from 0, e.g. --at fc1.W=3,7")
         found.setdefault(name, []).append(coordinate)
     return found
 
@@ -270,7 +323,7 @@ def _print(result: Any, as_json: bool, ok: bool) -> None:
 @click.option("--full", is_flag=True, help="Check every coordinate of every tensor.")
 @click.option("--at", multiple=True, callback=_coordinates, metavar="NAME=I,J",
               help="Also check this coordinate of a parameter, or of a layer's input (by the layer's name).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and of the sampled coordinates.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the inputs and of the sampled coordinates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def gradcheck(model_file: str, samples: int, full: bool, at: dict[str, list[tuple[int, ...]]], seed: int, as_json: bool) -> None:
     """Check every layer's and parameter's gradient against finite differences. Exit 1 when one is wrong."""
@@ -280,7 +333,8 @@ def gradcheck(model_file: str, samples: int, full: bool, at: dict[str, list[tupl
 
 @main.command()
 @click.argument("path", metavar="DUMP.h5")
-@click.option("--lr", type=float, default=None, help="Learning rate: report ‖Δw‖/‖w‖ of one SGD step.")
+@click.option("--lr", type=float, default=None, callback=_positive("learning rate", example="--lr 0.01"),
+              help="Learning rate: report ‖Δw‖/‖w‖ of one SGD step.")
 @click.option("--activation", "activations", multiple=True, callback=_activations, metavar="LAYER=KIND",
               help=f"Say which activation a layer applies ({', '.join(ACTIVATIONS)}) where its kind or name does not.")
 @click.option("--allow-neg-inf", multiple=True, metavar="LAYER", help="A layer whose forward values may hold -inf (a mask).")
@@ -296,10 +350,10 @@ def inspect(path: str, lr: float | None, activations: dict[str, str], allow_neg_
 @click.argument("file_a", metavar="A.py")
 @click.argument("file_b", metavar="[B.py]", required=False)
 @click.option("--steps", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True, callback=_positive("learning rate", example="--lr 0.1"))
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True, help="How many of the inputs to train on.")
 @click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
               help="Copy parameter A of the first file into parameter B of the second.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -14,7 +14,7 @@ from deepdiff import DeepDiff
 
 from layerdiff import blame, sync
 from layerdiff.align import Alignment, align
-from layerdiff.errors import DumpError, term
+from layerdiff.errors import DumpError, OptionError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, noise_floor, stats_diff
 from layerdiff.progress import Progress
@@ -76,7 +76,13 @@ def compare(
 
 def tolerance_for(a: Recording, b: Recording, rtol: float | None, reference: Recording | None = None) -> Tolerance:
     """The tolerances of comparing ``a`` with ``b``; ``reference``, side B rerun in float64 when it ran in a lower
-    precision, widens them to what B's own precision explains."""
+    precision, widens them to what B's own precision explains.
+
+    Raises:
+        OptionError: ``rtol`` is not a tolerance above 0 and at most 1 (NaN would pass every tensor).
+    """
+    if rtol is not None and not 0 < rtol <= 1:
+        raise OptionError(f"{term('rtol')} must be a tolerance above 0 and at most 1, such as 1e-6; got {rtol}.")
     dtypes = (a.info.compute_dtype, b.info.compute_dtype)
     measured = [r.info.run_to_run for r in (a, b) if r.info.run_to_run is not None]
     widen = None

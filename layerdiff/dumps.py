@@ -48,7 +48,15 @@ def write_pair(
     layer_map: dict[str, str] | None,
 ) -> None:
     """Write both sides' dumps: whole (B without the parameter values copied from A, with
-    ``skip_copied_weights``), or stats-only with values kept around the first divergences."""
+    ``skip_copied_weights``), or stats-only with values kept around the first divergences; both, or neither."""
+    with files.together(paths):
+        _write_pair(traces, paths, force, compression, stats_only, skip_copied_weights, layer_map)
+
+
+def _write_pair(
+    traces: tuple[Trace, Trace], paths: tuple[Path, Path], force: bool, compression: str | None, stats_only: bool,
+    skip_copied_weights: bool, layer_map: dict[str, str] | None,
+) -> None:
     if not stats_only:
         store.write(traces[0], paths[0], force, compression)
         store.write(traces[1], paths[1], force, compression, values=not skip_copied_weights)

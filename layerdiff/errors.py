@@ -3,9 +3,11 @@
     LayerdiffError              anything the user can fix; the CLI prints it on one line, exit 2
     ├── ModelFileError          a model file is missing, defines no model, or raised
     ├── AlignmentError          layers, shapes or parameters of the two sides cannot be matched
-    ├── DumpError               a file is not a layerdiff dump, has another schema, or would be overwritten
+    ├── DumpError               a file is not a layerdiff dump, is damaged, reaches outside itself, has another
+    │                           schema, would be overwritten, or does not fit on the disk
     ├── ReportError             an HTML report or plot cannot be written, or matplotlib is missing
-    └── AdapterError            an adapter did not do what the protocol asks (a replay it did not force)
+    ├── AdapterError            an adapter did not do what the protocol asks (a replay it did not force)
+    └── OptionError             an option's value is out of its range (a tolerance of NaN, a negative seed)
 
 A divergence between two networks is a result, never an exception.
 """
@@ -45,6 +47,10 @@ class ReportError(LayerdiffError):
 
 
 class AdapterError(LayerdiffError):
+    pass
+
+
+class OptionError(LayerdiffError):
     pass
 
 

@@ -93,7 +93,8 @@ def inspect(
 
 
 def _norm(a: np.ndarray) -> float:
-    return float(np.linalg.norm(a.ravel().astype(np.float64, copy=False)))
+    with np.errstate(over="ignore"):  # entries past 1e154 square to inf: the norm is inf, not a warning
+        return float(np.linalg.norm(a.ravel().astype(np.float64, copy=False)))
 
 
 def _param(rec: Recording, name: str, lr: float | None) -> ParamHealth:
@@ -122,7 +123,8 @@ def _layer(rec: Recording, index: int, activations: dict[str, str] | None) -> La
         if finite.size == 0:
             return health
         if health.activation == "sigmoid":
-            health.saturated = float(np.mean(finite * (1 - finite) < SIGMOID_SLOPE))
+            with np.errstate(over="ignore"):  # an output far from (0, 1) is no sigmoid's, and saturated
+                health.saturated = float(np.mean(finite * (1 - finite) < SIGMOID_SLOPE))
         elif health.activation == "tanh":
             health.saturated = float(np.mean(np.abs(finite) > TANH_LEVEL))
         else:

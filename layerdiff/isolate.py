@@ -34,6 +34,7 @@ from layerdiff.sync import WeightLink
 if TYPE_CHECKING:
     from layerdiff.runner import Pair, Side
 
+ONE_D = {"Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d"}  # (N, C, L): axis 2 is spatial
 WITNESSES = 256  # entries of each forced output kept to check that the next layer received it
 
 
@@ -330,7 +331,8 @@ def _culprit(
         return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
     va, vb = values
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
-    sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
+    spatial = () if pass_ == "param_grad" else (2,) if va.ndim == 3 and {layer.kind_a, layer.kind_b} & ONE_D else None
+    sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch, spatial)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
     return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
 

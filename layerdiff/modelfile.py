@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from layerdiff import declared
 from layerdiff.adapter import Adapter, Spec, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
@@ -86,12 +87,12 @@ def from_object(
     return Model(
         obj=obj,
         adapter=adapter,
-        spec=Spec(source, loss, dict(layouts or {}), dict(glue or {})),
+        spec=Spec(source, loss, declared.mapping(layouts, "layouts", source), dict(glue or {})),
         path=path,
-        inputs=None if inputs is None else _arrays(inputs, source),
-        input_shapes=None if input_shape is None else _shapes(input_shape, source),
-        targets=None if targets is None else np.asarray(targets),
-        param_map=dict(param_map or {}),
+        inputs=None if inputs is None else declared.arrays(inputs, source),
+        input_shapes=None if input_shape is None else declared.shapes(input_shape, source),
+        targets=None if targets is None else declared.targets(targets, source),
+        param_map=declared.mapping(param_map, "param_map", source),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
     )
 
@@ -182,34 +183,6 @@ def _has_parameters(obj: Any) -> bool:
         return bool(adapter.parameters(adapter.prepare(obj, spec, "native").model, spec))
     except Exception:
         return False
-
-
-def _arrays(value: Any, source: str) -> list[np.ndarray]:
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [np.asarray(_numpy(v)) for v in items]
-    except Exception:
-        raise ModelFileError(f"`inputs` in {source} must be an array or a list of arrays.") from None
-
-
-def _numpy(value: Any) -> Any:
-    """Framework tensors declared as inputs become arrays (torch tensors and jax arrays both have these)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    return np.asarray(value)
-
-
-def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:
-    shapes = value if isinstance(value, list) else [value]
-    try:
-        result = [tuple(int(d) for d in s) for s in shapes]
-    except TypeError:
-        raise ModelFileError(
-            f"`input_shape` in {source} must be a tuple of ints such as (8, 16), or a list of them."
-        ) from None
-    if any(d <= 0 for s in result for d in s):
-        raise ModelFileError(f"`input_shape` in {source} has a non-positive dimension: {value}.")
-    return result
 
 
 def _layout(value: Any, source: str) -> str:

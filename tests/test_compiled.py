@@ -3,7 +3,6 @@ that tree region by region, naming the region and the first operation that diffe
 
 import json
 
-import pytest
 
 from conftest import FIXTURES, write
 

@@ -9,16 +9,12 @@ PASS_OF = {"forward": ("forward",), "backward": ("backward", "param_grad")}
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    """One run per bug variant, shared by the tests below."""
-    import layerdiff
-
-    out = tmp_path_factory.mktemp("runs")
+def reports(shared_run):
+    """One run per bug variant (the session's, which test_fixtures reads too), shared by the tests below."""
     found = {}
     for variant in bug_variants():
         want = expected(variant)
-        result = layerdiff.run(variant, FIXTURES / want["reference"], out=out / variant.stem)
-        found[variant.stem] = (want, result.json())
+        found[variant.stem] = (want, shared_run(variant, FIXTURES / want["reference"], "--dtype", "float64")[1])
     return found
 
 
@@ -49,8 +45,8 @@ def test_each_hint_is_stated_on_its_variant_and_no_other(reports, variant):
 
 @pytest.mark.parametrize("dtype", ["float64", "native"])
 @pytest.mark.parametrize("a,b", CLEAN_PAIRS)
-def test_clean_pair_has_no_culprit(run_json, a, b, dtype):
-    _, report = run_json(FIXTURES / a, FIXTURES / b, "--dtype", dtype)
+def test_clean_pair_has_no_culprit(shared_run, a, b, dtype):
+    _, report = shared_run(FIXTURES / a, FIXTURES / b, "--dtype", dtype)
     assert report["culprits"] == []
     assert all(layer["verdict"] == "ok" for layer in report["layers"])
 

@@ -79,4 +79,4 @@ def test_cli_bad_input(cli, tmp_path):
     code, _, err = cli("overfit", "nope.py")
     assert code == 2 and "nope.py: no such file" in one_error_line(err)
     code, _, err = cli("overfit", MLP, "--lr", "0")
-    assert code == 2 and "lr > 0" in one_error_line(err)
+    assert code == 2 and "0.0 is not a learning rate: give a finite number above 0" in one_error_line(err)

@@ -181,6 +181,7 @@ def test_blockwise_diff_agrees_with_the_whole_tensor_formula(make):
         assert d.max_rel == pytest.approx(rel.max()) and d.rel_l2 == pytest.approx(np.linalg.norm(err) / np.linalg.norm(ref))
 
 
+@pytest.mark.slow  # a minute: some twenty fresh processes, each importing torch
 def test_benchmark_command_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(FIXTURES.parent / "benchmarks" / "run.py"), "--quick", "--models", "mlp,gpt2-small"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
