@@ -7,6 +7,7 @@ from layerdiff.errors import (
     AdapterError, AlignmentError, DumpError, LayerdiffError, ModelFileError, OptionError, ReportError,
 )
 from layerdiff.health_report import text
+from layerdiff.record import record
 from layerdiff.tap import tap, tap_grad
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "gradcheck",
     "inspect",
     "overfit",
+    "record",
     "run",
     "tap",
     "tap_grad",

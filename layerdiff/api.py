@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store
+from layerdiff import dumps, files, modelfile, ranks, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
@@ -19,7 +19,7 @@ from layerdiff.align import check_map
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
-from layerdiff.isolate import isolated
+from layerdiff.isolate import isolated_pair
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
@@ -119,23 +119,8 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    result = isolated_pair(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
-
-
-def _isolated(
-    a: Recording,
-    b: Recording,
-    pair: runner.Pair,
-    layer_map: dict[str, str] | None,
-    rtol: float | None,
-    progress: Progress | None,
-    live_side: str = "b",
-) -> Comparison:
-    return isolated(
-        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
-        live_side=live_side, progress=progress,
-    )
 
 
 def run(
@@ -185,7 +170,7 @@ def run(
         trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = _isolated(da, db, pair, layer_map, rtol, progress)
+        result = isolated_pair(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -246,12 +231,18 @@ def compare_paths(
     once: bool = False,
     progress: Progress | None = None,
 ) -> Result:
-    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
+    """``layerdiff compare``: each of ``x``, ``y`` a dump, the dumps of every rank of a sharded run (``step.rank*.h5``)
+    or a model file; a script runs with the dump's weights and feed."""
+    shards = ranks.expand(x)
+    if shards is not None:
+        found, links, source, notes = ranks.against(shards, Path(y), rtol=rtol, layer_map=layer_map, param_map=param_map,
+                                                    twice=not once, progress=progress)
+        return Result(found, links, source, notes)
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        result = isolated_pair(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
@@ -310,7 +301,7 @@ def _against_dump(
         pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
-        result = _isolated(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
+        result = isolated_pair(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 

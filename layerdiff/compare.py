@@ -16,13 +16,14 @@ from layerdiff import blame, sync
 from layerdiff.align import Alignment, align
 from layerdiff.errors import DumpError, OptionError, term
 from layerdiff.health import nonfinite_origin
-from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
+from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, noise_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo
-from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff, Verdict
+from layerdiff.records import LayerInfo, ParamRecord, Recording, RegionRecord, RunInfo
+from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, Pass, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
+WHOLE = "compiled model"  # the region record of a compiled model's output and gradients as a whole
 
 
 @dataclass
@@ -183,24 +184,47 @@ def specs(r: Recording) -> list[ParamRecord]:
 def assemble(
     a: Recording, b: Recording, alignment: Alignment, layers: list[LayerDiff], culprits: list[Culprit] | None, rtol: float | None
 ) -> Comparison:
-    """The comparison of the rows compared: first divergences, where NaN/Inf start, differences of form."""
+    """The comparison of the rows compared: first divergences, where NaN/Inf start, differences of form, and a
+    compiled side's code against its own eager module tree."""
+    compiled = _compiled(a) + _compiled(b)
+    structure = _structure(a, b, alignment)
+    if culprits is None:  # two dumps: no replay, but a compiled side is judged against itself all the same
+        structure += [f"{c.layer_a} ({c.layer_b}) {c.tensor}: {c.hint}" for c in compiled]
     return Comparison(
         a.source,
         b.source,
         layers,
         _first_forward(layers),
         _first_backward(layers),
-        culprits,
+        None if culprits is None else compiled + culprits,
         {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
         alignment.only_b,
-        _structure(a, b, alignment),
+        structure,
         a.info,
         b.info,
         a.loss,
         b.loss,
         rtol,
     )
+
+
+def _compiled(r: Recording) -> list[Culprit]:
+    """Where a compiled side's code computes otherwise than the eager module tree it was compiled from."""
+    found: list[Culprit] = []
+    for region in r.regions():
+        if region.name == WHOLE and found:
+            break  # a region already says where: the whole model's output only repeats it
+        for key, (compiled, eager) in region.tensors.items():
+            d = diff(key, compiled, eager, noise_floor(r.info.compute_dtype, max(eager.size, 1)))
+            if d.ok:
+                continue
+            where = f"; the first operation that differs: {region.first_op}" if region.first_op else ""
+            hint = f"{r.source}'s compiled code computes otherwise than the eager module tree it was compiled from{where}."
+            pass_: Pass = "forward" if key.startswith("output") else "param_grad"
+            found.append(Culprit(region.name, region.modules, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (compiled, eager)))
+            break
+    return found
 
 
 def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:
@@ -351,3 +375,6 @@ class Reader:
 
     def param_names(self) -> list[str]:
         return self.recording.param_names()
+
+    def regions(self) -> list[RegionRecord]:
+        return self.recording.regions()

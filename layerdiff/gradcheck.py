@@ -119,7 +119,7 @@ def gradcheck(
     for probe in probes:
         _check(probe, base, _coordinates(probe, rng, samples, full, extra.get(id(probe), [])), notes)
     layers = unrecorded + layers
-    _judge(layers)
+    blame.judge_gradients(layers, UNRECORDED)
     checked = [layer for layer in layers if layer.checks]
     return GradCheck(model.source, checked, counter[0], time.perf_counter() - started, notes)
 
@@ -384,26 +384,3 @@ def _judge_point(a: float, est: Estimate) -> tuple[float, float, Status]:
     if est.kink_at:
         return rel, excess, "kink"
     return rel, excess, "good" if excess <= GOOD else "acceptable" if excess <= ACCEPTABLE else "wrong"
-
-
-def _judge(layers: list[LayerCheck]) -> None:
-    """A layer is a culprit when its own gradients are wrong while the one arriving at its output is right."""
-    arriving_anywhere = any(c.status == "wrong" for layer in layers for c in layer.checks if c.tensor.startswith("output"))
-    for layer in layers:
-        arriving = any(c.status == "wrong" for c in layer.checks if c.tensor.startswith("output"))
-        own = any(c.status == "wrong" for c in layer.checks if not c.tensor.startswith("output"))
-        if layer.kind == UNRECORDED:
-            arriving = arriving_anywhere  # what arrives at an unrecorded layer is unknown: blame a recorded one first
-        layer.verdict = "inherited" if arriving else "culprit" if own else "ok"
-    if any(layer.verdict != "ok" for layer in layers) and not any(layer.verdict == "culprit" for layer in layers):
-        # No layer makes the error given what it receives: the last one that receives it wrong records no input
-        # gradient (a tap), so the error comes from the backward of the layer that made it (``blame``).
-        recorded = [layer for layer in layers if layer.kind != UNRECORDED]
-        last = max(i for i, layer in enumerate(recorded) if layer.verdict == "inherited")
-        maker = blame.gradient_maker(last, len(recorded))
-        if maker is not None:
-            recorded[maker].verdict = "culprit"
-            recorded[maker].note = f"the gradient its backward sends to {recorded[last].name} is wrong"
-        else:
-            recorded[last].verdict = "culprit"
-            recorded[last].note = "the gradient arriving at its output is wrong: the cause is in backward code after it that no layer records"

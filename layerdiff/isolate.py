@@ -32,7 +32,7 @@ from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
 if TYPE_CHECKING:
-    from layerdiff.runner import Side
+    from layerdiff.runner import Pair, Side
 
 ONE_D = {"Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d"}  # (N, C, L): axis 2 is spatial
 WITNESSES = 256  # entries of each forced output kept to check that the next layer received it
@@ -65,6 +65,22 @@ def isolated(
     return compare_isolated(
         a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
         reference=twin, rtol=rtol, progress=progress,
+    )
+
+
+def isolated_pair(
+    a: Recording,
+    b: Recording,
+    pair: Pair,
+    layer_map: dict[str, str] | None,
+    rtol: float | None,
+    progress: Progress | None,
+    live_side: str = "b",
+) -> Comparison:
+    """``isolated`` on what ``runner.run_pair`` (or ``run_against``) made: its live side, feed, links and twin."""
+    return isolated(
+        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
+        live_side=live_side, progress=progress,
     )
 
 
@@ -237,6 +253,7 @@ def compare_isolated(
         layers.append(layer)
     if progress is not None:
         progress("compare", len(table), len(table))
+    found = _one_each(found)
     forward = sorted((n, c) for n, c in found if c.pass_ == "forward")
     backward = sorted(((n, c) for n, c in found if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
     culprits = [c for _, c in forward + backward]
@@ -277,6 +294,16 @@ def local_row(
             values = None if d.problem == "stats" else (link.view(grad(ra, link.src)), grad(rb, link.dst))
             found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
     return found
+
+
+def _one_each(found: list[tuple[int, Culprit]]) -> list[tuple[int, Culprit]]:
+    """One culprit per row and pass, its own where a blamed one (moved there from the value it feeds) says the same."""
+    kept: dict[tuple[int, str, str], tuple[int, Culprit]] = {}
+    for n, c in found:
+        key = (n, c.pass_, c.tensor if c.pass_ == "param_grad" else "")
+        if key not in kept or (" of " in kept[key][1].tensor and " of " not in c.tensor):
+            kept[key] = (n, c)
+    return list(kept.values())
 
 
 def _blamed(c: Culprit, row: int, table: list[Row], a: Recording, b: Recording) -> tuple[int, Culprit]:

@@ -51,6 +51,9 @@ class LayerRecord:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     params: list[str] = field(default_factory=list)
     layouts: dict[str, str] = field(default_factory=dict)
+    # In one rank's recording of a sharded run: how a tensor is spread over the ranks ("shard(0)", "replicate",
+    # "partial"), where the framework says so (``ranks`` infers the rest).
+    placements: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +65,18 @@ class ParamRecord:
     layout: str
     value: np.ndarray
     grad: np.ndarray | None = None
+    placement: str = ""  # in one rank's recording: how the parameter is spread over the ranks, when known
+
+
+@dataclass
+class RegionRecord:
+    """A compiled region of a side (``torch.compile``), against the eager module tree it was compiled from: each
+    tensor as ``(compiled, eager)``, computed from the same inputs; ``first_op`` where the two first part."""
+
+    name: str  # "compiled region 0", or "compiled model" for the whole model's output and gradients
+    modules: str  # the modules its operations come from: "0 … 2"
+    tensors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    first_op: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class RunInfo:
     inputs_sha256: str = ""
     upstream_sha256: str = ""  # "loss:" and the targets' hash, or "random:" and the seeded upstream gradient's
     run_to_run: float | None = None  # the largest difference between two identical runs; None: not measured
+    rank: int = 0  # of a sharded run recorded one dump per rank (``layerdiff.record`` under torchrun)
+    world_size: int = 1
     settings: Mapping[str, str] = field(default_factory=dict)  # the adapter's own (JAX's precision flags)
 
     @property
@@ -102,6 +119,7 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
     # In a replay: per layer, the kinds ("output", "grad_output") the adapter substituted forced values for.
     forced: dict[str, set[str]] = field(default_factory=dict)
+    regions: list[RegionRecord] = field(default_factory=list)  # a compiled model's code against its eager tree
 
 
 def owned(p: ParamRecord, layers: Callable[[str], bool]) -> bool:
@@ -183,6 +201,9 @@ class Recording(Protocol):
 
     def param_names(self) -> list[str]: ...
 
+    def regions(self) -> list[RegionRecord]:
+        """A compiled side's regions against its eager module tree (``torch.compile``); none for others."""
+
 
 class InMemory:
     """A trace read as a recording, for comparisons that write no dump."""
@@ -226,3 +247,6 @@ class InMemory:
 
     def param_names(self) -> list[str]:
         return list(self._params)
+
+    def regions(self) -> list[RegionRecord]:
+        return self.trace.regions

@@ -28,6 +28,7 @@ from layerdiff.records import ParamRecord, Trace, select, snapshot
 from layerdiff.stats import digest, fingerprint
 
 DTYPES = ("float64", "native")
+RECORDED = "recorded:"  # an upstream gradient recorded in the user's own training loop (``layerdiff.record``)
 
 
 @dataclass
@@ -313,8 +314,14 @@ def run_against(
     twice: bool = True,
     progress: Progress | None = None,
 ) -> Pair:
-    """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
+    """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump. A dump recorded inside a
+    training loop (``layerdiff.record``) gives the gradient at the model's output, which stands for the loss: the
+    model file's own loss, if it declares one, is not used."""
     dtype, seed = recorded.info.dtype, recorded.info.seed
+    notes = [f"weights, inputs and upstream gradient from {source}"]
+    if recorded.info.upstream_sha256.startswith(RECORDED) and model.loss is not None:
+        model = replace(model, spec=replace(model.spec, loss=None))
+        notes.append(f"the gradient {source} recorded at the output stands for the loss: {model.source}'s is not used")
     side = prepare(model, dtype)
     explicit = {**_inverse(model.param_map), **(param_map or {})}
     links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
@@ -322,7 +329,9 @@ def run_against(
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
         trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice)
-    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed, side)
+    if recorded.info.upstream_sha256.startswith(RECORDED):
+        trace.info = replace(trace.info, upstream_sha256=RECORDED + digest(trace.upstream))
+    return Pair(recorded, trace, links, source, notes, feed, side)
 
 
 def run_one(

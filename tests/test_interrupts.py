@@ -23,9 +23,9 @@ IDENTITY = "class Identity:\n    def forward(self, x):\n        return x\n    de
 SLOW_CLI = (
     "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"  # a background job may ignore it
     "from layerdiff import store\nfrom layerdiff.cli import main\n"
-    "write = store._dataset\n"
+    "write = store.writer._dataset\n"
     "def slow(*args, **kwargs):\n    time.sleep(0.2)\n    write(*args, **kwargs)\n"
-    "store._dataset = slow\nmain()\n"
+    "store.writer._dataset = slow\nmain()\n"
 )
 
 
@@ -50,7 +50,7 @@ def test_a_signal_swallowed_during_a_write_still_stops_it(cli, tmp_path, monkeyp
     # h5py closes objects from weakref callbacks, where Python prints a KeyboardInterrupt as "Exception ignored"
     # and drops it. The signal was noted when it came: the write stops at the next dataset all the same.
     write(tmp_path, "good.py", GOOD)
-    original, calls = store._dataset, []
+    original, calls = store.writer._dataset, []
 
     def swallowing(*args, **kwargs):
         calls.append(1)
@@ -61,7 +61,7 @@ def test_a_signal_swallowed_during_a_write_still_stops_it(cli, tmp_path, monkeyp
                 pass  # what a __del__ does with it
         original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "_dataset", swallowing)
+    monkeypatch.setattr(store.writer, "_dataset", swallowing)
     code, _, err = cli("dump", "good.py", "-o", "good.h5")
     assert code == 130 and one_error_line(err) == "error: interrupted (SIGINT)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.py"]

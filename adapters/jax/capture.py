@@ -236,6 +236,12 @@ class JaxAdapter:
 
         model.obj = form.with_variables(model.obj, {**variables, "params": map_named(load, variables["params"])})
 
+    def attach(self, model: Any, spec: Spec, placements: dict[str, str] | None = None) -> Any:
+        """Record one iteration of the user's own loop (``layerdiff.record``)."""
+        from layerdiff.adapters.jax.record import Attachment
+
+        return Attachment(model, spec, placements)
+
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         global _session
         form, obj = model.form, model.obj

@@ -229,6 +229,12 @@ class NumpyAdapter:
                 else:
                     _replace(layer.obj, slot, current, values[full].astype(current.dtype))
 
+    def attach(self, model: Any, spec: Spec, placements: dict[str, str] | None = None) -> Any:
+        """Record one iteration of the user's own loop (``layerdiff.record``)."""
+        from layerdiff.adapters.numpy.record import Attachment
+
+        return Attachment(model, spec, placements)
+
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net = Network(model, spec)
         records: list[LayerRecord] = []

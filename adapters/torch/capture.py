@@ -22,6 +22,8 @@ from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
 
+from layerdiff.adapters.torch import compiled
+
 
 def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().clone().numpy()
@@ -186,16 +188,22 @@ class TorchAdapter:
         return Prepared(obj)
 
     def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
-        return _param_records(model, copies=True)
+        return _param_records(_eager(model), copies=True)
 
     def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
-            for full, p in model.named_parameters():
+            for full, p in _eager(model).named_parameters():
                 if full in values:
                     p.copy_(_from(values[full]))
 
+    def attach(self, model: Any, spec: Spec, placements: dict[str, str] | None = None) -> Any:
+        """Record one iteration of the user's own loop (``layerdiff.record``)."""
+        from layerdiff.adapters.torch.record import Attachment
+
+        return Attachment(model, spec, placements)
+
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        net: torch.nn.Module = model
+        net: torch.nn.Module = _eager(model)
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
         inputs = [_tensor(x, dtype, grad=True) for x in feed.inputs]
         forcer = Forcer(forcing)
@@ -217,7 +225,37 @@ class TorchAdapter:
                 h.remove()
             for module in inplace:
                 module.inplace = True
-        return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
+        trace = finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
+        if compiled.is_compiled(model) and forcing is None:
+            try:
+                trace.regions = compiled.check(model, _step(spec, feed, dtype))
+            except Exception as exc:
+                raise raised_in(spec.source, exc, "while its compiled code ran beside its eager module tree") from None
+        return trace
+
+
+def _eager(model: Any) -> torch.nn.Module:
+    """The module whose calls are captured: a compiled model's eager module tree (``adapters.torch.compiled``)."""
+    return compiled.eager(model) if compiled.is_compiled(model) else model
+
+
+def _step(spec: Spec, feed: Feed, dtype: torch.dtype) -> Any:
+    """One forward and backward of a module on the feed, as a run makes it, uncaptured: its outputs and the gradients
+    of its parameters."""
+
+    def step(module: torch.nn.Module) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        module.zero_grad(set_to_none=True)
+        out = module(*[_tensor(x, dtype, grad=True) for x in feed.inputs])
+        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if spec.loss is None:
+            torch.autograd.backward(outputs, [_from(feed.upstream(i, tuple(o.shape))).to(o.dtype) for i, o in enumerate(outputs)])
+        else:
+            targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False)
+            loss = spec.loss(outputs[0], targets)
+            (loss.mean() if loss.ndim else loss).backward()
+        return outputs, {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+
+    return step
 
 
 def _iterate(
