@@ -2,6 +2,7 @@ import json
 import os
 import runpy
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -53,22 +54,36 @@ def cli(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shared_run(tmp_path_factory):
-    """``layerdiff run --json A B [options]``, run once per session for each set of arguments: the fixture pairs and
-    the bug variants are read by several test files (test_fixtures, test_isolation, test_transformer), each
-    asserting its own part of the same report. Returns (exit code, report)."""
+def shared_result(tmp_path_factory):
+    """``layerdiff.run(a, b, dtype=dtype)``, run once per session for each pair and precision: the fixture pairs and
+    the bug variants are read by several test files (test_fixtures, test_isolation, test_transformer, test_hints),
+    each asserting its own part of the same result. Returns the ``Result``."""
+    import layerdiff
+
     folder = tmp_path_factory.mktemp("shared-runs")
     done: dict = {}
 
-    def invoke(a, b, *options: str):
+    def invoke(a, b, dtype: str = "float64"):
         sizes = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LAYERDIFF_") and k.endswith("_SIZE")))
-        key = (str(a), str(b), *options, sizes)
+        key = (str(a), str(b), dtype, sizes)
         if key not in done:
-            out = folder / f"run-{len(done)}"
-            result = CliRunner().invoke(main, ["run", "--json", str(a), str(b), "-o", str(out), *options], catch_exceptions=False)
-            assert result.exit_code in (0, 1), result.stderr
-            done[key] = (result.exit_code, json.loads(result.stdout))
+            with warnings.catch_warnings():  # a variant's own warnings (log of zero) are its bug, not the test's
+                warnings.simplefilter("ignore")
+                done[key] = layerdiff.run(a, b, out=folder / f"run-{len(done)}", dtype=dtype)
         return done[key]
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def shared_run(shared_result):
+    """``layerdiff run --json A B --dtype D`` as the command reports it, from the session's shared result: (exit
+    code, report)."""
+
+    def invoke(a, b, *options: str):
+        assert len(options) == 2 and options[0] == "--dtype", options
+        result = shared_result(a, b, options[1])
+        return (0 if result.match else 1), json.loads(json.dumps(result.json(), default=str))
 
     return invoke
 

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -358,16 +358,13 @@ class Found:
     alone: list[dict[str, str]]  # each culprit: every hypothesis that holds, on its own
 
 
-def run_fixtures(out: Path) -> list[Found]:
-    import layerdiff
-
+def run_fixtures(run: Callable[..., Any]) -> list[Found]:
+    """``run(variant, reference, dtype)`` gives each variant's result (the session's shared runs under pytest)."""
     found = []
     for variant in bug_variants():
         want = expected(variant)
         for dtype in DTYPES:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = layerdiff.run(variant, FIXTURES / want["reference"], out=out / f"{variant.stem}-{dtype}", dtype=dtype)
+            result = run(variant, FIXTURES / want["reference"], dtype)
             report = result.json()
             batch = _batch(report)
             alone = []
@@ -413,8 +410,8 @@ def wrong_hints(found: list[Found], dtype: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fixture_runs(tmp_path_factory):
-    return run_fixtures(tmp_path_factory.mktemp("hints"))
+def fixture_runs(shared_result):
+    return run_fixtures(shared_result)
 
 
 def test_no_wrong_hint_on_the_fixture_set_in_float64_and_none_missing(fixture_runs):
@@ -430,7 +427,16 @@ def test_no_wrong_hint_on_the_fixture_set_in_native_precision(fixture_runs):
 
 def main() -> None:
     print("synthetic matrix (bug class x tensor form):", matrix_counts())
-    found = run_fixtures(Path(tempfile.mkdtemp()))
+    import layerdiff
+
+    out = Path(tempfile.mkdtemp())
+
+    def run(a: Path, b: Path, dtype: str) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return layerdiff.run(a, b, out=out / f"{a.stem}-{dtype}", dtype=dtype)
+
+    found = run_fixtures(run)
     for dtype in DTYPES:
         print(f"fixture set, {dtype}:", fixture_counts(found, dtype))
         for line in wrong_hints(found, dtype):
