@@ -14,7 +14,7 @@ from rich.console import Console
 from layerdiff import dumps, files, modelfile, runner, store
 from layerdiff import health as _health
 from layerdiff import steps as _steps
-from layerdiff.api_checks import gradcheck, inspect, overfit  # noqa: F401  (the API's checks of one network)
+from layerdiff.api_checks import gradcheck as gradcheck, inspect as inspect, overfit as overfit  # the checks of one network
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary

@@ -300,7 +300,7 @@ class Curve:
     source: str
     losses: list[float]
     verdict: str  # "toward zero", "decreasing", "stuck", "diverged"
-    update: str  # "sgd" or "the file's update()"
+    update: str  # "sgd", "the file's update()", or the file's optimizer ("torch.optim.Adam")
 
 
 @dataclass

@@ -27,14 +27,14 @@ import numpy as np
 from layerdiff import files, optimizer, runner, store, sync
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.compare import compare
-from layerdiff.errors import DumpError, ModelFileError, term
+from layerdiff.errors import AlignmentError, DumpError, ModelFileError, term
 from layerdiff.isolate import isolated
 from layerdiff.layout import canonical
 from layerdiff.modelfile import Model
 from layerdiff.optimizer import Buffer, Stepper
 from layerdiff.progress import Progress, stage
-from layerdiff.records import InMemory, Trace
-from layerdiff.results import Comparison, StepDiff, Training
+from layerdiff.records import InMemory, Trace, select
+from layerdiff.results import Comparison, Mode, StepDiff, Training
 from layerdiff.updates import Found, Stepped, carried_state, compare_step, pair_buffers
 
 
@@ -116,8 +116,8 @@ def train(a: Model, b: Model, options: Options, paths: tuple[Path, Path] | None 
     sb.load(sync.carry(links, src))
     del src
     steppers = (optimizer.stepper_for(sa, options.lr), optimizer.stepper_for(sb, options.lr))
-    mode = "free-running" if options.free_running else "re-synced"
-    described = tuple(optimizer.describe(s) for s in steppers)
+    mode: Mode = "free-running" if options.free_running else "re-synced"
+    described = (optimizer.describe(steppers[0]), optimizer.describe(steppers[1]))
     training = Training(a.source, b.source, mode, options.steps, [], described[0], described[1])
     declared = any(s.model.inputs is not None for s in (sa, sb))
     notes.append("batches: the declared inputs at every step" if declared else f"batches: seeded anew at each step (seed {options.seed}, step)")
@@ -186,11 +186,14 @@ class _Loop:
         if k > 1 and not self.options.free_running:
             self._resync()
         state_before = self.steppers[0].state()
-        traces = self._capture(k, feed)
+        whole = self._capture(k, feed)
+        # The optimizers step every parameter; --layers records, compares and dumps only the layers it names.
+        traces = whole if self.options.layers is None else _selected(whole, self.options.layers, self.sources)
         comparison = self._compare(traces, feed)
         for side in self.sides:
             side.settle()
-        stepped = self._optimize(traces, state_before)
+        stepped = self._optimize(whole, state_before)
+        del whole
         self.pairs = pair_buffers(stepped[0].buffers, stepped[1].buffers, self.links, self.sources)
         self._unpaired(stepped)
         found = compare_step(*stepped, self.links, self.pairs, k, self.sources, judge=not self.options.free_running)
@@ -218,17 +221,20 @@ class _Loop:
         traces = []
         for side in self.sides:
             side.begin()
-            traces.append(runner.capture(side, feed, o.dtype, o.seed, twice=k == 1 and not o.once, layers=o.layers))
+            traces.append(runner.capture(side, feed, o.dtype, o.seed, twice=k == 1 and not o.once))
         return traces[0], traces[1]
 
     def _compare(self, traces: tuple[Trace, Trace], feed: Feed) -> Comparison:
         (ta, tb), (sa, sb), o = traces, self.sides, self.options
         ra, rb = InMemory(ta, sa.source), InMemory(tb, sb.source)
-        if self.options.free_running:
-            plain = compare(ra, rb, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
-            if plain.match or self.parted:
-                return plain
-        return isolated(ra, rb, sb, feed, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
+        if not self.options.free_running:
+            return isolated(ra, rb, sb, feed, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
+        found = compare(ra, rb, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
+        if not found.match and not self.parted:  # the first step that parts: its culprits, from a replay
+            found = isolated(ra, rb, sb, feed, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
+        # Free-running, the weights differ after the first step by design: the hashes say nothing more.
+        found.structure = [line for line in found.structure if not line.startswith("weights_sha256")]
+        return found
 
     def _optimize(self, traces: tuple[Trace, Trace], state_before: optimizer.State) -> tuple[Stepped, Stepped]:
         """Both optimizers' steps: from A's gradients on both sides (re-synced), or each from its own."""
@@ -241,12 +247,13 @@ class _Loop:
             grads_b = sync.carry([w for w in self.links if w.src in grads_a], given)
         stepped = []
         for side, opt, trace, grads, before in ((sa, opt_a, ta, grads_a, state_before), (sb, opt_b, tb, grads_b, {})):
+            settings = opt.settings()  # as this step used them: a scheduler changes them after it
             opt.step(grads)
             after = {p.name: p.value for p in side.parameters()}
             # B's buffers after its replay: its layers' own update of them, from A's values (re-synced).
             buffers = side.afters[-1] if side is sb and not self.options.free_running else side.afters[0]
             stepped.append(Stepped({p.name: p.value for p in trace.params}, after, grads, before, opt.state(), side.start,
-                                   buffers, opt.settings(), _inputs(trace, buffers)))
+                                   buffers, settings, _inputs(trace, buffers)))
         return stepped[0], stepped[1]
 
     def _unpaired(self, stepped: tuple[Stepped, Stepped]) -> None:
@@ -265,6 +272,22 @@ class _Loop:
             extras = (updates, s.state, {b.name: (b.layer, b.value) for b in s.buffers.values()})
             full = None if names is None else names[n].__contains__
             writer.step(k, trace, extras, full, values=not (n == 1 and o.skip_copied_weights and not o.free_running))
+
+
+def _selected(traces: tuple[Trace, Trace], globs: list[str], sources: tuple[str, str]) -> tuple[Trace, Trace]:
+    """The layers ``--layers`` names, with their parameters.
+
+    Raises:
+        AlignmentError: a glob that matches no layer of either side.
+    """
+    chosen = (select(traces[0], globs), select(traces[1], globs))
+    for glob in globs:
+        if not any(select(t, [glob]).layers for t in chosen):
+            raise AlignmentError(
+                f"{term('layers')} '{glob}' matches no layer of {' or '.join(sources)}. Layers are named by module path "
+                "or tap name (`layerdiff show` lists a dump's): e.g. 'blocks.1.*'."
+            )
+    return chosen
 
 
 def _inputs(trace: Trace, buffers: dict[str, Buffer]) -> dict[str, np.ndarray]:

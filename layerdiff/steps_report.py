@@ -55,10 +55,10 @@ def _summary(t: Training) -> Table:
         if c.hint:
             grid.add_row("  hint", c.hint)
     comparison = step.comparison if step is not None else None
-    for c in comparison.culprits or [] if comparison is not None else []:
-        grid.add_row(Text("culprit", style="bold red"), f"step {step.step if step else ''} layer: {report.culprit_line(c)}")
-        if c.hint:
-            grid.add_row("  hint", c.hint)
+    for layer in comparison.culprits or [] if comparison is not None else []:
+        grid.add_row(Text("culprit", style="bold red"), f"step {step.step if step else ''} layer: {report.culprit_line(layer)}")
+        if layer.hint:
+            grid.add_row("  hint", layer.hint)
     return grid
 
 

@@ -411,9 +411,9 @@ class StepWriter:
             pg.attrs.update(name=p.name, layer=p.layer, layout=p.layout)
             keep = full is None or owned(p, full)
             _dataset(pg, "value", p.value, c, p.layout, keep and values, full is not None or not values)
-            for key, value in (("grad", p.grad), ("update", updates.get(p.name))):
-                if value is not None:
-                    _dataset(pg, key, value, c, p.layout, keep, full is not None)
+            for key, extra in (("grad", p.grad), ("update", updates.get(p.name))):
+                if extra is not None:
+                    _dataset(pg, key, extra, c, p.layout, keep, full is not None)
         optimizer = g.create_group("optimizer")
         for i, (name, entries) in enumerate(state.items()):
             og = optimizer.create_group(_group_name(i, name))
@@ -421,9 +421,9 @@ class StepWriter:
             for entry, value in entries.items():
                 og.create_dataset(entry, data=value)
         held = g.create_group("buffers")
-        for i, (name, (layer, value)) in enumerate(buffers.items()):
-            ds = held.create_dataset(_group_name(i, name), data=value)
-            ds.attrs.update(name=name, layer=layer)
+        for i, (name, (owner, buffer)) in enumerate(buffers.items()):
+            ds = held.create_dataset(_group_name(i, name), data=buffer)
+            ds.attrs.update(name=name, layer=owner)
         self.file.attrs["steps"] = k
         self.file.flush()
 

@@ -57,23 +57,28 @@ def optimizer(a: Stepped, b: Stepped, w: WeightLink, step: int, sources: tuple[s
     src_a, src_b = sources
     sa, sb = a.state.get(w.src, {}), b.state.get(w.dst, {})
     if "step" in differing:
-        ta, tb = (int(np.asarray(s["step"]).item()) for s in (sa, sb))
+        ta, tb = (_count(s["step"]) for s in (sa, sb))
         return f"the step count differs: {src_a} counts {ta}, {src_b} {tb} (a step counted twice, or not at all)."
     weights, grad = b.before[w.dst].astype(np.float64), b.grads.get(w.dst)
-    for entry in [e for e in ("exp_avg", "momentum_buffer") if e in differing]:
-        found = _l2(_view(w, sa[entry]) - sb[entry], weights, entry, a.settings, b.settings, sources)
+    for moment in [e for e in ("exp_avg", "momentum_buffer") if e in differing]:
+        found = _l2(_view(w, sa[moment]) - sb[moment], weights, moment, a.settings, b.settings, sources)
         if found:
             return found
     previous = a.state_before.get(w.src, {})
-    for entry in [e for e in differing if e in DECAYS and e in previous and grad is not None]:
-        found = _decay(entry, _view(w, sa[entry]) - sb[entry], _view(w, previous[entry]), grad, a.settings, b.settings, sources)
-        if found:
-            return found
+    for entry in [e for e in differing if e in DECAYS and e in previous]:
+        if grad is not None:
+            found = _decay(entry, _view(w, sa[entry]) - sb[entry], _view(w, previous[entry]), grad, a.settings, b.settings, sources)
+            if found:
+                return found
     da = _view(w, a.after[w.src] - a.before[w.src])
     db = b.after[w.dst] - b.before[w.dst]
-    t = int(np.asarray(sb.get("step", sa.get("step", step))).item())
+    t = _count(sb.get("step", sa.get("step", step)))
     found = _ratio(da, db, t, a.settings, b.settings, sources) or _decoupled(da - db, weights, sources)
     return found or describe(da, db.reshape(da.shape), Sides(f"{src_a}'s update of {w.src}", f"{src_b}'s"), 1e-6)
+
+
+def _count(value: Any) -> int:
+    return int(float(np.asarray(value, dtype=np.float64).reshape(-1)[0]))
 
 
 def _l2(d: np.ndarray, weights: np.ndarray, entry: str, sa: dict[str, Any], sb: dict[str, Any], sources: tuple[str, str]) -> str | None:
@@ -103,13 +108,21 @@ def _decay(entry: str, d: np.ndarray, previous: np.ndarray, grad: np.ndarray, sa
     if c is None:
         return None
     name = DECAYS[entry]
-    key = {"momentum": "momentum", "β1": 0, "β2": 1}[name]
-    values = [s.get("momentum") if key == "momentum" else (_betas(s) or (None, None))[int(key)] for s in (sa, sb)]
+    values = [_decay_setting(name, s) for s in (sa, sb)]
     said = f": {values[0]:g} in {sources[0]}, {values[1]:g} in {sources[1]}" if None not in values else ""
     return (
         f"{name} differs{said} ({sources[0]}'s {entry} is {sources[1]}'s {c:+.3g} × its value before the step, "
         "from the same gradient)."
     )
+
+
+def _decay_setting(name: str, settings: dict[str, Any]) -> float | None:
+    """The setting a decay rate is: the momentum, or one of Adam's betas."""
+    if name == "momentum":
+        value = settings.get("momentum")
+        return float(value) if isinstance(value, (int, float)) else None
+    betas = _betas(settings)
+    return None if betas is None else betas[0 if name == "β1" else 1]
 
 
 def _ratio(da: np.ndarray, db: np.ndarray, t: int, sa: dict[str, Any], sb: dict[str, Any], sources: tuple[str, str]) -> str | None:

@@ -72,7 +72,7 @@ def pair_buffers(a: dict[str, Buffer], b: dict[str, Buffer], links: list[WeightL
     Raises:
         AlignmentError: two buffers paired by name whose shapes cannot be the same values.
     """
-    layers = {}
+    layers: dict[str, str] = {}
     for w in links:
         layers.setdefault(w.src.rpartition(".")[0], w.dst.rpartition(".")[0])
     by_key_b = {(x.layer, _key(x.name)): x for x in b.values()}
