@@ -180,8 +180,7 @@ def run(
     if steps is not None or free_running:
         options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
                                  stats_only, skip_copied_weights, compression)
-        found = _steps.train(a, b, options, paths, force, progress)
-        return StepsResult(found.training, found.links, found.weights_from, found.notes, [str(p) for p in paths])
+        return _trained(a, b, options, paths, force, progress)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
@@ -198,6 +197,12 @@ def run(
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
+
+
+def _trained(a: modelfile.Model, b: modelfile.Model, options: _steps.Options, paths: tuple[Path, Path], force: bool,
+             progress: Progress | None) -> StepsResult:
+    found = _steps.train(a, b, options, paths, force, progress)
+    return StepsResult(found.training, found.links, found.weights_from, found.notes, [str(p) for p in paths])
 
 
 def dump(

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import click
 from rich.console import Console
 
-from layerdiff import api, files, store
+from layerdiff import api, files, step_store, store
 from layerdiff.errors import LayerdiffError, ReportError, speaking_flags
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
@@ -220,9 +220,13 @@ def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: 
 
 @main.command()
 @click.argument("path", metavar="DUMP.h5")
-def show(path: str) -> None:
+@click.option("--step", type=int, default=None, metavar="K", help="Of a dump of training steps: the step to list [default: the last].")
+def show(path: str, step: int | None) -> None:
     """List a dump's metadata, layers and parameters."""
-    with store.Dump(path) as d:
+    count = step_store.steps_in(path) if store.is_dump(path) else 0
+    if count:
+        click.echo(f"steps: {count}, {step_store.describe(path)}")
+    with (step_store.StepDump(path, step or count) if count else store.Dump(path)) as d:
         info = d.info
         listed = {f.name: getattr(info, f.name) for f in fields(info) if f.name != "settings"}
         for k, v in sorted({**dict(info.settings), **listed, "loss": d.loss}.items()):

@@ -196,6 +196,7 @@ def per_step(training: Training) -> Figure:
     steps = [s.step for s in training.steps]
     series = {
         "loss": [_gap(s.loss_a, s.loss_b) for s in training.steps],
+        "weights (before the step)": [s.weights for s in training.steps],
         "layers": [max(s.forward, s.backward, s.params) for s in training.steps],
         "updates": [s.worst("updates") for s in training.steps],
         "optimizer state": [s.worst("state") for s in training.steps],
@@ -203,7 +204,7 @@ def per_step(training: Training) -> Figure:
     }
     values = [v for line in series.values() for v in line if v > 0 and np.isfinite(v)]
     floor = min(values, default=1e-16) / 10
-    for (label, line), color in zip(series.items(), ("0.3", SIDE_COLORS[0], SIDE_COLORS[1], "#2ca02c", "#9467bd")):
+    for (label, line), color in zip(series.items(), ("0.3", "#8c564b", SIDE_COLORS[0], SIDE_COLORS[1], "#2ca02c", "#9467bd")):
         if any(v > 0 for v in line) or label in ("loss", "layers"):
             ax.plot(steps, [max(v, floor) if np.isfinite(v) else np.nan for v in line], "o-", color=color, markersize=4, label=label)
     if training.parted is not None:

@@ -359,10 +359,16 @@ class StepDiff:
     culprits: list[StepCulprit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     comparison: Comparison | None = None  # the layers in full: kept for the step where they part, and the last
+    weights: float = 0.0  # free-running: how far apart the weights the step started from are (max rel)
+    # Free-running: the step started from weights apart by more than rounding, and every difference is still small
+    # enough (under ``steps.DRIFT``) for an optimizer amplifying rounding to explain (it is not a parting);
+    # or the weights are apart by more than that (a parting of the previous step's updates).
+    drift: bool = False
+    weights_apart: bool = False
 
     @property
     def parted(self) -> bool:
-        return not self.layers_match or bool(self.culprits)
+        return not self.drift and (not self.layers_match or bool(self.culprits) or self.weights_apart)
 
     def worst(self, what: str) -> float:
         """The largest max rel of ``"updates"``, ``"state"`` or ``"buffers"`` (0 when there are none)."""

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from layerdiff import files, optimizer, runner, store, sync
+from layerdiff import files, optimizer, runner, step_store, sync
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.compare import compare
 from layerdiff.errors import AlignmentError, DumpError, ModelFileError, term
@@ -35,7 +35,14 @@ from layerdiff.optimizer import Buffer, Stepper
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Trace, select
 from layerdiff.results import Comparison, Mode, StepDiff, Training
-from layerdiff.updates import Found, Stepped, carried_state, compare_step, pair_buffers
+from layerdiff.metrics import diff, noise_floor
+from layerdiff.updates import TERMS, Found, Stepped, carried_state, compare_step, pair_buffers
+
+
+# Free-running, how far apart (max rel) two sides may drift once their weights differ, and still be called the same:
+# an optimizer that normalizes its step (Adam) turns a gradient that is rounding noise (a bias before a batch norm)
+# into steps of 1e-12 .. 1e-10 of the weights; a difference that matters to a user is orders of magnitude above.
+DRIFT = 1e-6
 
 
 @dataclass
@@ -132,7 +139,7 @@ def train(a: Model, b: Model, options: Options, paths: tuple[Path, Path] | None 
                     rest = f"step {k + 1}" if k + 1 == options.steps else f"steps {k + 1} to {options.steps}"
                     training.notes.append(f"re-synced steps stop at the first step that parts: {rest} not run")
                 break
-    training.notes += sorted(set(loop.notes), key=loop.notes.index)
+    training.notes += sorted(set(loop.notes), key=loop.notes.index) + ([loop.drift_note] if loop.drift_note else [])
     return Run(training, links, a.source, notes)
 
 
@@ -154,14 +161,14 @@ def _seeded(base: Feed, seed: int, k: int) -> Feed:
 
 @contextmanager
 def _writers(paths: tuple[Path, Path] | None, force: bool, compression: str | None, mode: str,
-             described: tuple[str, str]) -> Iterator[tuple[store.StepWriter, store.StepWriter] | None]:
+             described: tuple[str, str]) -> Iterator[tuple[step_store.StepWriter, step_store.StepWriter] | None]:
     """Both sides' step dumps, each renamed into place only when the whole run is written."""
     if paths is None:
         yield None
         return
     elsewhere = f"{term('out')} to write elsewhere"
     with files.replacing(paths[0], force, DumpError, elsewhere) as tmp_a, files.replacing(paths[1], force, DumpError, elsewhere) as tmp_b:
-        writers = (store.StepWriter(tmp_a, mode, described[0], compression), store.StepWriter(tmp_b, mode, described[1], compression))
+        writers = (step_store.StepWriter(tmp_a, mode, described[0], compression), step_store.StepWriter(tmp_b, mode, described[1], compression))
         try:
             yield writers
         finally:
@@ -173,19 +180,23 @@ class _Loop:
     """The state carried from step to step: both sides, their optimizers, and what is not re-synced."""
 
     def __init__(self, sa: StepSide, sb: StepSide, steppers: tuple[Stepper, Stepper], links: list[sync.WeightLink],
-                 options: Options, writers: tuple[store.StepWriter, store.StepWriter] | None) -> None:
+                 options: Options, writers: tuple[step_store.StepWriter, step_store.StepWriter] | None) -> None:
         self.sides, self.steppers, self.links, self.options, self.writers = (sa, sb), steppers, links, options, writers
         self.sources = (sa.source, sb.source)
         self.unsynced: set[tuple[str, str]] = set()
         self.pairs: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.parted = False  # free-running: the layers have parted already (later steps are compared plainly)
+        self.apart: int | None = None  # free-running: the first step that started from weights apart
+        self.drifted: list[int] = []  # free-running: steps apart by rounding amplified, at most (``DRIFT``)
+        self.drift_note = ""
 
     def step(self, k: int, feed: Feed) -> StepDiff:
         sa, sb = self.sides
         if k > 1 and not self.options.free_running:
             self._resync()
         state_before = self.steppers[0].state()
+        weights = self._weights(k) if self.options.free_running else 0.0
         whole = self._capture(k, feed)
         # The optimizers step every parameter; --layers records, compares and dumps only the layers it names.
         traces = whole if self.options.layers is None else _selected(whole, self.options.layers, self.sources)
@@ -202,12 +213,50 @@ class _Loop:
         if self.options.free_running and found.culprits and not comparison.match:
             found.culprits = []  # the layers part already: a buffer fed other values says nothing of its own
         result = _step_diff(k, comparison, found)
+        result.weights = weights
+        if self.apart is not None and not self.parted:
+            self._drifting(result)
         if result.parted or k == self.options.steps:
             result.comparison = comparison
         self.parted = self.parted or result.parted
         if self.writers is not None:
             self._write(k, traces, stepped, comparison)
         return result
+
+    def _drifting(self, result: StepDiff) -> None:
+        """Free-running, from weights apart: the step parts when the weights are apart by ``DRIFT`` or more, else it
+        drifts (rounding that an optimizer amplifies, or a small difference: re-synced steps tell which)."""
+        worst = max(result.weights, result.forward, result.backward, result.params)
+        if result.weights >= DRIFT:
+            result.weights_apart = True
+        elif worst < DRIFT and not result.culprits:
+            result.drift = True
+            self.drifted.append(result.step)
+            self.drift_note = (
+                f"from step {self.drifted[0]} the sides drift apart, by at most {worst:.1e} up to step {result.step} (under "
+                f"{DRIFT:g}): an optimizer amplifying rounding does this (a gradient zero in exact arithmetic), and so "
+                "does a small difference; re-synced steps (without --free-running) judge each step on the same footing"
+            )
+
+    def _weights(self, k: int) -> float:
+        """How far apart the weights are that step ``k`` starts from, relative to the model's weights (a bias
+        that is still zero is apart only by what moves the rest); the first step they are apart is noted."""
+        pa = {p.name: p.value for p in self.sides[0].parameters()}
+        pb = {p.name: p.value for p in self.sides[1].parameters()}
+        scale = float(np.sqrt(np.mean(np.concatenate([np.square(v, dtype=np.float64).ravel() for v in pb.values()] or [np.zeros(1)]))))
+        worst, first = 0.0, ""
+        for w in self.links:
+            d = diff(w.src, w.view(pa[w.src]), pb[w.dst], noise_floor(str(pb[w.dst].dtype), TERMS), scale)
+            if d.max_rel > worst:
+                worst, first = d.max_rel, w.src if not d.ok else first
+        if first and self.apart is None:
+            self.apart = k
+            self.notes.append(
+                f"the weights step {k} starts from differ ({first}: max rel {worst:.1e}), after step {k - 1}'s updates: "
+                "from then on no layer is named a culprit (each one holding weights would be). Re-synced steps "
+                "(without --free-running) name the step's own culprit"
+            )
+        return worst
 
     def _resync(self) -> None:
         (sa, sb), (opt_a, opt_b) = self.sides, self.steppers
@@ -230,7 +279,9 @@ class _Loop:
         if not self.options.free_running:
             return isolated(ra, rb, sb, feed, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
         found = compare(ra, rb, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
-        if not found.match and not self.parted:  # the first step that parts: its culprits, from a replay
+        if not found.match and not self.parted and self.apart is None:
+            # The first step that parts, from the same weights: its culprits, from a replay. From other weights,
+            # every layer holding them would be wrong given right inputs, and none of them is the cause.
             found = isolated(ra, rb, sb, feed, links=self.links, layer_map=o.layer_map, rtol=o.rtol)
         # Free-running, the weights differ after the first step by design: the hashes say nothing more.
         found.structure = [line for line in found.structure if not line.startswith("weights_sha256")]

@@ -33,6 +33,8 @@ def verdict(t: Training) -> str:
         found.insert(0, f"a layer ({where(first.layer_a, first.layer_b)}, {report.PASS_NAMES[first.pass_]})")
     elif not step.layers_match:
         found.insert(0, "the layers")
+    if step.weights_apart:
+        found.insert(0, f"the weights after step {step.step - 1}'s updates (max rel {number(step.weights)})")
     return f"they part at step {t.parted} of {t.requested} ({t.mode}): {', '.join(dict.fromkeys(found))}"
 
 
@@ -64,10 +66,12 @@ def _summary(t: Training) -> Table:
 
 def _steps_table(t: Training) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("step", "loss a", "loss b", "layers", "update", "state", "buffers", "verdict"):
+    free = t.mode == "free-running"
+    for col in ("step", "loss a", "loss b", *(["weights"] if free else []), "layers", "update", "state", "buffers", "verdict"):
         table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)
     for s in t.steps:
-        cells = [str(s.step), _loss(s.loss_a), _loss(s.loss_b), number(max(s.forward, s.backward, s.params))]
+        cells = [str(s.step), _loss(s.loss_a), _loss(s.loss_b), *([number(s.weights)] if free else [])]
+        cells += [number(max(s.forward, s.backward, s.params))]
         cells += [number(s.worst(w)) if getattr(s, w) else "-" for w in ("updates", "state", "buffers")]
         table.add_row(*cells, _step_verdict(s), style="bold red" if s.parted else "")
     return table
@@ -78,7 +82,9 @@ def _loss(x: float | None) -> str:
 
 
 def _step_verdict(s: StepDiff) -> str:
-    parts = ([] if s.layers_match else ["layers"]) + [c.part for c in s.culprits]
+    if s.drift:
+        return "drift"
+    parts = (["weights"] if s.weights_apart else []) + ([] if s.layers_match else ["layers"]) + [c.part for c in s.culprits]
     return ", ".join(dict.fromkeys(parts)) or "ok"
 
 
@@ -88,11 +94,14 @@ def render(t: Training, console: Console, *, links: list[WeightLink] | None = No
     when its layers part."""
     last = next((s.comparison for s in reversed(t.steps) if s.comparison is not None), None)
     sides = Table.grid(padding=(0, 1))
-    for name, source, opt in (("a", t.source_a, t.optimizer_a), ("b", t.source_b, t.optimizer_b)):
-        info = "" if last is None else f"({report.side(last.info_a if name == 'a' else last.info_b)})"
-        sides.add_row("layerdiff" if name == "a" else "", f"{name}:", Text(source, style="bold"), info)
-    for name, opt in (("a", t.optimizer_a), ("b", t.optimizer_b)):
-        sides.add_row("optimizer" if name == "a" else "", f"{name}:", Text(opt), "")
+    sides.add_column(no_wrap=True, justify="right")
+    sides.add_column(ratio=1)
+    width = max(len(t.source_a), len(t.source_b))
+    for name, source in (("a", t.source_a), ("b", t.source_b)):
+        info = "" if last is None else f" ({report.side(last.info_a if name == 'a' else last.info_b)})"
+        sides.add_row("layerdiff a:" if name == "a" else "b:", Text.assemble((source.ljust(width), "bold"), info))
+    sides.add_row("optimizer a:", t.optimizer_a)
+    sides.add_row("b:", t.optimizer_b)
     console.print(sides)
     console.print(Text(f"result: {verdict(t)}", style="bold green" if t.match else "bold red"))
     console.print(_summary(t))

@@ -148,3 +148,29 @@ def test_python_api_takes_steps(tmp_path):
     result = layerdiff.run(FIXTURES / "steps_bug_momentum.py", FIXTURES / "steps_momentum_torch.py", out=tmp_path, steps=3)
     assert result.training.parted == 2 and not result.match
     assert "they part at step 2 of 3 (re-synced): the optimizer" in str(result)
+
+
+def test_free_running_drift_from_rounding_is_not_a_parting(tmp_path):
+    """Adam turns the rounding-noise gradient of a bias before a batch norm into steps of ~1e-11 of the weights:
+    free-running, the two sides drift apart that much, which is said, not called a parting."""
+    for name, text in (("a.py", "from norm_numpy import *\nfrom steps_optim_numpy import Adam\noptimizer = Adam(model)\n"),
+                       ("b.py", "import torch\nfrom norm_torch import *\noptimizer = torch.optim.Adam(model.parameters())\n")):
+        (tmp_path / name).write_text(f"import sys; sys.path.insert(0, {str(FIXTURES)!r})\n" + text)
+    code, report, _ = run_steps(tmp_path / "out", tmp_path / "a.py", tmp_path / "b.py", "--steps", "4", "--free-running")
+    assert code == 0 and report["match"] is True
+    assert any(s["drift"] for s in report["steps"]) and any("drift apart" in n for n in report["notes"])
+    assert max(s["weights"] for s in report["steps"]) < 1e-6
+    code, report, _ = run_steps(tmp_path / "out2", tmp_path / "a.py", tmp_path / "b.py", "--steps", "4")
+    assert code == 0 and not any(s["drift"] for s in report["steps"])  # re-synced: the same footing, no drift
+
+
+def test_readme_training_steps_output_is_what_the_run_prints(cli):
+    readme = (FIXTURES.parent / "README.md").read_text()
+    shown = readme.split("--steps 3   # exit 1\n```\n\n```\n", 1)[1].split("```", 1)[0]
+    code, out, _ = cli("run", FIXTURES / "steps_bug_adam_no_bias_correction.py", FIXTURES / "steps_adam_torch.py", "--steps", "3")
+
+    def summary(text: str) -> list[str]:
+        lines = [" ".join(l.split()) for l in text.splitlines()]
+        return [l for l in lines if not l.startswith(("dump:", "layerdiff a:", "b:"))]
+
+    assert code == 1 and summary(out) == summary(shown)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import layerdiff
-from layerdiff.store import StepDump, steps_in
+from layerdiff.step_store import StepDump, steps_in
 
 from conftest import FIXTURES, one_error_line, write
 
