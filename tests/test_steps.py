@@ -153,8 +153,9 @@ def test_python_api_takes_steps(tmp_path):
 def test_free_running_drift_from_rounding_is_not_a_parting(tmp_path):
     """Adam turns the rounding-noise gradient of a bias before a batch norm into steps of ~1e-11 of the weights:
     free-running, the two sides drift apart that much, which is said, not called a parting."""
-    for name, text in (("a.py", "from norm_numpy import *\nfrom steps_optim_numpy import Adam\noptimizer = Adam(model)\n"),
-                       ("b.py", "import torch\nfrom norm_torch import *\noptimizer = torch.optim.Adam(model.parameters())\n")):
+    # Each file builds its own model: the fixtures' modules stay imported between runs, with the models they built.
+    for name, text in (("a.py", "from norm_numpy import *\nfrom steps_optim_numpy import Adam\nmodel = NormMLP()\noptimizer = Adam(model)\n"),
+                       ("b.py", "import torch\nfrom norm_torch import *\nmodel = NormMLP()\noptimizer = torch.optim.Adam(model.parameters())\n")):
         (tmp_path / name).write_text(f"import sys; sys.path.insert(0, {str(FIXTURES)!r})\n" + text)
     code, report, _ = run_steps(tmp_path / "out", tmp_path / "a.py", tmp_path / "b.py", "--steps", "4", "--free-running")
     assert code == 0 and report["match"] is True
