@@ -353,7 +353,7 @@ class StepDiff:
     forward: float  # the largest max rel of the layers' outputs, of their gradients, of the parameter gradients
     backward: float
     params: float
-    updates: list[TensorDiff]  # key "a's parameter ~ b's"
+    updates: list[TensorDiff]  # key "a's parameter ~ b's"; of a middle step, the worst and those that differ
     state: list[TensorDiff]  # key "a's parameter ~ b's: entry"
     buffers: list[TensorDiff]  # key "a's buffer ~ b's"
     culprits: list[StepCulprit] = field(default_factory=list)

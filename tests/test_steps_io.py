@@ -159,3 +159,21 @@ def test_the_html_report_plots_the_error_per_step(tmp_path):
     page = result.write_html(tmp_path / "r.html").read_text()
     assert "Error per step" in page and page.count("data:image/png;base64") >= 2 and "Step 2, layer by layer" in page
     assert json.dumps(result.json())  # plain data throughout
+
+
+def test_an_adapter_without_the_training_part_trains_with_plain_sgd():
+    from layerdiff import modelfile, steps
+    from layerdiff.adapter import register
+    from layerdiff.testing import FakeAdapter, FakeLayer, FakeNet
+
+    def net():
+        return FakeNet([FakeLayer.dense("fc1", 6, 8, seed=1), FakeLayer.tanh("act"), FakeLayer.dense("fc2", 8, 4, seed=2)])
+
+    with register(FakeAdapter()):
+        a, b = modelfile.from_object(net(), source="a", input_shape=(5, 6)), modelfile.from_object(net(), source="b")
+        found = steps.train(a, b, steps.Options(steps=3))
+        assert found.training.match and found.training.optimizer_a == "plain SGD (lr 0.01)"
+        assert all(s.updates and all(t.ok for t in s.updates) for s in found.training.steps)
+        own = modelfile.from_object(net(), source="own", input_shape=(5, 6), optimizer=object())
+        with pytest.raises(layerdiff.ModelFileError, match="the fake adapter cannot step one"):
+            steps.train(own, b, steps.Options(steps=2))
