@@ -12,9 +12,9 @@ from typing import Any
 from rich.console import Console
 
 from layerdiff import dumps, files, modelfile, runner, store
-from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
-from layerdiff import overfit as _overfit
+from layerdiff import steps as _steps
+from layerdiff.api_checks import gradcheck as gradcheck, inspect as inspect, overfit as overfit  # the checks of one network
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
@@ -22,8 +22,8 @@ from layerdiff.isolate import isolated
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
-from layerdiff.results import Comparison, GradCheck, Health
-from layerdiff.results import Overfit as OverfitResult
+from layerdiff.results import Comparison, Health
+from layerdiff.steps_report import StepsResult
 from layerdiff.sync import WeightLink
 
 
@@ -154,7 +154,10 @@ def run(
     stats_only: bool = False,
     skip_copied_weights: bool = False,
     compression: str | None = None,
-) -> Result:
+    steps: int | None = None,
+    free_running: bool = False,
+    lr: float = 0.01,
+) -> Result | StepsResult:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
     ``out`` defaults to a new ``layerdiff-out/run-N`` folder, so that no earlier dump is overwritten.
@@ -165,10 +168,19 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
+        steps: train ``steps`` steps, each side with the optimizer its file declares (plain SGD at ``lr`` without
+            one), re-synced before each step or ``free_running``; each step dumped under ``/steps/k/``
+            (``layerdiff.steps``). None: one iteration, no optimizer.
     """
     store.check_compression(compression)
+    if steps is not None:
+        _steps.check_steps(steps)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
+    if steps is not None or free_running:
+        options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
+                                 stats_only, skip_copied_weights, compression)
+        return _trained(a, b, options, paths, force, progress)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
@@ -185,6 +197,12 @@ def run(
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
+
+
+def _trained(a: modelfile.Model, b: modelfile.Model, options: _steps.Options, paths: tuple[Path, Path], force: bool,
+             progress: Progress | None) -> StepsResult:
+    found = _steps.train(a, b, options, paths, force, progress)
+    return StepsResult(found.training, found.links, found.weights_from, found.notes, [str(p) for p in paths])
 
 
 def dump(
@@ -310,91 +328,3 @@ def _against_dump(
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
         result = _isolated(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
-
-
-def gradcheck(
-    model: Any,
-    *,
-    inputs: Any = None,
-    input_shape: Any = None,
-    targets: Any = None,
-    loss: Any = None,
-    samples: int = _gradcheck.SAMPLES,
-    full: bool = False,
-    at: dict[str, list[tuple[int, ...]]] | None = None,
-    seed: int = 0,
-) -> GradCheck:
-    """``layerdiff gradcheck``: every layer's and parameter's gradient against central differences, in float64.
-
-    Args:
-        model: a model file's path, or a live network (copied first; ``inputs``/``input_shape``, ``targets`` and
-            ``loss`` then say what the file would).
-        samples: random coordinates per tensor, beside the largest-gradient and zero-gradient ones.
-        full: every coordinate of every tensor.
-        at: extra coordinates, by parameter name or layer name (that layer's input): ``{"fc1.W": [(3, 7)]}``.
-
-    Returns:
-        A ``GradCheck``; ``result.passed`` is False when a layer's gradient is wrong, ``result.culprits`` names it.
-
-    >>> import numpy as np
-    >>> class Square:
-    ...     def forward(self, x): self.x = x; return x * x
-    ...     def backward(self, d): return d * self.x      # forgot the 2
-    >>> gradcheck([Square()], input_shape=(2, 3)).culprits
-    ['0']
-    """
-    return _gradcheck.gradcheck(_model(model, inputs=inputs, input_shape=input_shape, targets=targets, loss=loss), samples=samples, full=full, at=at, seed=seed)
-
-
-def inspect(
-    path: str | os.PathLike[str],
-    *,
-    lr: float | None = None,
-    activations: dict[str, str] | None = None,
-    allow_neg_inf: list[str] | tuple[str, ...] = (),
-    dtype: str = "float64",
-    seed: int = 0,
-) -> Health:
-    """``layerdiff inspect``: one network's health from a dump (or a model file, run once first).
-
-    Args:
-        lr: a learning rate, to report ‖Δw‖/‖w‖ of one SGD step.
-        activations: layer name -> relu, sigmoid, tanh or none, where the layer's kind or name does not say.
-        allow_neg_inf: layers whose forward values may hold -inf (attention masks).
-
-    Returns:
-        A ``Health``; ``result.flags`` lists the problems found, empty for a healthy network.
-    """
-    options: dict[str, Any] = {"lr": lr, "activations": activations, "allow_neg_inf": allow_neg_inf}
-    if not store.is_dump(path) and Path(path).suffix == ".py":
-        model = modelfile.load(path)
-        return _health.inspect(InMemory(runner.run_one(model, dtype, seed), model.source), **options)
-    with store.Dump(path) as recorded:
-        return _health.inspect(recorded, **options)
-
-
-def overfit(
-    model_a: Any,
-    model_b: Any = None,
-    *,
-    steps: int = 200,
-    lr: float = 0.1,
-    batch: int = 2,
-    dtype: str = "float64",
-    seed: int = 0,
-    param_map: dict[str, str] | None = None,
-) -> OverfitResult:
-    """``layerdiff overfit``: plain SGD on the first ``batch`` examples; whether the loss goes toward zero.
-
-    With two models (paths or live networks, each copied), the second starts from the first's weights and both get
-    the same batch: ``result.parted`` is the first step where their losses differ.
-    """
-    models = [_model(m) for m in (model_a, model_b) if m is not None]
-    return _overfit.overfit(models, steps=steps, lr=lr, batch=batch, dtype=dtype, seed=seed, param_map=param_map)
-
-
-def _model(x: Any, **declared: Any) -> modelfile.Model:
-    """A model file's path, loaded; or a live network, copied so that the caller's stays as it is."""
-    if isinstance(x, (str, os.PathLike)):
-        return modelfile.load(x)
-    return modelfile.from_object(copy.deepcopy(x), source=type(x).__name__, **declared)

@@ -217,6 +217,10 @@ class TorchAdapter:
                 h.remove()
             for module in inplace:
                 module.inplace = True
+            # The tensors the recorder holds carry hooks that hold the recorder: a cycle through torch's own
+            # storage, which Python's collector does not see. Let go of them, or each run keeps its records.
+            recorder.outputs.clear()
+            recorder.handed.clear()
         return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
 
 
