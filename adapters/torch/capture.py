@@ -24,7 +24,9 @@ from layerdiff.tap import tapping
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().clone().numpy()
+    # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t.clone()).numpy()
 
 
 RECENT = 16  # outputs a recorder remembers having copied
@@ -39,7 +41,7 @@ def _from(a: np.ndarray) -> torch.Tensor:
 def _shared(t: torch.Tensor) -> np.ndarray:
     """A parameter or its gradient without a copy (on the CPU): autograd never writes into a parameter, and each
     backward after ``zero_grad(set_to_none=True)`` makes new gradient tensors, so what was recorded stays as it was."""
-    return t.detach().cpu().numpy()
+    return _array(t) if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
 
 
 def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
@@ -217,7 +219,20 @@ class TorchAdapter:
                 h.remove()
             for module in inplace:
                 module.inplace = True
-        return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
+        return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
+
+
+def _settings(net: torch.nn.Module, dtype: torch.dtype) -> dict[str, str]:
+    """What the run computed in, recorded in the dump: the model's dtype where NumPy holds its values in another
+    (bfloat16, recorded in float32), and what a float32 matrix product computes in (TF32 on a GPU that allows it)."""
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    precision = torch.get_float32_matmul_precision()
+    tf32 = device.type == "cuda" and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    word = {"medium": "bfloat16", "high": "tf32"}.get(precision, "tf32" if tf32 else "float32")
+    settings = {"device": str(device), "float32_matmul_precision": precision, "float32_matmul": word}
+    if dtype == torch.bfloat16:
+        settings["framework_dtype"] = "bfloat16"
+    return settings
 
 
 def _iterate(
