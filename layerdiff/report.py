@@ -156,7 +156,7 @@ def _summary(result: Comparison) -> Table:
         if c.hint:
             grid.add_row("  hint", c.hint)
     for p, layer, t in rounding_culprits(result):
-        grid.add_row(Text("culprit", style="bold red"), Text(f"{layer} ({p.side}) [precision] {t.key}: {number(t.lost)} > {number(t.explained)}", style="bold"))
+        grid.add_row(Text("culprit", style="bold red"), Text(f"{layer} ({p.side}) [precision] {t.key}: lost {number(t.lost)} > explained {number(t.explained)}", style="bold"))
         grid.add_row("  hint", rounding_line(p, layer, t))
     for pass_, d in (("forward", result.forward), ("backward", result.backward)):
         grid.add_row(pass_, Text(divergence(d, pass_), style="green" if d is None else ""))
@@ -281,8 +281,8 @@ def _weights(console: Console, links: list[WeightLink], weights_from: str, show_
 def _rounding_table(console: Console, p: Precision, show_all: bool) -> None:
     """One rounded side, layer by layer: what each loses against its float64 twin (relative L2), what its precision
     explains, the excess (the twins' own difference there) and what has been lost by then."""
-    title = f"precision of {p.source} ({_precision(p)}): each layer against its float64 rerun on the same inputs, relative L2"
-    table = Table(box=None, pad_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
+    console.print(Text(f"precision of {p.source} ({_precision(p)}), each layer against its float64 rerun on the same inputs", style="bold"))
+    table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("#", "layer", "tensor", "lost here", "explained", "excess", "cumulative", "verdict"):
         table.add_column(col, justify="left" if col in ("layer", "tensor", "verdict") else "right", no_wrap=col != "layer")
     worst = {layer.layer for layer in p.most_lost()}
