@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store, twins
+from layerdiff import dumps, files, modelfile, precision, runner, store, twins
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
@@ -21,6 +21,7 @@ from layerdiff.health_report import render_health_summary
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
+from layerdiff.sides_report import render_sides
 from layerdiff.results import Comparison, GradCheck, Health
 from layerdiff.results import Overfit as OverfitResult
 from layerdiff.sync import WeightLink
@@ -44,6 +45,7 @@ class Result:
     def render(self, console: Console, show_all: bool = False) -> None:
         """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
         render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
+        render_sides(self.comparison, console, show_all)
         for side in self.health:
             render_health_summary(side, console)
 
@@ -245,6 +247,7 @@ def compare_paths(
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
+            precision.refuse_unjudged(da.info, db.info, rtol, da.source, db.source)
             return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
     return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress, weights)

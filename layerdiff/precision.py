@@ -24,15 +24,34 @@ import math
 
 import numpy as np
 
+from layerdiff.errors import DumpError, term
 from layerdiff.layout import axes_of, canonical_shape, is_guess
 from layerdiff.metrics import EPS, grad_floor
-from layerdiff.records import LayerInfo, ParamRecord, Recording, keys_of
+from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo, keys_of
 from layerdiff.results import Comparison, LayerRounding, Precision, Rounding
 
 SPACING = {**EPS, "tf32": 2.0**-10}  # TF32 keeps 10 bits of mantissa
 HALF = ("float16", "bfloat16")
 MARGIN = 4.0
 MATMUL = {"tf32", "bfloat16"}  # what a float32 matrix product may compute in, as adapters record it
+
+
+def refuse_unjudged(a: RunInfo, b: RunInfo, rtol: float | None, source_a: str, source_b: str) -> None:
+    """Refuse to compare a side that computed in half precision without a float64 rerun of it (two dumps, or a dump
+    against a script): its noise floor reaches tens of percent, and "the same within tolerance" would mean nothing.
+
+    Raises:
+        DumpError: naming the side and its dtype, and the two ways on: the model files with ``--dtype native``, or
+            a tolerance of the caller's own.
+    """
+    coarse = [(s, i.compute_dtype) for s, i in ((source_a, a), (source_b, b)) if i.compute_dtype in HALF]
+    if coarse and rtol is None:
+        side, dtype = coarse[0]
+        raise DumpError(
+            f"{side} computed in {dtype}, and without a float64 rerun of it a difference of tens of percent cannot be "
+            f"told from rounding. Compare the two model files with {term('dtype', 'native', repr('native'))} (each side "
+            f"judged against its own float64 rerun), or give a tolerance of your own with {term('rtol', 'R', 'R')}."
+        )
 
 
 def explained(dtype: str, n: int, matmul: str = "") -> float:

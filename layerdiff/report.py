@@ -74,12 +74,12 @@ def rounding_line(p: Precision, layer: str, t: Rounding) -> str:
     lost = f"{t.nonfinite} entries NaN or infinite only" if t.nonfinite else f"{number(t.lost)} (relative L2)"
     return (
         f"{p.source}'s {layer} {what} is {lost} off a float64 rerun of the same layer on the same inputs, more than "
-        f"{_precision(p)} explains ({number(t.explained)}), while the float64 reruns of both sides agree there: a "
+        f"{describe_precision(p)} explains ({number(t.explained)}), while the float64 reruns of both sides agree there: a "
         "precision problem (an overflow, a cancellation, a sum accumulated in low precision), not the code."
     )
 
 
-def _precision(p: Precision) -> str:
+def describe_precision(p: Precision) -> str:
     return p.dtype + (f" with {p.matmul} matrix products" if p.matmul else "")
 
 
@@ -251,15 +251,11 @@ def render(
     hidden = sum(len(r) for r in rows if isinstance(r, range))
     if hidden:
         console.print(Text(f"{hidden} of {len(result.layers)} rows hidden; --all shows them", style="dim"))
-    for p in result.precision:
-        _rounding_table(console, p, show_all)
     if result.only_a:
         console.print(f"only in {result.source_a}: {', '.join(result.only_a)}")
     if result.only_b:
         console.print(f"only in {result.source_b}: {', '.join(result.only_b)}")
-    if result.weights is not None:
-        _checked_weights(console, result, show_all)
-    elif links is not None:
+    if links is not None and result.weights is None:  # each side's own weights: sides_report lists their check
         _weights(console, links, weights_from, show_all)
     for note in notes:
         console.print(f"feed: {note}")
@@ -276,36 +272,6 @@ def _weights(console: Console, links: list[WeightLink], weights_from: str, show_
             console.print(f"  {w.describe()}")
     else:
         console.print(Text("  (--all lists them)", style="dim"))
-
-
-def _rounding_table(console: Console, p: Precision, show_all: bool) -> None:
-    """One rounded side, layer by layer: what each loses against its float64 twin (relative L2), what its precision
-    explains, the excess (the twins' own difference there) and what has been lost by then."""
-    console.print(Text(f"precision of {p.source} ({_precision(p)}), each layer against its float64 rerun on the same inputs", style="bold"))
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("#", "layer", "tensor", "lost here", "explained", "excess", "cumulative", "verdict"):
-        table.add_column(col, justify="left" if col in ("layer", "tensor", "verdict") else "right", no_wrap=col != "layer")
-    worst = {layer.layer for layer in p.most_lost()}
-    for i, layer in enumerate(p.layers):
-        t = layer.worst
-        if t is None or not (show_all or len(p.layers) <= FOLD_OVER or not t.ok or layer.layer in worst):
-            continue
-        style = "" if t.ok else STYLE["culprit"]
-        cells = [number(x) for x in (t.lost, t.explained, t.excess, t.cumulative)]
-        table.add_row(str(i), layer.layer, t.key, *cells, "ok" if t.ok else "culprit", style=style)
-    console.print(table)
-    most = ", ".join(f"{layer.layer} ({number(max(t.lost for t in layer.tensors))})" for layer in p.most_lost())
-    console.print(f"{p.source} loses the most precision in: {most or 'no layer'}" + ("" if show_all or len(p.layers) <= FOLD_OVER else "; --all shows every layer"))
-
-
-def _checked_weights(console: Console, result: Comparison, show_all: bool) -> None:
-    check = result.weights
-    assert check is not None
-    counts = Counter(p.verdict for p in check.params)
-    console.print(f"weights: each side's own, compared through the mapping: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
-    for p in check.params:
-        if show_all or len(check.params) <= FOLD_OVER or not p.ok:
-            console.print(f"  {p.a} -> {p.b}  {p.verdict}" + (f" ({p.detail})" if p.detail else ""))
 
 
 def to_json(

@@ -120,6 +120,7 @@ def compared(
     """
     twins = pair.twins
     if twins is None:
+        precision.refuse_unjudged(a.info, b.info, rtol, a.source, b.source)
         result = isolated(
             a, b, pair.live, pair.feed, links=pair.links, layer_map=layer_map, rtol=rtol, live_side=live_side, progress=progress
         )

@@ -13,7 +13,7 @@ from layerdiff import modelfile, precision, store, twins
 from layerdiff.records import LayerInfo, ParamRecord
 from layerdiff.stats import TensorInfo
 
-from conftest import FIXTURES, expected
+from conftest import FIXTURES, expected, one_error_line
 
 HERE = FIXTURES / "precision"
 CLEAN = [("../mlp_numpy.py", "mlp_bf16.py", "bfloat16"), ("../mlp_numpy.py", "mlp_f16.py", "float16"),
@@ -137,6 +137,16 @@ def test_bfloat16_values_are_recorded_in_float32_with_the_dtype_named(tmp_path):
         assert value.dtype == np.float32
         assert not np.any(value.view(np.uint32) & 0xFFFF)  # every value a bfloat16 one: the lower half zero
     assert "b: mlp_bf16.py" in str(result) and "bfloat16)" in str(result)
+
+
+def test_half_precision_dumps_without_a_float64_rerun_are_refused_unless_a_tolerance_is_given(cli):
+    cli("run", FIXTURES / "mlp_numpy.py", HERE / "bug_f16_scaled.py", "--dtype", "native", "--once", "-o", "dumps")
+    code, _, err = cli("compare", "dumps/mlp_numpy.h5", "dumps/bug_f16_scaled.h5", "--force")
+    assert code == 2
+    assert one_error_line(err).startswith("error: bug_f16_scaled.h5 computed in float16, and without a float64 rerun")
+    assert "--dtype native" in err and "--rtol R" in err
+    code, _, _ = cli("compare", "dumps/mlp_numpy.h5", "dumps/bug_f16_scaled.h5", "--force", "--rtol", "0.05")
+    assert code == 1  # its own tolerance, its own judgement: fc3's 20% stands above 5%
 
 
 def test_report_says_what_each_layer_loses_and_which_lose_the_most(clean):
