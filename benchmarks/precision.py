@@ -4,9 +4,11 @@
     python benchmarks/precision.py --device cuda    # side B on the GPU (float32 there is float32: TF32 off;
                                                     # a "tf32" row with it on); skipped with a message without CUDA
     python benchmarks/precision.py --pairs mlp,cnn  # some pairs only
+    python benchmarks/precision.py --corpus         # the foreign corpus's PyTorch pairs (Hugging Face GPT-2, BERT)
 
-For every clean fixture pair (``<net>_numpy.py`` against ``<net>_torch.py``), side A (NumPy) cast to float64 and side
-B (PyTorch) in float16, bfloat16 and float32:
+For every clean fixture pair (``<net>_numpy.py`` against ``<net>_torch.py``; with ``--corpus`` the foreign corpus's
+Hugging Face pairs, ``hf_gpt2.py`` against ``hf_gpt2_ref.py`` and BERT's), side A cast to float64 and side B
+(PyTorch) in float16, bfloat16 and float32:
 
 - clean: the pair as it is. A false alarm is any culprit, or any layer said to lose more than its precision explains;
 - a bug in the code: one layer of B's output scaled by 1 + e in every precision (a factor left in), so its float64
@@ -35,7 +37,9 @@ from layerdiff import modelfile, precision, runner, twins
 from layerdiff.records import InMemory
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-PAIRS = ("mlp", "cnn", "norm", "deep", "gpt", "resnet")
+CORPUS = Path(__file__).resolve().parent / "corpus"
+PAIRS = {net: (FIXTURES / f"{net}_numpy.py", FIXTURES / f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt", "resnet")}
+CORPUS_PAIRS = {net: (CORPUS / f"{net}.py", CORPUS / f"{net}_ref.py") for net in ("hf_gpt2", "hf_bert")}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 EFFECTS = (0.001, 0.01, 0.05, 0.2)
 KINDS = ("code", "low-precision path")
@@ -44,12 +48,12 @@ KINDS = ("code", "low-precision path")
 @dataclass
 class Tally:
     found: int = 0
-    misplaced: int = 0
+    misplaced: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
 
     def cell(self) -> str:
-        total = self.found + self.misplaced + len(self.missed)
-        return f"{self.found}/{total}" + (f" ({self.misplaced} misplaced)" if self.misplaced else "")
+        total = self.found + len(self.misplaced) + len(self.missed)
+        return f"{self.found}/{total}" + (f" ({len(self.misplaced)} misplaced)" if self.misplaced else "")
 
 
 def scaled(module: torch.nn.Module, factor: float, everywhere: bool) -> None:
@@ -67,23 +71,25 @@ def targets(net: torch.nn.Module) -> list[str]:
     return sorted({held[0], held[len(held) // 2], held[-1]}, key=held.index)
 
 
-def side_b(net: str, dtype: torch.dtype, device: str) -> modelfile.Model:
-    model = modelfile.load(FIXTURES / f"{net}_torch.py")
+def side_b(path: Path, dtype: torch.dtype, device: str) -> modelfile.Model:
+    model = modelfile.load(path)
     model.obj.to(device=device, dtype=dtype)
     if isinstance(model.loss, torch.nn.Module):
         model.loss.to(device=device, dtype=dtype)
     return model
 
 
-def side_a(net: str) -> modelfile.Model:
-    model = modelfile.load(FIXTURES / f"{net}_numpy.py")
-    runner.prepare(model, "float64")  # deep_numpy computes in float32: cast, so that A is float64 everywhere
+def side_a(path: Path) -> modelfile.Model:
+    model = modelfile.load(path)
+    runner.prepare(model, "float64")  # deep_numpy and the corpus compute in float32: cast, so that A is float64
     return model
 
 
-def judged(net: str, dtype: torch.dtype, device: str, bug: tuple[str, float, bool] | None) -> tuple[list[tuple[str, str]], list[str]]:
+def judged(
+    paths: tuple[Path, Path], dtype: torch.dtype, device: str, bug: tuple[str, float, bool] | None
+) -> tuple[list[tuple[str, str]], list[str]]:
     """One native run: the culprits (layer of B, pass) and the layers of B said to lose more than they explain."""
-    a, b = side_a(net), side_b(net, dtype, device)
+    a, b = side_a(paths[0]), side_b(paths[1], dtype, device)
     if bug is not None:
         layer, effect, everywhere = bug
         scaled(b.obj.get_submodule(layer), 1 + effect, everywhere)
@@ -94,15 +100,15 @@ def judged(net: str, dtype: torch.dtype, device: str, bug: tuple[str, float, boo
     return culprits, rounding
 
 
-def run(nets: list[str], device: str, dtypes: dict[str, torch.dtype]) -> None:
+def run(nets: dict[str, tuple[Path, Path]], device: str, dtypes: dict[str, torch.dtype]) -> None:
     alarms = {d: Tally() for d in dtypes}
     found = {(d, k, e): Tally() for d in dtypes for k in KINDS for e in EFFECTS}
     start = time.time()
-    for net in nets:
-        layers = targets(side_b(net, torch.float32, "cpu").obj)
+    for net, paths in nets.items():
+        layers = targets(side_b(paths[1], torch.float32, "cpu").obj)
         for name, dtype in dtypes.items():
             configure(name, device)
-            culprits, rounding = judged(net, dtype, device, None)
+            culprits, rounding = judged(paths, dtype, device, None)
             tally = alarms[name]
             if culprits or rounding:
                 tally.missed.append(f"{net}: {culprits + [(l, 'precision') for l in rounding]}")
@@ -111,13 +117,13 @@ def run(nets: list[str], device: str, dtypes: dict[str, torch.dtype]) -> None:
             for layer in layers:
                 for kind in KINDS:
                     for effect in EFFECTS:
-                        culprits, rounding = judged(net, dtype, device, (layer, effect, kind == "code"))
+                        culprits, rounding = judged(paths, dtype, device, (layer, effect, kind == "code"))
                         named = [l for l, _ in culprits] if kind == "code" else rounding + [l for l, _ in culprits]
                         tally = found[name, kind, effect]
                         if named and set(named) == {layer} and (kind != "code" or culprits[0][1] == "forward"):
                             tally.found += 1
                         elif named:
-                            tally.misplaced += 1
+                            tally.misplaced.append(f"{net}.{layer} named at {', '.join(dict.fromkeys(named))}")
                         else:
                             tally.missed.append(f"{net}.{layer}")
         print(f"  {net}: done at {time.time() - start:.0f} s", file=sys.stderr)
@@ -133,9 +139,9 @@ def configure(name: str, device: str) -> None:
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
-def table(alarms: dict[str, Tally], found: dict[tuple[str, str, float], Tally], dtypes: dict[str, Any], nets: list[str], device: str) -> None:
+def table(alarms: dict[str, Tally], found: dict[tuple[str, str, float], Tally], dtypes: dict[str, Any], nets: Any, device: str) -> None:
     sizes = " | ".join(f"{e:.1%}" for e in EFFECTS)
-    print(f"\npairs: {', '.join(nets)}; side A NumPy in float64, side B PyTorch on {device}; bugs in B's first, middle and last layer with parameters\n")
+    print(f"\npairs: {', '.join(nets)}; side A in float64, side B on {device}; bugs in B's first, middle and last layer with parameters\n")
     print(f"| B in | clean pairs passed | bug in the code, found at its layer: {sizes} | bug on the low-precision path only: {sizes} |")
     print("| --- | --- | " + " | ".join("---" for _ in EFFECTS) + " | " + " | ".join("---" for _ in EFFECTS) + " |")
     for name in dtypes:
@@ -148,12 +154,15 @@ def table(alarms: dict[str, Tally], found: dict[tuple[str, str, float], Tally], 
             for e in EFFECTS:
                 if found[name, kind, e].missed:
                     print(f"missed in {name}, {kind}, {e:.1%}: {', '.join(found[name, kind, e].missed)}")
+                if found[name, kind, e].misplaced:
+                    print(f"misplaced in {name}, {kind}, {e:.1%}: {'; '.join(found[name, kind, e].misplaced)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="where side B runs: cpu, or cuda")
     parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated: " + ", ".join(PAIRS))
+    parser.add_argument("--corpus", action="store_true", help="the corpus's Hugging Face pairs instead (pip install -e '.[corpus]')")
     args = parser.parse_args()
     dtypes = dict(DTYPES)
     if args.device.startswith("cuda"):
@@ -161,7 +170,8 @@ def main() -> None:
             print(f"--device {args.device}: no CUDA device here (torch {torch.__version__}); skipped.")
             return
         dtypes["tf32"] = torch.float32
-    run([n for n in args.pairs.split(",") if n], args.device, dtypes)
+    nets = CORPUS_PAIRS if args.corpus else {n: PAIRS[n] for n in args.pairs.split(",") if n}
+    run(nets, args.device, dtypes)
 
 
 if __name__ == "__main__":
