@@ -46,7 +46,7 @@ def checked_weights(console: Console, result: Comparison, show_all: bool) -> Non
     check = result.weights
     assert check is not None
     counts = Counter(p.verdict for p in check.params)
-    console.print(f"weights: each side's own, compared through the mapping: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    console.print("weights: each side's own, compared through the mapping: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     for p in check.params:
         if show_all or len(check.params) <= FOLD_OVER or not p.ok:
             console.print(f"  {p.a} -> {p.b}  {p.verdict}" + (f" ({p.detail})" if p.detail else ""))

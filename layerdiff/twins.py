@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from layerdiff import modelfile, precision, runner, sync
 from layerdiff.align import align
-from layerdiff.errors import ModelFileError
+from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import forcing_from, isolated, replay
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
@@ -88,14 +89,16 @@ def _twins(
         if not rounded[n]:
             continue
         if model is None:
+            name = Path(trace.info.script).name if trace.info.script else "A model"
             raise ModelFileError(
-                f"{trace.info.script or 'The model'} computes in {trace.info.compute_dtype}, and --dtype native judges it "
+                f"{name} computes in {trace.info.compute_dtype}, and {term('dtype', 'native', repr('native'))} judges it "
                 "against a float64 rerun of it, but its model can be neither copied nor loaded again. Compare in float64 "
                 "(the default), or make the model copyable (copy.deepcopy)."
             )
         twin = runner.prepare(model, "float64")
         twin.load(given[n])
         with stage(progress, f"capture {model.source} in float64"):
+            # Recorded as asked ("native"), as its side is: the comparison of the twins finds no difference of form.
             traces[n] = made = runner.capture(twin, pair.feed, "native", seed, hashes[n], twice, layers)
         own, plain = InMemory(trace, model.source), InMemory(made, model.source)
         with stage(progress, f"replay {model.source} in float64"):
