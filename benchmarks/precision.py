@@ -171,7 +171,30 @@ def main() -> None:
             return
         dtypes["tf32"] = torch.float32
     nets = CORPUS_PAIRS if args.corpus else {n: PAIRS[n] for n in args.pairs.split(",") if n}
+    if args.corpus:
+        corpus_as_they_are()
     run(nets, args.device, dtypes)
+
+
+def corpus_as_they_are() -> None:
+    """Every clean pair of the corpus with --dtype native as its files build it (float32, most): each side that
+    computes below float64, its worst tensor's rounding as a share of what its precision explains."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from isolation import CORPUS_PAIRS as ALL
+
+    import layerdiff
+
+    print("| corpus pair, as built | side | dtype | layers judged | worst share of what is explained | verdict |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for net, a, b, _ in ALL:
+        try:
+            result = layerdiff.compare_paths(CORPUS / a, CORPUS / b, dtype="native", once=True)
+        except layerdiff.LayerdiffError as exc:
+            print(f"| {net} | | | | exit 2: {str(exc)[:60]}… | |")
+            continue
+        for p in result.comparison.precision:
+            share = max((t.lost / t.explained for layer in p.layers for t in layer.tensors), default=0.0)
+            print(f"| {net} | {p.side} | {p.dtype} | {len(p.layers)} | {share:.2f} | {'ok' if p.ok else 'CULPRIT'} |")
 
 
 if __name__ == "__main__":
