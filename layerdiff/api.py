@@ -11,18 +11,18 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store
+from layerdiff import dumps, files, modelfile, precision, runner, store, twins
 from layerdiff import health as _health
 from layerdiff import steps as _steps
 from layerdiff.api_checks import gradcheck as gradcheck, inspect as inspect, overfit as overfit  # the checks of one network
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
-from layerdiff.isolate import isolated
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
 from layerdiff.results import Comparison, Health
+from layerdiff.sides_report import render_sides
 from layerdiff.steps_report import StepsResult
 from layerdiff.sync import WeightLink
 
@@ -45,6 +45,7 @@ class Result:
     def render(self, console: Console, show_all: bool = False) -> None:
         """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
         render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
+        render_sides(self.comparison, console, show_all)
         for side in self.health:
             render_health_summary(side, console)
 
@@ -94,6 +95,7 @@ def compare_models(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     progress: Progress | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
@@ -102,7 +104,8 @@ def compare_models(
         model_a, model_b: a ``torch.nn.Module``, a NumPy network (layer list or forward/backward object), ...
         inputs: an array or a list of arrays fed to both; or ``input_shape`` for seeded inputs.
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
-        dtype: ``"float64"`` (both sides cast) or ``"native"``.
+        dtype: ``"float64"`` (both sides cast) or ``"native"`` (each in its own, judged against its float64 rerun).
+        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own; they are compared first).
         progress: called as the long steps go (``layerdiff.progress``).
 
     Returns:
@@ -117,24 +120,9 @@ def compare_models(
     """
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
-    pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    pair = twins.run_pair(a, b, dtype, seed, param_map, progress=progress, weights=weights)
+    result = twins.compared(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
-
-
-def _isolated(
-    a: Recording,
-    b: Recording,
-    pair: runner.Pair,
-    layer_map: dict[str, str] | None,
-    rtol: float | None,
-    progress: Progress | None,
-    live_side: str = "b",
-) -> Comparison:
-    return isolated(
-        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
-        live_side=live_side, progress=progress,
-    )
 
 
 def run(
@@ -147,6 +135,7 @@ def run(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
@@ -168,6 +157,7 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
+        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own; they are compared first).
         steps: train ``steps`` steps, each side with the optimizer its file declares (plain SGD at ``lr`` without
             one), re-synced before each step or ``free_running``; each step dumped under ``/steps/k/``
             (``layerdiff.steps``). None: one iteration, no optimizer.
@@ -181,7 +171,7 @@ def run(
         options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
                                  stats_only, skip_copied_weights, compression)
         return _trained(a, b, options, paths, force, progress)
-    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers, weights=weights)
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
@@ -195,7 +185,7 @@ def run(
         trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = _isolated(da, db, pair, layer_map, rtol, progress)
+        result = twins.compared(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -258,24 +248,27 @@ def compare_paths(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
 ) -> Result:
-    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
+    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed
+    (its own, compared with them, when ``weights="own"``)."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
-        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, weights=weights)
+        result = twins.compared(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
+            precision.refuse_unjudged(da.info, db.info, rtol, da.source, db.source)
             return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
-    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress)
+    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress, weights)
 
 
 def compare_to_dump(
@@ -321,10 +314,11 @@ def _against_dump(
     param_map: dict[str, str] | None,
     twice: bool,
     progress: Progress | None,
+    weights: str = "a",
 ) -> Result:
     with store.Dump(dump_path) as recorded:
-        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
+        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice, progress, weights)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
-        result = _isolated(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
+        result = twins.compared(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)

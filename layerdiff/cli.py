@@ -46,13 +46,15 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
             click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True,
-                         help="float64: both sides cast to float64. native: each side in its own dtype."),
+                         help="float64: both sides cast to float64. native: each side in its own dtype, judged against its float64 rerun."),
             click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
             click.option("--rtol", type=float, default=None, help="A fixed tolerance; by default each layer's noise floor, 64·eps·sqrt(n)."),
             click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
                          help="Pair layer A of the first file with layer B of the second."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
                          help="Copy parameter A of the first file into parameter B of the second."),
+            click.option("--weights", type=click.Choice(["a", "own"]), default="a", show_default=True,
+                         help="a: the first file's weights copied into the second. own: each keeps its own, compared first."),
             click.option("--once", is_flag=True,
                          help="Run each side once: faster, but randomness left on (dropout) goes unnoticed."),
             click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
