@@ -17,7 +17,7 @@ from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import Tolerance, diff, grad_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo
+from layerdiff.records import ParamRecord, Recording, RunInfo
 from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
