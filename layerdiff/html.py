@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerdiff import __version__, files, plots, report
-from layerdiff.results import Comparison, LayerDiff, TensorDiff, Training
+from layerdiff.results import Comparison, LayerDiff, TensorDiff
+from layerdiff.step_results import Training
 from layerdiff.errors import ReportError
 from layerdiff.sync import WeightLink
 

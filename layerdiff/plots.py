@@ -16,7 +16,8 @@ import numpy as np
 
 from layerdiff import files
 from layerdiff.diagnose import error_map
-from layerdiff.results import Comparison, Culprit, Training
+from layerdiff.results import Comparison, Culprit
+from layerdiff.step_results import Training
 from layerdiff.errors import ReportError
 from layerdiff.report import PASS_NAMES, where
 

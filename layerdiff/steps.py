@@ -34,7 +34,8 @@ from layerdiff.modelfile import Model
 from layerdiff.optimizer import Buffer, Stepper
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Trace, select
-from layerdiff.results import Comparison, Mode, StepDiff, TensorDiff, Training
+from layerdiff.results import Comparison, TensorDiff
+from layerdiff.step_results import Mode, StepDiff, Training
 from layerdiff.metrics import diff, noise_floor
 from layerdiff.updates import TERMS, Found, Stepped, carried_state, compare_step, pair_buffers
 

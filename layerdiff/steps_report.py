@@ -16,7 +16,7 @@ from rich.text import Text
 
 from layerdiff import report
 from layerdiff.report import number, plain, where
-from layerdiff.results import StepCulprit, StepDiff, Training
+from layerdiff.step_results import StepCulprit, StepDiff, Training
 from layerdiff.sync import WeightLink
 
 PARTS = {"optimizer": "the optimizer", "buffer": "a buffer update"}

@@ -17,7 +17,8 @@ import numpy as np
 from layerdiff.errors import AlignmentError
 from layerdiff.metrics import EPS, diff, noise_floor
 from layerdiff.optimizer import Buffer, State, buffer_name
-from layerdiff.results import StepCulprit, TensorDiff
+from layerdiff.results import TensorDiff
+from layerdiff.step_results import StepCulprit
 from layerdiff.sync import WeightLink
 from layerdiff import update_hints
 
