@@ -157,14 +157,14 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
-        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own; they are compared first).
-        steps: train ``steps`` steps, each side with the optimizer its file declares (plain SGD at ``lr`` without
-            one), re-synced before each step or ``free_running``; each step dumped under ``/steps/k/``
-            (``layerdiff.steps``). None: one iteration, no optimizer.
+        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own, compared first; not with ``steps``).
+        steps: train ``steps`` steps, each side with its file's optimizer (plain SGD at ``lr`` without one), re-synced
+            before each step or ``free_running``, each dumped under ``/steps/k/`` (``layerdiff.steps``). None: one
+            iteration, no optimizer.
     """
     store.check_compression(compression)
-    if steps is not None:
-        _steps.check_steps(steps)
+    if steps is not None or free_running:
+        _steps.check_steps(1 if steps is None else steps, weights)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     if steps is not None or free_running:
@@ -175,10 +175,8 @@ def run(
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
-        dumps.write_pair(
-            (pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
-            skip_copied_weights=skip_copied_weights, layer_map=layer_map,
-        )
+        dumps.write_pair((pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
+                         skip_copied_weights=skip_copied_weights, layer_map=layer_map)
     written = [str(p) for p in paths]
     for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
         trace.layers.clear()

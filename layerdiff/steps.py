@@ -32,6 +32,7 @@ from layerdiff.isolate import isolated
 from layerdiff.layout import canonical
 from layerdiff.modelfile import Model
 from layerdiff.optimizer import Buffer, Stepper
+from layerdiff.precision import HALF
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Trace, select
 from layerdiff.results import Comparison, TensorDiff
@@ -101,10 +102,28 @@ class Run:
     notes: list[str]
 
 
-def check_steps(steps: int) -> None:
-    """Raises ModelFileError for fewer than one step."""
+def check_steps(steps: int, weights: str = "a") -> None:
+    """Raises ModelFileError for fewer than one step, or for each side's own weights (``weights="own"``): both sides
+    train from A's weights, and with their own they would part at step 1 by design."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ModelFileError(f"{term('steps')} must be a whole number of at least 1, not {steps!r}.")
+    if weights != "a":
+        raise ModelFileError(
+            f"{term('weights', 'own', repr('own'))} compares one iteration on each side's own weights, and "
+            f"{term('steps')} trains both from the first file's: check the weights without {term('steps')} first."
+        )
+
+
+def _check_precision(trace: Trace, source: str) -> None:
+    """Raises ModelFileError for a side in float16 or bfloat16: there an update (lr times a gradient) is mostly
+    below the spacing of the weight it moves, and a step has no float64 rerun to tell that rounding from a bug."""
+    dtype = runner.compute_dtype(trace)
+    if dtype in HALF:
+        raise ModelFileError(
+            f"{source} computes in {dtype}, where a training step's update is mostly rounding, and {term('steps')} "
+            f"has no float64 rerun to tell it from a bug. Train in float64 (the default) or float32, or compare one "
+            f"iteration with {term('dtype', 'native', repr('native'))}."
+        )
 
 
 def train(a: Model, b: Model, options: Options, paths: tuple[Path, Path] | None = None, force: bool = False,
@@ -114,7 +133,7 @@ def train(a: Model, b: Model, options: Options, paths: tuple[Path, Path] | None 
 
     Raises:
         ModelFileError: fewer than one step, an optimizer the side's adapter cannot step (or not over the model's
-            parameters), randomness left on.
+            parameters), randomness left on, a side in float16 or bfloat16.
         AlignmentError: parameters, layers, buffers or optimizer state that cannot be mapped between the sides.
     """
     check_steps(options.steps)
@@ -277,6 +296,8 @@ class _Loop:
             same = bool(traces) and not o.free_running and o.dtype == "float64"
             known = traces[0].info.weights_sha256 if same else None
             traces.append(runner.capture(side, feed, o.dtype, o.seed, known, twice=k == 1 and not o.once))
+            if k == 1:
+                _check_precision(traces[-1], side.source)
         return traces[0], traces[1]
 
     def _compare(self, traces: tuple[Trace, Trace], feed: Feed) -> Comparison:

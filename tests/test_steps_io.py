@@ -78,6 +78,22 @@ def test_steps_below_one_are_refused(cli):
         layerdiff.run(ADAM, ADAM_TORCH, steps=-1)
 
 
+def test_each_sides_own_weights_are_refused_with_steps(cli):
+    code, _, err = cli("run", ADAM, ADAM_TORCH, "--steps", "2", "--weights", "own")
+    assert code == 2 and "--weights own compares one iteration on each side's own weights" in one_error_line(err)
+    with pytest.raises(layerdiff.ModelFileError, match="weights='own' compares one iteration"):
+        layerdiff.run(ADAM, ADAM_TORCH, free_running=True, weights="own")
+
+
+def test_a_side_in_half_precision_is_refused_with_steps_and_nothing_is_written(cli, tmp_path):
+    # Its updates are mostly rounding, and a step has no float64 twin to judge them against.
+    bf16 = FIXTURES / "precision" / "mlp_bf16.py"
+    code, _, err = cli("run", FIXTURES / "mlp_numpy.py", bf16, "--steps", "2", "--dtype", "native", "-o", "out")
+    line = one_error_line(err)
+    assert code == 2 and "mlp_bf16.py computes in bfloat16" in line and "--dtype native" in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_an_optimizer_over_another_models_parameters_is_refused(cli, tmp_path):
     write(tmp_path, "other.py", HEAD + (
         "import torch\nfrom mlp_torch import MLP, input_shape, loss, targets\n"
