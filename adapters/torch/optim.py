@@ -15,11 +15,16 @@ from layerdiff.optimizer import Buffer, State, Training
 
 
 def _array(t: Any) -> np.ndarray:
-    return t.detach().cpu().clone().numpy() if isinstance(t, torch.Tensor) else np.array(t)
+    if not isinstance(t, torch.Tensor):
+        return np.array(t)
+    # NumPy has no bfloat16: its values are read in float32, which holds every one of them exactly.
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t.clone()).numpy()
 
 
 def _tensor(value: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.require(value, requirements=["C", "W"])).to(like.dtype).reshape(like.shape)
+    # On the model's device: a gradient assigned to a parameter must live where the parameter does.
+    return torch.from_numpy(np.require(value, requirements=["C", "W"])).to(like).reshape(like.shape)
 
 
 class TorchStepper:
