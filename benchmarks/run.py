@@ -247,9 +247,14 @@ def child(args: list[str], env: dict[str, str]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def layerdiff_exe() -> str:
+    beside = Path(sys.executable).with_name("layerdiff")  # this environment's, before another one on PATH
+    return str(beside) if beside.exists() else shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+
+
 def layerdiff_run(model: str, env: dict[str, str], options: list[str], folder: Path) -> dict[str, Any]:
     a, b = (str(FIXTURES / f) for f in MODELS[model][:2])
-    exe = shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+    exe = layerdiff_exe()
     out = Path(tempfile.mkdtemp(dir=folder))
     proc, wall, rss = timed([exe, "run", "--json", "-o", str(out), *options, a, b], env)
     report = json.loads(proc.stdout)
@@ -259,8 +264,7 @@ def layerdiff_run(model: str, env: dict[str, str], options: list[str], folder: P
 def steps_run(env: dict[str, str], k: int, folder: Path) -> dict[str, Any]:
     """``layerdiff run --steps k`` in a fresh process: its peak resident memory; its dumps removed after."""
     a, b = (str(FIXTURES / f) for f in TRAINING)
-    beside = Path(sys.executable).with_name("layerdiff")  # this environment's, before another one on PATH
-    exe = str(beside) if beside.exists() else shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+    exe = layerdiff_exe()
     out = Path(tempfile.mkdtemp(dir=folder))
     proc, wall, rss = timed([exe, "run", "--json", "-o", str(out), "--steps", str(k), a, b], env)
     size = sum(p.stat().st_size for p in out.glob("*.h5"))
