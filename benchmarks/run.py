@@ -16,7 +16,11 @@ Per model, NumPy (side A) against PyTorch (side B), both in float64:
   time and peak resident memory (``/usr/bin/time -v``), against the two plain processes (load the model file, one
   forward+backward) plus the ``np.save`` time of the dumps.
 Then the memory of ``compare`` as the number of layers grows 10x, and the effect of each dump option on the last
-model.
+model. Then training steps (``--steps``), on the MLP with Adam on both sides (``steps_adam_*``): in one process,
+``layerdiff.run(..., steps=10)`` against ten plain training steps of both sides (forward, backward, the file's own
+optimizer step), beside ``layerdiff.run`` of one iteration against one plain forward+backward of both sides (the
+one-step ratio, the target); each less the loading of the two model files, which both do once. And the peak
+resident memory of ``layerdiff run --steps K`` (a fresh process each) for two K, which must not grow with K.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which this workplace sets for old OpenBLAS builds and which slow a current
 NumPy, are left out of every process it starts; the BLAS kernel in use is printed.
@@ -45,6 +49,8 @@ MODELS = {
     "resnet18": ("resnet_numpy.py", "resnet_torch.py", "LAYERDIFF_RESNET_SIZE", "resnet18", "tiny", "layer4.*"),
     "gpt2-small": ("gpt_numpy.py", "gpt_torch.py", "LAYERDIFF_GPT_SIZE", "small", "tiny", "blocks.1.*"),
 }
+TRAINING = ("steps_adam_numpy.py", "steps_adam_torch.py")  # the MLP with Adam on both sides, sized as mlp_*
+STEPS, MEMORY_STEPS = 10, (2, 12)
 OPTIONS = [[], ["--once"], ["--skip-copied-weights"], ["--compression", "lzf"], ["--stats-only"], ["--layers"]]
 GB = 1e9
 
@@ -132,6 +138,42 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
     return out
 
 
+def training_step(model: Any, feed: Any) -> float:
+    """One plain training step of the user's own model: forward, backward, its own optimizer's step."""
+    seconds = plain_step(model, feed)
+    start = time.perf_counter()
+    model.model.optimizer.step()
+    return seconds + time.perf_counter() - start
+
+
+def training(reps: int) -> dict[str, Any]:
+    """``layerdiff.run`` of STEPS steps and of one iteration, and the plain steps they are measured against."""
+    import layerdiff
+    from layerdiff import modelfile, runner
+
+    files = [FIXTURES / f for f in TRAINING]
+    for f in files:
+        modelfile.load(f)  # the frameworks imported before anything is timed
+    load, plain, steps, one = [], [], [], []
+    for _ in range(reps):
+        start = time.perf_counter()
+        sides = [runner.prepare(modelfile.load(f), "float64") for f in files]
+        load.append(time.perf_counter() - start)
+        feed, _ = runner.make_feed(sides, 0)
+        plain.append(min(sum(training_step(s, feed) for s in sides) for _ in range(3)))
+        plain_once = min(sum(plain_step(s, feed) for s in sides) for _ in range(3))
+        with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+            start = time.perf_counter()
+            layerdiff.run(*files, out=Path(tmp) / "steps", steps=STEPS)
+            steps.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            layerdiff.run(*files, out=Path(tmp) / "one")
+            one.append((time.perf_counter() - start, plain_once))
+    loading = min(load)
+    return {"load_s": loading, "plain_step_s": min(plain), "steps_s": min(steps) - loading,
+            "one_s": min(one)[0] - loading, "plain_once_s": min(one)[1]}
+
+
 def clean(folder: Path) -> None:
     """An empty folder and no dirty pages left: each write starts as the last one did."""
     for f in folder.iterdir():
@@ -205,13 +247,29 @@ def child(args: list[str], env: dict[str, str]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def layerdiff_exe() -> str:
+    beside = Path(sys.executable).with_name("layerdiff")  # this environment's, before another one on PATH
+    return str(beside) if beside.exists() else shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+
+
 def layerdiff_run(model: str, env: dict[str, str], options: list[str], folder: Path) -> dict[str, Any]:
     a, b = (str(FIXTURES / f) for f in MODELS[model][:2])
-    exe = shutil.which("layerdiff") or sys.exit("layerdiff is not on PATH: pip install -e '.[test]'")
+    exe = layerdiff_exe()
     out = Path(tempfile.mkdtemp(dir=folder))
     proc, wall, rss = timed([exe, "run", "--json", "-o", str(out), *options, a, b], env)
     report = json.loads(proc.stdout)
     return {"wall": wall, "rss": rss, "dump_bytes": sum(p.stat().st_size for p in out.glob("*.h5")), "match": report["match"]}
+
+
+def steps_run(env: dict[str, str], k: int, folder: Path) -> dict[str, Any]:
+    """``layerdiff run --steps k`` in a fresh process: its peak resident memory; its dumps removed after."""
+    a, b = (str(FIXTURES / f) for f in TRAINING)
+    exe = layerdiff_exe()
+    out = Path(tempfile.mkdtemp(dir=folder))
+    proc, wall, rss = timed([exe, "run", "--json", "-o", str(out), "--steps", str(k), a, b], env)
+    size = sum(p.stat().st_size for p in out.glob("*.h5"))
+    shutil.rmtree(out)
+    return {"wall": wall, "rss": rss, "dump_bytes": size, "match": json.loads(proc.stdout)["match"]}
 
 
 def blas() -> str:
@@ -232,10 +290,13 @@ def main() -> None:
     parser.add_argument("--plain", help=argparse.SUPPRESS)
     parser.add_argument("--flat", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--blas", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--training", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     reps = 2 if args.quick else 3
-    if args.measure or args.plain or args.flat or args.blas:  # a child process
-        if args.measure:
+    if args.measure or args.plain or args.flat or args.blas or args.training:  # a child process
+        if args.training:
+            print(json.dumps(training(1 if args.quick else 2)))
+        elif args.measure:
             print(json.dumps(measure(args.measure, reps)))
         elif args.plain:
             plain_process(args.plain)
@@ -265,6 +326,10 @@ def main() -> None:
             runs[""] = min(runs[""], again, key=lambda r: r["wall"])
         rows[model] = (m, plain_walls, runs)
     flats = [child(["--flat", str(n), *quick], env0) for n in (10, 100)]
+    env_mlp = child_env("mlp", args.quick)
+    trained = child(["--training", *quick], env_mlp)
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        memory = {k: steps_run(env_mlp, k, Path(tmp)) for k in MEMORY_STEPS}
 
     print("\nper side: one forward+backward, plain and through layerdiff's capture (dump writing excluded)")
     print(f"{'model':12}{'side':8}{'plain s':>9}{'capture s':>11}{'ratio':>7}")
@@ -290,6 +355,14 @@ def main() -> None:
     print(f"{'layers':>8}{'dumps MB':>10}{'peak MB':>9}{'largest MB':>12}")
     for f in flats:
         print(f"{f['layers']:>8}{f['dump_bytes'] / 1e6:>10.1f}{f['compare_peak'] / 1e6:>9.1f}{f['largest_tensor'] / 1e6:>12.1f}")
+    print(f"\ntraining steps: mlp with Adam (steps_adam_*), in one process, less loading the files ({trained['load_s']:.2f} s)")
+    per_step, one = trained["steps_s"] / STEPS / trained["plain_step_s"], trained["one_s"] / trained["plain_once_s"]
+    print(f"{'run':26}{'layerdiff s':>12}{'plain s':>9}{'ratio':>8}")
+    print(f"{f'--steps {STEPS}, per step':26}{trained['steps_s'] / STEPS:>12.3f}{trained['plain_step_s']:>9.3f}{per_step:>8.2f}")
+    print(f"{'one iteration (target)':26}{trained['one_s']:>12.3f}{trained['plain_once_s']:>9.3f}{one:>8.2f}")
+    print(f"{'steps':>6}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}   (`layerdiff run --steps K`, a fresh process each)")
+    for k, r in memory.items():
+        print(f"{k:>6}{r['wall']:>8.1f}{r['rss'] / GB:>9.2f}{r['dump_bytes'] / GB:>10.3f}{str(r['match']):>7}")
     print(f"\ndump options: `layerdiff run` on {models[-1]}")
     print(f"{'options':26}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}")
     for options, r in rows[models[-1]][2].items():

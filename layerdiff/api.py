@@ -11,20 +11,20 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, ranks, runner, store
-from layerdiff import gradcheck as _gradcheck
+from layerdiff import dumps, files, modelfile, precision, ranks, runner, store, twins
 from layerdiff import health as _health
-from layerdiff import overfit as _overfit
+from layerdiff import steps as _steps
 from layerdiff.align import check_map
+from layerdiff.api_checks import gradcheck as gradcheck, inspect as inspect, overfit as overfit  # the checks of one network
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
-from layerdiff.isolate import isolated_pair
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
-from layerdiff.results import Comparison, GradCheck, Health
-from layerdiff.results import Overfit as OverfitResult
+from layerdiff.results import Comparison, Health
+from layerdiff.sides_report import render_sides
+from layerdiff.steps_report import StepsResult
 from layerdiff.sync import WeightLink
 
 
@@ -46,6 +46,7 @@ class Result:
     def render(self, console: Console, show_all: bool = False) -> None:
         """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
         render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
+        render_sides(self.comparison, console, show_all)
         for side in self.health:
             render_health_summary(side, console)
 
@@ -95,6 +96,7 @@ def compare_models(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     progress: Progress | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
@@ -103,7 +105,8 @@ def compare_models(
         model_a, model_b: a ``torch.nn.Module``, a NumPy network (layer list or forward/backward object), ...
         inputs: an array or a list of arrays fed to both; or ``input_shape`` for seeded inputs.
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
-        dtype: ``"float64"`` (both sides cast) or ``"native"``.
+        dtype: ``"float64"`` (both sides cast) or ``"native"`` (each in its own, judged against its float64 rerun).
+        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own; they are compared first).
         progress: called as the long steps go (``layerdiff.progress``).
 
     Returns:
@@ -118,8 +121,8 @@ def compare_models(
     """
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
-    pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = isolated_pair(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    pair = twins.run_pair(a, b, dtype, seed, param_map, progress=progress, weights=weights)
+    result = twins.compared(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
@@ -133,6 +136,7 @@ def run(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
@@ -140,7 +144,10 @@ def run(
     stats_only: bool = False,
     skip_copied_weights: bool = False,
     compression: str | None = None,
-) -> Result:
+    steps: int | None = None,
+    free_running: bool = False,
+    lr: float = 0.01,
+) -> Result | StepsResult:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
     ``out`` defaults to a new ``layerdiff-out/run-N`` folder, so that no earlier dump is overwritten.
@@ -151,27 +158,41 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
+        weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own, compared first; not with ``steps``).
+        steps: train ``steps`` steps, each side with its file's optimizer (plain SGD at ``lr`` without one), re-synced
+            before each step or ``free_running``, each dumped under ``/steps/k/`` (``layerdiff.steps``). None: one
+            iteration, no optimizer.
     """
     store.check_compression(compression)
+    if steps is not None or free_running:
+        _steps.check_steps(1 if steps is None else steps, weights)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
-    pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    if steps is not None or free_running:
+        options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
+                                 stats_only, skip_copied_weights, compression)
+        return _trained(a, b, options, paths, force, progress)
+    pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers, weights=weights)
     check_map(layer_map, (a.source, [r.name for r in pair.a.layers]), (b.source, [r.name for r in pair.b.layers]))
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
-        dumps.write_pair(
-            (pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
-            skip_copied_weights=skip_copied_weights, layer_map=layer_map,
-        )
+        dumps.write_pair((pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
+                         skip_copied_weights=skip_copied_weights, layer_map=layer_map)
     written = [str(p) for p in paths]
     for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
         trace.layers.clear()
         trace.params.clear()
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
-        result = isolated_pair(da, db, pair, layer_map, rtol, progress)
+        result = twins.compared(da, db, pair, layer_map, rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
+
+
+def _trained(a: modelfile.Model, b: modelfile.Model, options: _steps.Options, paths: tuple[Path, Path], force: bool,
+             progress: Progress | None) -> StepsResult:
+    found = _steps.train(a, b, options, paths, force, progress)
+    return StepsResult(found.training, found.links, found.weights_from, found.notes, [str(p) for p in paths])
 
 
 def dump(
@@ -227,12 +248,14 @@ def compare_paths(
     rtol: float | None = None,
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
+    weights: str = "a",
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump, the dumps of every rank of a sharded run (``step.rank*.h5``)
-    or a model file; a script runs with the dump's weights and feed."""
+    or a model file; a script runs with the dump's weights and feed (its own, compared with them, when
+    ``weights="own"``)."""
     shards = ranks.expand(x)
     if shards is not None:
         found, links, source, notes = ranks.against(shards, Path(y), rtol=rtol, layer_map=layer_map, param_map=param_map,
@@ -241,16 +264,17 @@ def compare_paths(
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
-        pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        result = isolated_pair(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, weights=weights)
+        result = twins.compared(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
+            precision.refuse_unjudged(da.info, db.info, rtol, da.source, db.source)
             return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
-    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress)
+    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress, weights)
 
 
 def compare_to_dump(
@@ -296,98 +320,11 @@ def _against_dump(
     param_map: dict[str, str] | None,
     twice: bool,
     progress: Progress | None,
+    weights: str = "a",
 ) -> Result:
     with store.Dump(dump_path) as recorded:
-        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice=twice, progress=progress)
+        pair = runner.run_against(recorded.trace(), recorded.source, model, param_map, twice, progress, weights)
         live = InMemory(pair.b, model.source)
         sides: tuple[Recording, Recording] = (recorded, live) if dump_first else (live, recorded)
-        result = isolated_pair(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
+        result = twins.compared(*sides, pair, layer_map, rtol, progress, live_side="b" if dump_first else "a")
     return Result(result, pair.links, pair.weights_from, pair.notes)
-
-
-def gradcheck(
-    model: Any,
-    *,
-    inputs: Any = None,
-    input_shape: Any = None,
-    targets: Any = None,
-    loss: Any = None,
-    samples: int = _gradcheck.SAMPLES,
-    full: bool = False,
-    at: dict[str, list[tuple[int, ...]]] | None = None,
-    seed: int = 0,
-) -> GradCheck:
-    """``layerdiff gradcheck``: every layer's and parameter's gradient against central differences, in float64.
-
-    Args:
-        model: a model file's path, or a live network (copied first; ``inputs``/``input_shape``, ``targets`` and
-            ``loss`` then say what the file would).
-        samples: random coordinates per tensor, beside the largest-gradient and zero-gradient ones.
-        full: every coordinate of every tensor.
-        at: extra coordinates, by parameter name or layer name (that layer's input): ``{"fc1.W": [(3, 7)]}``.
-
-    Returns:
-        A ``GradCheck``; ``result.passed`` is False when a layer's gradient is wrong, ``result.culprits`` names it.
-
-    >>> import numpy as np
-    >>> class Square:
-    ...     def forward(self, x): self.x = x; return x * x
-    ...     def backward(self, d): return d * self.x      # forgot the 2
-    >>> gradcheck([Square()], input_shape=(2, 3)).culprits
-    ['0']
-    """
-    return _gradcheck.gradcheck(_model(model, inputs=inputs, input_shape=input_shape, targets=targets, loss=loss), samples=samples, full=full, at=at, seed=seed)
-
-
-def inspect(
-    path: str | os.PathLike[str],
-    *,
-    lr: float | None = None,
-    activations: dict[str, str] | None = None,
-    allow_neg_inf: list[str] | tuple[str, ...] = (),
-    dtype: str = "float64",
-    seed: int = 0,
-) -> Health:
-    """``layerdiff inspect``: one network's health from a dump (or a model file, run once first).
-
-    Args:
-        lr: a learning rate, to report ‖Δw‖/‖w‖ of one SGD step.
-        activations: layer name -> relu, sigmoid, tanh or none, where the layer's kind or name does not say.
-        allow_neg_inf: layers whose forward values may hold -inf (attention masks).
-
-    Returns:
-        A ``Health``; ``result.flags`` lists the problems found, empty for a healthy network.
-    """
-    options: dict[str, Any] = {"lr": lr, "activations": activations, "allow_neg_inf": allow_neg_inf}
-    if not store.is_dump(path) and Path(path).suffix == ".py":
-        model = modelfile.load(path)
-        return _health.inspect(InMemory(runner.run_one(model, dtype, seed), model.source), **options)
-    with store.Dump(path) as recorded:
-        return _health.inspect(recorded, **options)
-
-
-def overfit(
-    model_a: Any,
-    model_b: Any = None,
-    *,
-    steps: int = 200,
-    lr: float = 0.1,
-    batch: int = 2,
-    dtype: str = "float64",
-    seed: int = 0,
-    param_map: dict[str, str] | None = None,
-) -> OverfitResult:
-    """``layerdiff overfit``: plain SGD on the first ``batch`` examples; whether the loss goes toward zero.
-
-    With two models (paths or live networks, each copied), the second starts from the first's weights and both get
-    the same batch: ``result.parted`` is the first step where their losses differ.
-    """
-    models = [_model(m) for m in (model_a, model_b) if m is not None]
-    return _overfit.overfit(models, steps=steps, lr=lr, batch=batch, dtype=dtype, seed=seed, param_map=param_map)
-
-
-def _model(x: Any, **declared: Any) -> modelfile.Model:
-    """A model file's path, loaded; or a live network, copied so that the caller's stays as it is."""
-    if isinstance(x, (str, os.PathLike)):
-        return modelfile.load(x)
-    return modelfile.from_object(copy.deepcopy(x), source=type(x).__name__, **declared)

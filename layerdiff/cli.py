@@ -17,13 +17,14 @@ from typing import Any, Callable, Iterator
 import click
 from rich.console import Console
 
-from layerdiff import api, files, signals, store
+from layerdiff import api, files, signals, step_store, store
 from layerdiff.errors import LayerdiffError, ReportError, speaking_flags
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
 from layerdiff.progress import Progress
 from layerdiff.health_report import render_result
 from layerdiff.report import plain
+from layerdiff.steps_report import StepsResult
 
 EXIT_MATCH, EXIT_DIVERGE, EXIT_ERROR = 0, 1, 2
 EXIT_BUG = 3  # layerdiff itself failed: never to be read as "they diverge"
@@ -65,7 +66,7 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
             click.option("--dtype", type=click.Choice(["float64", "native"]), default="float64", show_default=True,
-                         help="float64: both sides cast to float64. native: each side in its own dtype."),
+                         help="float64: both sides cast to float64. native: each side in its own dtype, judged against its float64 rerun."),
             click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
             click.option("--rtol", type=float, default=None, callback=_positive("tolerance", 1.0, "--rtol 1e-6"),
                          help="A fixed tolerance, above 0 and at most 1; by default each layer's noise floor, 64·eps·sqrt(n)."),
@@ -73,6 +74,8 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
                          help="Pair layer A of the first file with layer B of the second."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
                          help="Copy parameter A of the first file into parameter B of the second."),
+            click.option("--weights", type=click.Choice(["a", "own"]), default="a", show_default=True,
+                         help="a: the first file's weights copied into the second. own: each keeps its own, compared first."),
             click.option("--once", is_flag=True,
                          help="Run each side once: faster, but randomness left on (dropout) goes unnoticed."),
             click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
@@ -103,7 +106,7 @@ def _outputs(html: str | None, plot: str | None, force: bool) -> None:
     plots.require_matplotlib()
 
 
-def _report(result: api.Result, as_json: bool, show_all: bool, html: str | None, plot: str | None, force: bool) -> None:
+def _report(result: api.Result | StepsResult, as_json: bool, show_all: bool, html: str | None, plot: str | None, force: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.json(), indent=2, default=str))
     else:
@@ -226,6 +229,11 @@ def dump_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Dump statistics and a hash of every tensor; values only around the first divergences.")
 @click.option("--skip-copied-weights", is_flag=True,
               help="Leave B's parameter values (copies of A's) out of its dump; their hashes stay.")
+@click.option("--steps", type=int, default=None, metavar="K",
+              help="Train K steps, each side with the optimizer its file declares; B re-synced to A before each step.")
+@click.option("--free-running", is_flag=True, help="With --steps: each side trains on its own, never re-synced.")
+@click.option("--lr", type=float, default=0.01, show_default=True,
+              help="With --steps: the learning rate of plain SGD, for a side whose file declares no optimizer.")
 def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool, html: str | None, plot: str | None,
         layers: tuple[str, ...], **kw: Any) -> None:
     """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
@@ -265,9 +273,13 @@ def dump(model_file: str, out: str, weights_from: str | None, dtype: str, seed: 
 
 @main.command()
 @click.argument("path", metavar="DUMP.h5")
-def show(path: str) -> None:
+@click.option("--step", type=int, default=None, metavar="K", help="Of a dump of training steps: the step to list [default: the last].")
+def show(path: str, step: int | None) -> None:
     """List a dump's metadata, layers and parameters."""
-    with store.Dump(path) as d:
+    count = step_store.steps_in(path) if store.is_dump(path) else 0
+    if count:
+        click.echo(f"steps: {count}, {step_store.describe(path)}")
+    with (step_store.StepDump(path, step or count) if count else store.Dump(path)) as d:
         info = d.info
         listed = {f.name: getattr(info, f.name) for f in fields(info) if f.name != "settings"}
         for k, v in sorted({**dict(info.settings), **listed, "loss": d.loss}.items()):

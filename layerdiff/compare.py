@@ -6,7 +6,6 @@ Pure NumPy. Tensors are read one pair at a time, so memory does not grow with th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
@@ -16,9 +15,9 @@ from layerdiff import blame, sync
 from layerdiff.align import Alignment, align
 from layerdiff.errors import DumpError, OptionError, term
 from layerdiff.health import nonfinite_origin
-from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, noise_floor, stats_diff
+from layerdiff.metrics import Tolerance, diff, grad_floor, noise_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording, RegionRecord, RunInfo
+from layerdiff.records import ParamRecord, Recording, RegionRecord, RunInfo
 from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, Pass, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
@@ -74,9 +73,8 @@ def compare(
     return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "differs"), None, rtol)
 
 
-def tolerance_for(a: Recording, b: Recording, rtol: float | None, reference: Recording | None = None) -> Tolerance:
-    """The tolerances of comparing ``a`` with ``b``; ``reference``, side B rerun in float64 when it ran in a lower
-    precision, widens them to what B's own precision explains.
+def tolerance_for(a: Recording, b: Recording, rtol: float | None) -> Tolerance:
+    """The tolerances of comparing ``a`` with ``b``: each layer's noise floor, widened by their run-to-run noise.
 
     Raises:
         OptionError: ``rtol`` is not a tolerance above 0 and at most 1 (NaN would pass every tensor).
@@ -85,17 +83,7 @@ def tolerance_for(a: Recording, b: Recording, rtol: float | None, reference: Rec
         raise OptionError(f"{term('rtol')} must be a tolerance above 0 and at most 1, such as 1e-6; got {rtol}.")
     dtypes = (a.info.compute_dtype, b.info.compute_dtype)
     measured = [r.info.run_to_run for r in (a, b) if r.info.run_to_run is not None]
-    widen = None
-    if reference is not None:
-        at = {layer.name: layer.index for layer in reference.layers}
-
-        def widen(side_b: LayerInfo, key: str) -> float:
-            r = at.get(side_b.name)
-            if r is None or key not in reference.layers[r].tensors or key not in side_b.tensors:
-                return 0.0
-            return NOISE_MARGIN * pair(key, b, side_b.index, reference, r, math.inf).max_rel
-
-    return Tolerance((dtypes[0], dtypes[1]), rtol, max(measured, default=0.0), widen)
+    return Tolerance((dtypes[0], dtypes[1]), rtol, max(measured, default=0.0))
 
 
 def rows(a: Recording, b: Recording, alignment: Alignment, links: list[sync.WeightLink] | None) -> tuple[list[Row], list[sync.WeightLink]]:
@@ -128,7 +116,7 @@ def compare_row(a: Recording, b: Recording, row: Row, tolerance: Tolerance) -> L
     result = LayerDiff(la.name, lb.name, la.kind, lb.kind)
     for key in la.tensors:
         if key in lb.tensors:
-            result.tensors.append(pair(key, a, row.i, b, row.j, tolerance.of(la, key, lb)))
+            result.tensors.append(pair(key, a, row.i, b, row.j, tolerance.of(la, key)))
     result.param_grads = [param_diff(a, b, w, tolerance.of(la, "param"), grad_floor(la, int(np.prod(w.src_shape)))) for w in row.links]
     return result
 

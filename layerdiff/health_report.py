@@ -164,7 +164,7 @@ def render_overfit(result: Overfit, console: Console) -> None:
     """The loss curves side by side at a few steps, each curve's verdict, and where two curves part."""
     names = ", ".join(c.source for c in result.curves)
     console.print(
-        Text.assemble(("layerdiff overfit ", "bold"), f"{names}: {result.steps} steps of plain SGD, lr {result.lr:g}, batch of {result.batch}")
+        Text.assemble(("layerdiff overfit ", "bold"), f"{names}: {result.steps} steps of {_stepped(result)}, batch of {result.batch}")
     )
     if result.ok:
         console.print(Text("result: the loss goes toward zero" + (" and the curves agree" if len(result.curves) == 2 else ""), style="bold green"))
@@ -196,9 +196,20 @@ def render_overfit(result: Overfit, console: Console) -> None:
         if result.parted is None:
             console.print(Text("the curves agree at every step", style="green"))
         else:
+            own = any(c.update != "sgd" for c in result.curves)
             why = "the losses differ before any step: the forward passes differ" if result.parted == 0 else (
-                f"the same loss at step {result.parted - 1} but not after the update: the gradients differ")
+                f"the same loss at step {result.parted - 1} but not after the update: the gradients "
+                + ("or the optimizers differ (`layerdiff run --steps` says which)" if own else "differ"))
             console.print(Text(f"the curves part at step {result.parted}: {why}; `layerdiff run` names the layer", style="bold red"))
+
+
+def _stepped(result: Overfit) -> str:
+    """How the curves were trained: plain SGD, or each side's own optimizer."""
+    if all(c.update == "sgd" for c in result.curves):
+        return f"plain SGD, lr {result.lr:g}"
+    return "each side's own optimizer (" + "; ".join(
+        f"{c.source}: {'plain SGD, lr ' + format(result.lr, 'g') if c.update == 'sgd' else c.update}" for c in result.curves
+    ) + ")"
 
 
 def _curve_problems(result: Overfit) -> list[str]:

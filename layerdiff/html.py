@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from layerdiff import __version__, files, plots, report
 from layerdiff.results import Comparison, LayerDiff, TensorDiff
+from layerdiff.step_results import Training
 from layerdiff.errors import ReportError
 from layerdiff.sync import WeightLink
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from layerdiff.api import Result
+    from layerdiff.steps_report import StepsResult
 
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -181,3 +183,69 @@ def _mapping(links: list[WeightLink] | None, weights_from: str) -> str:
         '<th class="name">a</th><th>shape</th><th class="name">b</th><th>shape</th><th class="name">moved</th>'
         f'<th class="name">paired by</th></tr></thead><tbody>{rows}</tbody></table></div>'
     )
+
+
+def render_steps(result: StepsResult) -> str:
+    """Training steps compared, as one HTML document: the verdict, the step's culprits, the error per step (how the
+    gap grows, free-running), one row per step, and the parting step's layers when they part.
+
+    Raises:
+        ReportError: matplotlib is missing.
+    """
+    from layerdiff import steps_report
+
+    t = result.training
+    parting = t.steps[t.parted - 1] if t.parted is not None else None
+    layers = parting.comparison if parting is not None and not parting.layers_match else None
+    cards = [
+        f'<div class="culprit-card"><h3>culprit {escape(steps_report.culprit_line(c))}</h3>'
+        + (f"<p>state: {escape(c.state)}</p>" if c.state else "")
+        + (f'<p class="hint">hint: {escape(c.hint)}</p>' if c.hint else "")
+        + "</div>"
+        for c in (parting.culprits if parting is not None else [])
+    ]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">',
+        f"<title>{escape(f'layerdiff: {t.source_a} vs {t.source_b}, {len(t.steps)} steps')}</title><style>{CSS}</style></head><body>",
+        "<header><h1>layerdiff</h1>",
+        f'<p class="sides">a: <b>{escape(t.source_a)}</b> ({escape(t.optimizer_a)}) &nbsp;vs&nbsp; '
+        f"b: <b>{escape(t.source_b)}</b> ({escape(t.optimizer_b)})</p></header>",
+        f'<div class="banner {"match" if t.match else "diverge"}">{escape(steps_report.verdict(t))}</div>',
+        ("<h2>Culprits</h2>" + "".join(cards)) if cards else "",
+        _culprits(layers) if layers is not None else "",
+        "<h2>Error per step</h2>",
+        _img(plots.per_step(t), "error per training step"),
+        _steps_table(t),
+        "<ul>" + "".join(f'<li class="warning">{escape(n)}</li>' for n in t.notes) + "</ul>",
+        *((f"<h2>Step {parting.step}, layer by layer</h2>", _img(plots.depth(layers), "error against depth"), _layers(layers))
+          if layers is not None and parting is not None else ()),
+        "<h2>Feed</h2><ul>",
+        *(f"<li>{escape(note)}</li>" for note in result.notes),
+        *(f"<li>dump: <code>{escape(path)}</code></li>" for path in result.dumps),
+        "</ul>",
+        f"<footer>layerdiff {escape(__version__)}, {time.strftime('%Y-%m-%d %H:%M')}. As JSON: <code>--json</code>.</footer>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _steps_table(t: Training) -> str:
+    head = "".join(f"<th>{c}</th>" for c in ("step", "loss a", "loss b", "layers", "update", "state", "buffers"))
+    rows = []
+    for s in t.steps:
+        cells = [str(s.step), *("-" if x is None else f"{x:.6g}" for x in (s.loss_a, s.loss_b))]
+        cells += [report.number(max(s.forward, s.backward, s.params))]
+        cells += [report.number(s.worst(w)) if getattr(s, w) else "-" for w in ("updates", "state", "buffers")]
+        rows.append(f'<tr class="{"culprit" if s.parted else ""}">' + "".join(f'<td class="num">{escape(c)}</td>' for c in cells) + "</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def write_steps(result: StepsResult, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """``render_steps``, written atomically (as ``write``)."""
+    files.check(path, force, ReportError, "choose another path")
+    text = render_steps(result)
+    with files.replacing(path, force, ReportError) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -32,7 +32,7 @@ from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
 if TYPE_CHECKING:
-    from layerdiff.runner import Pair, Side
+    from layerdiff.runner import Side
 
 ONE_D = {"Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "BatchNorm1d"}  # (N, C, L): axis 2 is spatial
 WITNESSES = 256  # entries of each forced output kept to check that the next layer received it
@@ -45,7 +45,6 @@ def isolated(
     feed: Feed,
     *,
     links: list[WeightLink] | None,
-    reference: Trace | None = None,
     layer_map: dict[str, str] | None = None,
     rtol: float | None = None,
     live_side: str = "b",
@@ -61,26 +60,9 @@ def isolated(
     given = forcing_from(b, a, _swapped(alignment)) if live_side == "a" else forcing_from(a, b, alignment)
     with stage(progress, f"replay {live.source}"):
         local = InMemory(replay(live, feed, given), live.source)
-    twin = InMemory(reference, b.source) if reference is not None else None
     return compare_isolated(
-        a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
-        reference=twin, rtol=rtol, progress=progress,
-    )
-
-
-def isolated_pair(
-    a: Recording,
-    b: Recording,
-    pair: Pair,
-    layer_map: dict[str, str] | None,
-    rtol: float | None,
-    progress: Progress | None,
-    live_side: str = "b",
-) -> Comparison:
-    """``isolated`` on what ``runner.run_pair`` (or ``run_against``) made: its live side, feed, links and twin."""
-    return isolated(
-        a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
-        live_side=live_side, progress=progress,
+        a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None, rtol=rtol,
+        progress=progress,
     )
 
 
@@ -199,7 +181,9 @@ def received(trace: Trace, index: int, forced: Sample, window: int = 8) -> bool 
             got = _sampled(canonical(later.tensors[key], later.layouts.get(key, "")), forced)
             if got is None:
                 continue
-            eps = 8 * EPS.get(str(later.tensors[key].dtype), EPS["float32"])
+            # A bfloat16 side's values are recorded in float32: its own spacing is what rounding may move them by.
+            dtype = trace.info.settings.get("framework_dtype", str(later.tensors[key].dtype))
+            eps = 8 * EPS.get(dtype, EPS["float32"])
             bound = eps * (np.abs(forced.values) + np.abs(own))
             if np.all(np.abs(got - forced.values) <= bound):
                 return True
@@ -223,7 +207,6 @@ def compare_isolated(
     local_side: str = "b",
     alignment: Alignment,
     links: list[WeightLink] | None,
-    reference: Recording | None = None,
     rtol: float | None = None,
     progress: Progress | None = None,
 ) -> Comparison:
@@ -232,7 +215,7 @@ def compare_isolated(
     verdict per layer.
     """
     a, b = Reader(a), Reader(b)
-    tolerance = tolerance_for(a, b, rtol, reference)
+    tolerance = tolerance_for(a, b, rtol)
     table, unowned = rows(a, b, alignment, links)
     at = {l.name: l.index for l in local.layers}
     batch = _batch(a)

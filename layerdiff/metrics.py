@@ -5,14 +5,15 @@ floored at the tensor's RMS so that entries near zero (where float error is abso
 ``max_rel`` is the largest ``|a - b| / (|b| + rms(b))``: the smallest ``tol`` that would have passed the tensor.
 
 ``tol`` comes from the noise floor of the computation, not from a constant: ``64 · eps(dtype) · sqrt(n)``, ``n``
-the number of values the layer reads (rounding error of a sum grows with the square root of its length), and,
-in native precision, at least 4 times the distance between side B and a float64 rerun of side B.
+the number of values the layer reads (rounding error of a sum grows with the square root of its length). Two sides
+that computed below float64 are not judged by it: ``--dtype native`` compares their float64 twins and judges each
+side's rounding against its own twin (``twins``, ``precision``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -196,27 +197,16 @@ def relative(err: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> np.ndarray
 
 class Tolerance:
     """Tolerances per tensor: the noise floor of the layer's computation in the coarser of the two sides' dtypes,
-    widened by the measured run-to-run noise and, where given, by ``widen`` (side B's distance to its own float64
-    rerun); or the user's fixed one."""
+    widened by the measured run-to-run noise; or the user's fixed one."""
 
-    def __init__(
-        self,
-        dtypes: tuple[str, str],
-        fixed: float | None = None,
-        run_to_run: float = 0.0,
-        widen: Callable[[LayerInfo, str], float] | None = None,
-    ) -> None:
+    def __init__(self, dtypes: tuple[str, str], fixed: float | None = None, run_to_run: float = 0.0) -> None:
         self.dtype = max(dtypes, key=lambda d: EPS.get(d, EPS["float32"]))
         self.fixed = fixed
         self.run_to_run = run_to_run
-        self.widen = widen
 
-    def of(self, layer: LayerInfo, key: str, side_b: LayerInfo | None = None) -> float:
+    def of(self, layer: LayerInfo, key: str) -> float:
         """The tolerance of ``layer``'s tensor ``key`` (``"param"`` for its parameter gradients)."""
         if self.fixed is not None:
             return self.fixed
         source = layer.tensors.get("input") or layer.tensors.get(key) or next(iter(layer.tensors.values()))
-        tol = max(noise_floor(self.dtype, int(np.prod(source.shape))), NOISE_MARGIN * self.run_to_run)
-        if side_b is not None and self.widen is not None:
-            tol = max(tol, self.widen(side_b, key))
-        return tol
+        return max(noise_floor(self.dtype, int(np.prod(source.shape))), NOISE_MARGIN * self.run_to_run)

@@ -14,7 +14,11 @@ A model file defines, at module level:
                   PyTorch's channels-first: "N H W C" (Flax models default to it)
     params_of, grads_of, input_grad_of
                   optional glue for hand-written layers of unusual shape (see the README)
-    update        optional ``update(model, lr)``: the network's own SGD step, for ``overfit``
+    update        optional ``update(model, lr)``: the network's own SGD step, for ``overfit`` and ``run --steps``
+    optimizer, scheduler, opt_state
+                  optional: the side's own optimizer for training steps (``torch.optim.Adam(model.parameters())``,
+                  an optax transformation and its ``opt_state``, a NumPy object with ``step()``) and a learning-rate
+                  scheduler, stepped after each optimizer step (``layerdiff.optimizer``)
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from layerdiff import declared
 from layerdiff.adapter import Adapter, Spec, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
-DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
+DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout", "optimizer", "scheduler", "opt_state")
 GLUE = ("params_of", "grads_of", "input_grad_of", "update")
 EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
@@ -50,6 +54,9 @@ class Model:
     targets: np.ndarray | None = None
     param_map: dict[str, str] = field(default_factory=dict)
     activation_layout: str | None = None  # None: not declared, the adapter's convention holds
+    optimizer: Any = None  # the file's own, for training steps; None: plain SGD (``layerdiff.optimizer``)
+    scheduler: Any = None
+    opt_state: Any = None  # an optax transformation's state, when the file made it
 
     @property
     def source(self) -> str:
@@ -73,6 +80,9 @@ def from_object(
     glue: dict[str, Callable[..., Any]] | None = None,
     path: Path | None = None,
     activation_layout: str | None = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    opt_state: Any = None,
 ) -> Model:
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
@@ -94,6 +104,9 @@ def from_object(
         targets=None if targets is None else declared.targets(targets, source),
         param_map=declared.mapping(param_map, "param_map", source),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        opt_state=opt_state,
     )
 
 

@@ -4,8 +4,10 @@ A network that cannot drive the loss on two examples toward zero has a bug (or a
 implementations that start from the same weights and inputs should trace the same curve, and the step where their
 curves part says whether the forward (step 0) or the gradients (a later step) differ.
 
-The step is p <- p - lr * dL/dp through the adapter, for every framework: it is what ``torch.optim.SGD(lr)`` does
-with momentum and weight decay off. A NumPy model file may give its own rule as ``update(model, lr)``.
+The step is the model file's own optimizer when it declares one (``optimizer``, stepped through its adapter:
+``layerdiff.optimizer``), else p <- p - lr * dL/dp through the adapter, for every framework: what
+``torch.optim.SGD(lr)`` does with momentum and weight decay off. A NumPy model file may give its own rule as
+``update(model, lr)``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from layerdiff import runner, sync
+from layerdiff import optimizer, runner, sync
 from layerdiff.adapter import Feed
 from layerdiff.errors import ModelFileError
 from layerdiff.modelfile import Model
@@ -65,19 +67,16 @@ def _first(feed: Feed, batch: int) -> Feed:
 
 
 def _train(side: runner.Side, feed: Feed, steps: int, lr: float, dtype: str, seed: int) -> Curve:
-    own = side.spec.glue.get("update")
+    stepper = optimizer.stepper_for(side, lr)
     trace = runner.capture(side, feed, dtype, seed)  # runs twice: randomness left on is refused here
     losses = [float(trace.loss if trace.loss is not None else math.nan)]
     for _ in range(steps):
         if not math.isfinite(losses[-1]):
             break
-        if own is not None:
-            own(side.handle, lr)
-        else:
-            side.load({p.name: p.value - lr * p.grad for p in trace.params if p.grad is not None})
+        stepper.step({p.name: p.grad for p in trace.params if p.grad is not None})
         trace = side.run(feed)
         losses.append(float(trace.loss if trace.loss is not None else math.nan))
-    return Curve(side.source, losses, _verdict(losses), "the file's update()" if own is not None else "sgd")
+    return Curve(side.source, losses, _verdict(losses), "sgd" if isinstance(stepper, optimizer.PlainSGD) else stepper.name)
 
 
 def _verdict(losses: list[float]) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from layerdiff import files
 from layerdiff.diagnose import error_map
 from layerdiff.results import Comparison, Culprit
+from layerdiff.step_results import Training
 from layerdiff.errors import ReportError
 from layerdiff.report import PASS_NAMES, where
 
@@ -182,3 +183,44 @@ def write(fig: Figure, path: str | os.PathLike[str], *, force: bool = False) -> 
     with files.replacing(path, force, ReportError) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def per_step(training: Training) -> Figure:
+    """Error per training step, on a log scale: the loss, the layers (their largest max rel over both passes and
+    the parameter gradients), the updates, the optimizer's state and the buffers; the step where they part marked.
+    Free-running, it shows how the gap grows."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    ax = fig.subplots()
+    steps = [s.step for s in training.steps]
+    series = {
+        "loss": [_gap(s.loss_a, s.loss_b) for s in training.steps],
+        "weights (before the step)": [s.weights for s in training.steps],
+        "layers": [max(s.forward, s.backward, s.params) for s in training.steps],
+        "updates": [s.worst("updates") for s in training.steps],
+        "optimizer state": [s.worst("state") for s in training.steps],
+        "buffers": [s.worst("buffers") for s in training.steps],
+    }
+    values = [v for line in series.values() for v in line if v > 0 and np.isfinite(v)]
+    floor = min(values, default=1e-16) / 10
+    for (label, line), color in zip(series.items(), ("0.3", "#8c564b", SIDE_COLORS[0], SIDE_COLORS[1], "#2ca02c", "#9467bd")):
+        if any(v > 0 for v in line) or label in ("loss", "layers"):
+            ax.plot(steps, [max(v, floor) if np.isfinite(v) else np.nan for v in line], "o-", color=color, markersize=4, label=label)
+    if training.parted is not None:
+        ax.axvspan(training.parted - 0.4, training.parted + 0.4, color=CULPRIT_COLOR, alpha=0.15, label="they part")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("max relative error")
+    ax.set_xticks(steps if len(steps) <= NAMED_TICKS else steps[:: max(1, len(steps) // 20)])
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"{training.source_a} vs {training.source_b}: error per step ({training.mode}; zero drawn at {floor:.0e})", fontsize=11)
+    return fig
+
+
+def _gap(a: float | None, b: float | None) -> float:
+    if a is None or b is None:
+        return float("nan")
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)

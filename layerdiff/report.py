@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from layerdiff import precision
 from layerdiff.records import RunInfo
-from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff
+from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, Precision, Rounding, TensorDiff
 from layerdiff.sync import WeightLink
+from layerdiff.weights import describe
 
 JSON_SCHEMA = 1
 STYLE = {"culprit": "bold red", "inherited": "yellow", "differs": "bold red", "ok": "green"}
@@ -50,8 +52,47 @@ def verdict(result: Comparison) -> str:
     if result.match:
         return "the same within tolerance"
     culprits = result.culprits
-    count = "" if culprits is None else f", {len(culprits)} culprit{'s' if len(culprits) != 1 else ''}"
-    return f"they diverge{count}"
+    n = 0 if culprits is None else len(culprits) + len(rounding_culprits(result))
+    count = "" if culprits is None else f", {n} culprit{'s' if n != 1 else ''}"
+    if result.weights is not None and not result.weights.ok and not _layers_differ(result):
+        return "every layer agrees, but their weights differ"
+    weights = "" if result.weights is None or result.weights.ok else "; their weights differ"
+    return f"they diverge{count}{weights}"
+
+
+def _layers_differ(result: Comparison) -> bool:
+    return bool(result.forward or result.backward or result.culprits or rounding_culprits(result) or not all(l.ok for l in result.layers))
+
+
+def rounding_culprits(result: Comparison) -> list[tuple[Precision, str, Rounding]]:
+    """The layers that lose more than their precision explains: (side, layer, tensor)."""
+    return [(p, layer, t) for p in result.precision for layer, t in precision.culprits(p)]
+
+
+def rounding_line(p: Precision, layer: str, t: Rounding) -> str:
+    what = "output" if t.key.startswith("output") else "input gradient" if t.key.startswith("grad_input") else f"gradient of {t.key}"
+    lost = f"{t.nonfinite} entries NaN or infinite only" if t.nonfinite else f"{number(t.lost)} (relative L2)"
+    return (
+        f"{p.source}'s {layer} {what} is {lost} off a float64 rerun of the same layer on the same inputs, more than "
+        f"{describe_precision(p)} explains ({number(t.explained)}), while the float64 reruns of both sides agree there: a "
+        "precision problem (an overflow, a cancellation, a sum accumulated in low precision), not the code."
+    )
+
+
+def describe_precision(p: Precision) -> str:
+    return p.dtype + (f" with {p.matmul} matrix products" if p.matmul else "")
+
+
+def weight_lines(result: Comparison) -> list[str]:
+    """Each parameter the two sides hold differently (``--weights own``), as a sentence."""
+    check = result.weights
+    if check is None:
+        return []
+    # Layers that agree on these inputs leave two readings: a layout or gate order the mapping does not know, or a
+    # weight these inputs do not reach (an embedding's row). Which one, only the user knows.
+    why = "" if _layers_differ(result) else " Every layer agrees on these inputs: either the two files lay it out " \
+        "differently (declare it with param_map or layouts), or these inputs do not reach it."
+    return [f"{describe(p, check)}.{why}" for p in check.params if not p.ok]
 
 
 def divergence(d: Divergence | None, pass_: str) -> str:
@@ -66,9 +107,12 @@ def culprit_line(c: Culprit) -> str:
     return f"{where(c.layer_a, c.layer_b)} [{PASS_NAMES[c.pass_]}] {c.tensor}: max rel {number(c.max_rel)} > tolerance {number(c.tol)}"
 
 
-def warnings(result: Comparison) -> list[str]:
-    """What is wrong besides numbers: no replay, where NaN/Inf first appears, differences of form."""
-    lines = []
+def warnings(result: Comparison, findings: bool = True) -> list[str]:
+    """What is wrong besides numbers: no replay, where NaN/Inf first appears, differences of form; with ``findings``,
+    the weights that differ and the layers that lose more than their precision explains (the terminal report shows
+    those beside the culprits)."""
+    lines = [f"weights: {w}" for w in weight_lines(result)] if findings else []
+    lines += [f"precision: {rounding_line(*r)}" for r in rounding_culprits(result)] if findings else []
     if result.culprits is None and not result.match:
         lines.append("two dumps: no replay, so no culprits; compare a dump against a model file to isolate them")
     for side_, origin in result.nonfinite.items():
@@ -84,6 +128,9 @@ def tolerance(result: Comparison) -> str:
         return "not measured" if info.run_to_run is None else number(info.run_to_run)
 
     rule = f"fixed {result.fixed_tol:g}" if result.fixed_tol is not None else "noise floor of each layer"
+    if result.precision:
+        sides = " and ".join(p.source for p in result.precision)
+        rule += f", between the float64 reruns; the rounding of {sides} against what its precision explains"
     return f"tolerance: {rule}; run-to-run noise: a {noise(result.info_a)}, b {noise(result.info_b)}"
 
 
@@ -100,12 +147,17 @@ def _summary(result: Comparison) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1)
+    for line in weight_lines(result):
+        grid.add_row(Text("weights", style="bold red"), line)
     for c in result.culprits or []:
         text = Text(culprit_line(c))
         text.stylize("bold", 0, len(where(c.layer_a, c.layer_b)))
         grid.add_row(Text("culprit", style="bold red"), text)
         if c.hint:
             grid.add_row("  hint", c.hint)
+    for p, layer, t in rounding_culprits(result):
+        grid.add_row(Text("culprit", style="bold red"), Text(f"{layer} ({p.side}) [precision] {t.key}: lost {number(t.lost)} > explained {number(t.explained)}", style="bold"))
+        grid.add_row("  hint", rounding_line(p, layer, t))
     for pass_, d in (("forward", result.forward), ("backward", result.backward)):
         grid.add_row(pass_, Text(divergence(d, pass_), style="green" if d is None else ""))
     return grid
@@ -191,7 +243,7 @@ def render(
     console.print(sides)
     console.print(Text(f"result: {verdict(result)}", style="bold green" if result.match else "bold red"))
     console.print(_summary(result))
-    for line in warnings(result):
+    for line in warnings(result, findings=False):
         console.print(Text(line, style="yellow"))
     rows = shown_rows(result, show_all)
     console.print(_forward_table(result, rows))
@@ -203,7 +255,7 @@ def render(
         console.print(f"only in {result.source_a}: {', '.join(result.only_a)}")
     if result.only_b:
         console.print(f"only in {result.source_b}: {', '.join(result.only_b)}")
-    if links is not None:
+    if links is not None and result.weights is None:  # each side's own weights: sides_report lists their check
         _weights(console, links, weights_from, show_all)
     for note in notes:
         console.print(f"feed: {note}")
@@ -274,10 +326,20 @@ def to_json(
                 {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how}
                 for w in links or []
             ],
+            "check": None if result.weights is None else [{"ok": p.ok, **plain(p)} for p in result.weights.params],
         },
         "feed": list(notes),
         "dumps": list(dumps),
+        "precision": [_precision_json(p) for p in result.precision],
     }
+
+
+def _precision_json(p: Precision) -> dict[str, Any]:
+    report: dict[str, Any] = {"ok": p.ok, **plain(p)}
+    for layer, shown in zip(p.layers, report["layers"]):
+        for t, tensor in zip(layer.tensors, shown["tensors"]):
+            tensor["ok"] = t.ok
+    return report
 
 
 def _meta(info: RunInfo) -> dict[str, Any]:

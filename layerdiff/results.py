@@ -125,14 +125,96 @@ class Comparison:
     loss_a: float | None
     loss_b: float | None
     fixed_tol: float | None
+    precision: list[Precision] = field(default_factory=list)  # --dtype native: each side that computed below float64
+    weights: WeightCheck | None = None  # --weights own: each side's own weights, compared before the run
 
     @property
     def match(self) -> bool:
-        return self.forward is None and self.backward is None and not self.culprits and all(l.ok for l in self.layers)
+        plain = self.forward is None and self.backward is None and not self.culprits and all(l.ok for l in self.layers)
+        return plain and all(p.ok for p in self.precision) and (self.weights is None or self.weights.ok)
 
     def first_culprit(self, pass_: str) -> Culprit | None:
         passes = ("forward",) if pass_ == "forward" else ("backward", "param_grad")
         return next((c for c in self.culprits or [] if c.pass_ in passes), None)
+
+
+# --dtype native: a side that computed below float64 against its float64 twin (``precision.judge``).
+
+
+@dataclass
+class Rounding:
+    """One tensor of one layer: how far the side's value lies from its twin's, as relative L2 errors."""
+
+    key: str  # "output", "grad_input" (".1"... for more), or a parameter's name for its gradient
+    lost: float  # against the twin forced with the side's own inputs: this layer's rounding alone
+    explained: float  # what the side's precision explains for this tensor
+    reduction: int  # the terms each entry sums, n: rounding of a sum grows with its square root
+    cumulative: float | None = None  # against the twin's plain run: what has been lost by this layer
+    excess: float | None = None  # the two twins' local error here: the difference precision does not explain
+    nonfinite: int = 0  # entries NaN or infinite on one side only
+
+    @property
+    def ok(self) -> bool:
+        return self.nonfinite == 0 and self.lost <= self.explained
+
+
+@dataclass
+class LayerRounding:
+    layer: str
+    kind: str
+    tensors: list[Rounding]
+
+    @property
+    def worst(self) -> Rounding | None:  # a failing tensor first, then the one that loses the most
+        return max(self.tensors, key=lambda t: (not t.ok, t.lost), default=None)
+
+
+@dataclass
+class Precision:
+    """One side's rounding, layer by layer; ``ok`` when every layer loses no more than its precision explains."""
+
+    side: str  # "a" or "b"
+    source: str
+    dtype: str  # what it computed in: "bfloat16", "float16", "float32"
+    matmul: str  # what its float32 matrix products compute in when not float32 ("tf32"), else ""
+    layers: list[LayerRounding]
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for layer in self.layers for t in layer.tensors)
+
+    def most_lost(self, count: int = 3) -> list[LayerRounding]:  # the layers that round the most, worst first
+        return sorted((l for l in self.layers if any(t.lost > 0 for t in l.tensors)), key=lambda l: -max(t.lost for t in l.tensors))[:count]
+
+
+# --weights own: the weights each side brought, A's against B's (``weights.check``).
+WeightVerdict = Literal["equal", "rounded", "transposed", "permuted", "gates reordered", "scaled", "different"]
+
+
+@dataclass
+class ParamCheck:
+    """One parameter of A against the one of B the mapping pairs it with, moved between their layouts."""
+
+    a: str
+    b: str
+    verdict: WeightVerdict
+    detail: str  # "max rel 3.0e-08", "axes (1, 0)", "b's blocks are a's 0 2 1 3", "by 0.5"
+    max_rel: float  # B's value against A's as the mapping moves it
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("equal", "rounded")
+
+
+@dataclass
+class WeightCheck:
+    source_a: str
+    source_b: str
+    params: list[ParamCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.params)
 
 
 # One network's health, from one recording (``health.inspect``).
@@ -300,7 +382,7 @@ class Curve:
     source: str
     losses: list[float]
     verdict: str  # "toward zero", "decreasing", "stuck", "diverged"
-    update: str  # "sgd" or "the file's update()"
+    update: str  # "sgd", "the file's update()", or the file's optimizer ("torch.optim.Adam")
 
 
 @dataclass

@@ -8,12 +8,11 @@ comparing noise.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import platform
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -21,14 +20,20 @@ from layerdiff import __version__, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.layout import canonical, canonical_shape, from_canonical
-from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
+from layerdiff.metrics import diff, noise_floor
 from layerdiff.modelfile import Model
 from layerdiff.progress import Progress, stage
 from layerdiff.records import ParamRecord, Trace, select, snapshot
 from layerdiff.stats import digest, fingerprint
+from layerdiff.weights import equal_links, weight_check
+
+if TYPE_CHECKING:
+    from layerdiff.results import WeightCheck
+    from layerdiff.twins import Twins
 
 DTYPES = ("float64", "native")
 RECORDED = "recorded:"  # an upstream gradient recorded in the user's own training loop (``layerdiff.record``)
+WEIGHTS = ("a", "own")  # B gets A's weights; each side keeps its own
 
 
 @dataclass
@@ -108,7 +113,8 @@ class Pair:
     notes: list[str]
     feed: Feed
     live: Side  # side B, as it ran: what a replay runs again
-    reference: Trace | None = None  # side B rerun in float64, when it ran in a lower precision
+    twins: Twins | None = None  # --dtype native: each side rerun in float64, and the rounded sides' precision
+    weights: WeightCheck | None = None  # --weights own: each side's own weights, compared
 
 
 def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
@@ -246,6 +252,8 @@ def _run_to_run(side: Side, first: Trace, second: Trace) -> float:
 
 
 def compute_dtype(trace: Trace) -> str:
+    if "framework_dtype" in trace.info.settings:  # bfloat16, recorded in float32
+        return trace.info.settings["framework_dtype"]
     for r in trace.layers:
         for v in r.tensors.values():
             if np.issubdtype(v.dtype, np.floating):
@@ -262,15 +270,16 @@ def run_pair(
     twice: bool = True,
     progress: Progress | None = None,
     layers: list[str] | None = None,
+    weights: str = "a",
 ) -> Pair:
-    """Sync ``b``'s weights to ``a``'s, feed both the same, and capture one iteration of each (only the layers
-    ``layers`` names by glob, when given)."""
-    # The float64 twin is made before B runs in its own precision, from a copy of B as its file built it.
-    twin = _float64_twin(b) if dtype == "native" else None
+    """Sync ``b``'s weights to ``a``'s (``weights="a"``), or let each keep its own and compare them first (``"own"``);
+    feed both the same, and capture one iteration of each (only the layers ``layers`` names by glob, when given)."""
+    _check_weights(weights)
     sa, sb = prepare(a, dtype), prepare(b, dtype)
     feed, notes = make_feed([sa, sb], seed)
     src, links = weight_links(sa, sb, param_map)
-    values = sync.carry(links, src)
+    check = None if weights == "a" else weight_check(src, sb.parameters(), links, a.source, b.source)
+    values = sync.carry(links if check is None else equal_links(links, check), src)
     sb.load(values)
     weights_sha256 = weights_hash(src)
     # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
@@ -279,16 +288,11 @@ def run_pair(
     del src
     with stage(progress, f"capture {b.source}"):
         # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
-        exact = dtype == "float64"
+        exact = dtype == "float64" and check is None
         tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
-    reference = None
-    if twin is not None and compute_dtype(tb) != "float64":
-        twin.load(values)
-        reference = twin.run(feed)
-        notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
-    return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
+    return Pair(ta, tb, links, a.source if check is None else "", notes, feed, sb, weights=check)
 
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
@@ -298,14 +302,6 @@ def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> t
     return src, sync.link(src, b.parameters(), explicit, a.source, b.source)
 
 
-def _float64_twin(model: Model) -> Side | None:
-    try:
-        obj = copy.deepcopy(model.obj)
-    except Exception:
-        return None  # some objects cannot be copied: then the tolerance rests on the noise floor alone
-    return prepare(replace(model, obj=obj), "float64")
-
-
 def run_against(
     recorded: Trace,
     source: str,
@@ -313,10 +309,12 @@ def run_against(
     param_map: dict[str, str] | None = None,
     twice: bool = True,
     progress: Progress | None = None,
+    weights: str = "a",
 ) -> Pair:
-    """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump. A dump recorded inside a
-    training loop (``layerdiff.record``) gives the gradient at the model's output, which stands for the loss: the
-    model file's own loss, if it declares one, is not used."""
+    """Run ``model`` with the weights (or, ``weights="own"``, its own, compared with them), inputs and upstream
+    gradient of a recorded dump. A dump recorded inside a training loop (``layerdiff.record``) gives the gradient
+    at the model's output, which stands for the loss: the model file's own loss, if it declares one, is not used."""
+    _check_weights(weights)
     dtype, seed = recorded.info.dtype, recorded.info.seed
     notes = [f"weights, inputs and upstream gradient from {source}"]
     if recorded.info.upstream_sha256.startswith(RECORDED) and model.loss is not None:
@@ -325,13 +323,16 @@ def run_against(
     side = prepare(model, dtype)
     explicit = {**_inverse(model.param_map), **(param_map or {})}
     links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
-    side.load(sync.carry(links, recorded.params))
+    check = None if weights == "a" else weight_check(recorded.params, side.parameters(), links, source, model.source)
+    side.load(sync.carry(links if check is None else equal_links(links, check), recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice)
+        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params) if check is None else None, twice)
     if recorded.info.upstream_sha256.startswith(RECORDED):
         trace.info = replace(trace.info, upstream_sha256=RECORDED + digest(trace.upstream))
-    return Pair(recorded, trace, links, source, notes, feed, side)
+    if check is not None:
+        notes[0] = f"inputs and upstream gradient from {source}"
+    return Pair(recorded, trace, links, source if check is None else "", notes, feed, side, weights=check)
 
 
 def run_one(
@@ -364,6 +365,11 @@ def _check_globs(globs: list[str], traces: dict[str, Trace]) -> None:
                 f"{term('layers')} '{glob}' matches no layer of {' or '.join(traces)}. Layers are named by module path "
                 "or tap name (`layerdiff show` lists a dump's): e.g. 'blocks.1.*'."
             )
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ModelFileError(f"{term('weights')} must be one of {', '.join(WEIGHTS)}, not '{weights}'.")
 
 
 def _check_dtype(dtype: str) -> None:

@@ -64,3 +64,39 @@ def test_readme_demo_output_is_what_the_demo_prints(cli):
         return lines[lines.index("result: they diverge, 1 culprit") : lines.index("forward, from the input")]
 
     assert summary(out) == summary(demo)
+
+
+def shown_segments(marker: str) -> list[list[str]]:
+    """The output block after ``marker``, cut into the segments it shows between its "…" lines."""
+    segments: list[list[str]] = [[]]
+    for line in code_after(marker, "").splitlines():
+        if line == "…":
+            segments.append([])
+        else:
+            segments[-1].append(line)
+    return [s for s in segments if s]
+
+
+def assert_shown(segments: list[list[str]], out: str) -> None:
+    lines = [l.rstrip() for l in out.splitlines()]
+    for segment in segments:
+        starts = [k for k, l in enumerate(lines) if l == segment[0]]
+        assert any(lines[k : k + len(segment)] == segment for k in starts), "\n".join(segment)
+
+
+def test_readme_precision_examples_are_what_they_print(cli):
+    code, out, _ = cli("run", FIXTURES / "mlp_numpy.py", FIXTURES / "precision" / "bug_bf16_scaled.py", "--dtype", "native")
+    summary = shown_segments("--dtype native   # exit 1: fc3, in bfloat16\n```\n")[0]
+    assert code == 1
+    assert_shown([summary[2:]], out)  # the verdict, culprits and first divergences (the header's versions vary)
+    code, out, _ = cli("run", FIXTURES / "precision" / "rmsnorm_torch.py", FIXTURES / "precision" / "bug_f16_rmsnorm_overflow.py",
+                       "--dtype", "native", "-o", "overflow")
+    assert code == 1
+    assert_shown(shown_segments("(`fixtures/precision/bug_f16_rmsnorm_overflow.py`):\n"), out)
+
+
+def test_readme_weights_example_is_what_it_prints(cli):
+    code, out, _ = cli("run", FIXTURES / "weights" / "lstm_numpy.py", FIXTURES / "weights" / "bug_lstm_gate_order.py", "--weights", "own")
+    assert code == 1
+    segments = shown_segments("--weights own     # exit 1\n```\n")
+    assert_shown([segments[0][2:]] + segments[1:], out)

@@ -277,10 +277,24 @@ def _settings(forced: bool) -> dict[str, str]:
         "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
         "jax_backend": jax.default_backend(),
         "jax_jit": "disabled for teacher forcing" if forced else "as the model file wrote it",
+        "float32_matmul": _float32_matmul(),
     }
     if "flax" in sys.modules:
         settings["flax_version"] = str(getattr(sys.modules["flax"], "__version__", ""))
     return settings
+
+
+def _float32_matmul() -> str:
+    """What a float32 matrix product computes in, as layerdiff judges rounding by it: an accelerator's default is
+    reduced (TF32 on a GPU, bfloat16 passes on a TPU); "high" (three bfloat16 passes) is taken as TF32."""
+    asked = str(jax.config.jax_default_matmul_precision or "default").lower()
+    if asked in ("highest", "float32"):
+        return "float32"
+    if asked in ("bfloat16", "fastest"):
+        return "bfloat16"
+    if asked in ("tensorfloat32", "high", "bfloat16_3x"):
+        return "tf32"
+    return {"gpu": "tf32", "cuda": "tf32", "rocm": "tf32", "tpu": "bfloat16"}.get(jax.default_backend(), "float32")
 
 
 def _iterate(

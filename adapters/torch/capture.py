@@ -26,7 +26,9 @@ from layerdiff.adapters.torch import compiled
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().clone().numpy()
+    # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t.clone()).numpy()
 
 
 RECENT = 16  # outputs a recorder remembers having copied
@@ -41,7 +43,7 @@ def _from(a: np.ndarray) -> torch.Tensor:
 def _shared(t: torch.Tensor) -> np.ndarray:
     """A parameter or its gradient without a copy (on the CPU): autograd never writes into a parameter, and each
     backward after ``zero_grad(set_to_none=True)`` makes new gradient tensors, so what was recorded stays as it was."""
-    return t.detach().cpu().numpy()
+    return _array(t) if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
 
 
 def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
@@ -128,7 +130,7 @@ class Recorder:
         """The forced outputs of a layer, as tensors like its own, or None when it is not forced (or not alike)."""
         tensors = [t for t in like if isinstance(t, torch.Tensor)]
         values = self.forcer.values("output", name, [tuple(t.shape) for t in tensors])
-        return None if values is None else [_from(v).to(t.dtype) for v, t in zip(values, tensors)]
+        return None if values is None else [_from(v).to(t) for v, t in zip(values, tensors)]
 
     def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
@@ -140,7 +142,7 @@ class Recorder:
             if forced_index is None:
                 return None
             value = self.forcer.value("grad_output", record.name, forced_index, tuple(g.shape))
-            return None if value is None else _from(value).to(g.dtype)
+            return None if value is None else _from(value).to(g)
 
         return hook
 
@@ -205,7 +207,7 @@ class TorchAdapter:
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         net: torch.nn.Module = _eager(model)
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
-        inputs = [_tensor(x, dtype, grad=True) for x in feed.inputs]
+        inputs = [_tensor(x, dtype, grad=True).to(_device(net)) for x in feed.inputs]
         forcer = Forcer(forcing)
         recorder = Recorder(forcer)
         handles = []
@@ -225,7 +227,11 @@ class TorchAdapter:
                 h.remove()
             for module in inplace:
                 module.inplace = True
-        trace = finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
+            # The tensors the recorder holds carry hooks that hold the recorder: a cycle through torch's own
+            # storage, which Python's collector does not see. Let go of them, or each run keeps its records.
+            recorder.outputs.clear()
+            recorder.handed.clear()
+        trace = finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
         if compiled.is_compiled(model) and forcing is None:
             try:
                 trace.regions = compiled.check(model, _step(spec, feed, dtype))
@@ -258,6 +264,23 @@ def _step(spec: Spec, feed: Feed, dtype: torch.dtype) -> Any:
     return step
 
 
+def _device(net: torch.nn.Module) -> torch.device:
+    return next((p.device for p in net.parameters()), torch.device("cpu"))
+
+
+def _settings(net: torch.nn.Module, dtype: torch.dtype) -> dict[str, str]:
+    """What the run computed in, recorded in the dump: the model's dtype where NumPy holds its values in another
+    (bfloat16, recorded in float32), and what a float32 matrix product computes in (TF32 on a GPU that allows it)."""
+    device = _device(net)
+    precision = torch.get_float32_matmul_precision()
+    tf32 = device.type == "cuda" and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    word = {"medium": "bfloat16", "high": "tf32"}.get(precision, "tf32" if tf32 else "float32")
+    settings = {"device": str(device), "float32_matmul_precision": precision, "float32_matmul": word}
+    if dtype == torch.bfloat16:
+        settings["framework_dtype"] = "bfloat16"
+    return settings
+
+
 def _iterate(
     spec: Spec, net: torch.nn.Module, inputs: list[torch.Tensor], feed: Feed, dtype: torch.dtype, recorder: Recorder
 ) -> tuple[float, list[np.ndarray]]:
@@ -271,12 +294,12 @@ def _iterate(
     try:
         if spec.loss is None:
             value, upstream = seeded_upstream(feed, [_array(o) for o in outputs])
-            torch.autograd.backward(outputs, [_from(u).to(o.dtype) for u, o in zip(upstream, outputs)])
+            torch.autograd.backward(outputs, [_from(u).to(o) for u, o in zip(upstream, outputs)])
             return value, upstream
         logits = outputs[0]
         logits.retain_grad()
         recorded = _array(logits)
-        targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False)
+        targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False).to(logits.device)
         loss = spec.loss(logits, targets)
         if loss.ndim:
             loss = loss.mean()  # per-sample losses (reduction="none"), averaged as for the other frameworks

@@ -30,8 +30,13 @@ class Dump:
         DumpError: the file is missing, not a dump, of another schema, damaged or reaching outside itself.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    PARAM_MEMBERS: tuple[str, ...] = ("value", "grad")  # the datasets a parameter's group may hold
+
+    def __init__(self, path: str | os.PathLike[str], root: str = "") -> None:
+        """``root``: the group that holds the iteration (``/steps/3`` in a dump of training steps); the file's own
+        root by default."""
         self.path = Path(path)
+        self._root = root
         self.source = self.path.name
         self._walk = Walk(self.path)
         self.file = self._walk.file  # public before the split: raw h5py access for whoever used it
@@ -42,10 +47,10 @@ class Dump:
             raise
 
     def _open(self) -> None:
-        w = self._walk
+        w, r = self._walk, self._root
         root = w.nodes["/"]
         schema = root.attrs.get("layerdiff_schema")
-        if schema is None or "/layers" not in w.nodes or "/params" not in w.nodes:
+        if schema is None or f"{r}/layers" not in w.nodes or f"{r}/params" not in w.nodes:
             raise DumpError(f"{self.path} is an HDF5 file but not a layerdiff dump (no layerdiff_schema attribute).")
         version = w.integer(root, "layerdiff_schema")
         if version not in READS:
@@ -53,12 +58,12 @@ class Dump:
                 f"{self.path} has dump schema {version}; this layerdiff reads schemas {', '.join(map(str, READS))}. "
                 "Write it again with this version's `layerdiff dump`."
             )
-        self._meta = w.meta()
-        self._loss = w.number(root, "loss")
-        self._groups = w.ordered("/layers")
+        self._meta = w.meta(r or "/")
+        self._loss = w.number(w.nodes[r or "/"], "loss")
+        self._groups = w.ordered(f"{r}/layers")
         self.layers = [self._layer(i, g) for i, g in enumerate(self._groups)]
         self._params: dict[str, Node] = {}
-        for g in w.ordered("/params"):
+        for g in w.ordered(f"{r}/params"):
             name = self._param(g)
             if name in self._params:
                 raise w.damaged(f"names parameter {shown(name)} twice", g.path)
@@ -66,15 +71,15 @@ class Dump:
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
             twice = next(n for n in names if names.count(n) > 1)
-            raise w.damaged(f"has two layers named {shown(twice)}", "/layers")
+            raise w.damaged(f"has two layers named {shown(twice)}", f"{r}/layers")
         for layer, g in zip(self.layers, self._groups):
             for p in layer.params:
                 if p not in self._params:
-                    raise w.damaged(f"names parameter {shown(p)}, which /params does not hold", g.path)
-        self._arrays_of = {group: self._array_paths(group) for group in ("/inputs", "/upstream")}
-        targets = w.nodes.get("/targets")
+                    raise w.damaged(f"names parameter {shown(p)}, which {r}/params does not hold", g.path)
+        self._arrays_of = {group: self._array_paths(f"{r}/{group}") for group in ("inputs", "upstream")}
+        targets = w.nodes.get(f"{r}/targets")
         if targets is not None and targets.members is not None:
-            raise w.damaged("is a group, not a dataset", "/targets")
+            raise w.damaged("is a group, not a dataset", targets.path)
         self._targets = None if targets is None else targets.path
 
     # --- the schema, on what the walk found -----------------------------------------------------------------
@@ -129,7 +134,7 @@ class Dump:
         members = w.members(g.path)
         if "value" not in members:
             raise w.damaged("has no dataset 'value'", g.path)
-        extra = [m for m in members if m not in ("value", "grad")]
+        extra = [m for m in members if m not in self.PARAM_MEMBERS]
         if extra:
             raise w.damaged(f"holds {shown(extra[0])}, which a parameter never does", g.path)
         for key in members:
@@ -234,11 +239,11 @@ class Dump:
         Raises:
             DumpError: they do not.
         """
-        values = [self._walk.read(p) for p in self._arrays_of.get(f"/{group}", [])]
+        values = [self._walk.read(p) for p in self._arrays_of.get(group, [])]
         if group == "inputs":
             bad = next((i for i, v in enumerate(values) if not all_finite(v)), None)
             if bad is not None:
-                raise self._walk.damaged("holds NaN or infinite inputs, which no comparison can judge", f"/inputs/{bad}")
+                raise self._walk.damaged("holds NaN or infinite inputs, which no comparison can judge", self._arrays_of["inputs"][bad])
             recorded = self._meta.get("inputs_sha256")
             if recorded and digest(values) != recorded:
                 raise self._tampered("inputs", "inputs_sha256")
@@ -263,12 +268,12 @@ class Dump:
 
     def regions(self) -> list[RegionRecord]:
         """A compiled side's regions against its eager module tree, as recorded."""
-        w = self._walk
-        if "/regions" not in w.nodes:
+        w, r = self._walk, self._root
+        if f"{r}/regions" not in w.nodes:
             return []
         found = []
-        for name in sorted(w.members("/regions")):
-            g = w.nodes[f"/regions/{name}"]
+        for name in sorted(w.members(f"{r}/regions")):
+            g = w.nodes[f"{r}/regions/{name}"]
             keys = w.plain(w.attr(g, "keys"), f"{g.path} attribute 'keys'")
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise w.damaged(f"attribute 'keys' is {shown(keys)}, not a JSON list of names", g.path)

@@ -23,7 +23,7 @@ FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLE
 # that; one that claims to is refused before HDF5 allocates its values.
 MAX_RATIO = 1100
 MAX_UNSTORED = 1 << 40  # entries a stats-only dataset may declare (only its shape is ever used)
-MAX_DEPTH = 3  # / layers 0000_fc1 output
+MAX_DEPTH = 5  # / steps 3 optimizer 0000_fc1.W exp_avg (a dump of training steps; one iteration: / layers 0000_fc1 output)
 GROUP_NAME = re.compile(r"([0-9]{1,9})_(.+)", re.S)
 META_TEXT = ("framework", "framework_version", "layerdiff_version", "python", "dtype", "compute_dtype", "script",
              "script_sha256", "weights_sha256", "inputs_sha256", "upstream_sha256")
@@ -169,13 +169,14 @@ class Walk:
 
     # --- attributes, as the schema allows them ---------------------------------------------------------------
 
-    def meta(self) -> dict[str, Any]:
-        """The root's attributes as plain Python; those whose type the schema fixes, checked."""
+    def meta(self, where: str = "/") -> dict[str, Any]:
+        """The attributes of the run's group (the root, or a training step's) as plain Python; those whose type the
+        schema fixes, checked."""
         meta = {}
-        for k, v in self.nodes["/"].attrs.items():
+        for k, v in self.nodes[where].attrs.items():
             if not isinstance(k, str) or not k.isprintable():
-                raise self.damaged(f"has an attribute named {shown(k)}", "/")
-            meta[k] = self.plain(v, f"/ attribute '{k}'")
+                raise self.damaged(f"has an attribute named {shown(k)}", where)
+            meta[k] = self.plain(v, f"{where} attribute '{k}'")
         for k in META_TEXT:
             if k in meta and not isinstance(meta[k], str):
                 raise self.damaged(f"attribute '{k}' is {shown(meta[k])}, not text", "/")
