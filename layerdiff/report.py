@@ -45,7 +45,10 @@ def where(layer_a: str, layer_b: str) -> str:
 
 
 def side(info: RunInfo) -> str:
-    return f"{info.framework or '?'} {info.framework_version}, {info.compute_dtype}"
+    """A side's framework and precision, and its device when not the CPU (what the adapter recorded)."""
+    device = info.settings.get("device", "")
+    on = f", on {device}" if device and not device.startswith("cpu") else ""
+    return f"{info.framework or '?'} {info.framework_version}, {info.compute_dtype}{on}"
 
 
 def verdict(result: Comparison) -> str:
