@@ -105,7 +105,7 @@ def measure(model_name: str, reps: int) -> dict[str, Any]:
             traces[side] = runner.capture(m, feed, "float64", 0, "-", twice=False, values=snapshots[side])
             captured.append(time.perf_counter() - start)
         out["sides"][side] = {"framework": m.adapter.name, "plain_s": min(plain), "capture_s": min(captured)}
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         written, saved, raw = [], [], []
         arrays = [x for t in traces.values() for x in arrays_of(t)]
@@ -162,7 +162,7 @@ def training(reps: int) -> dict[str, Any]:
         feed, _ = runner.make_feed(sides, 0)
         plain.append(min(sum(training_step(s, feed) for s in sides) for _ in range(3)))
         plain_once = min(sum(plain_step(s, feed) for s in sides) for _ in range(3))
-        with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             layerdiff.run(*files, out=Path(tmp) / "steps", steps=STEPS)
             steps.append(time.perf_counter() - start)
@@ -207,7 +207,7 @@ def flat(layers: int, width: int) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     weight, act = rng.standard_normal((width, width)), rng.standard_normal((64, width))
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for side, scale in (("a", 1.0), ("b", 1.0 + 1e-15)):
             kinds = ("input", "output", "grad_output", "grad_input")
@@ -320,7 +320,7 @@ def main() -> None:
         m = child(["--measure", model, *quick], env)
         plain_walls = [timed([sys.executable, __file__, "--plain", str(FIXTURES / f)], env)[1] for f in MODELS[model][:2]]
         options = [o + [MODELS[model][5]] if o == ["--layers"] else o for o in OPTIONS]
-        with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             runs = {" ".join(o): layerdiff_run(model, env, o, Path(tmp)) for o in (options if model == models[-1] else options[:1])}
             again = layerdiff_run(model, env, [], Path(tmp))  # the plain run twice: the faster stands
             runs[""] = min(runs[""], again, key=lambda r: r["wall"])
@@ -328,7 +328,7 @@ def main() -> None:
     flats = [child(["--flat", str(n), *quick], env0) for n in (10, 100)]
     env_mlp = child_env("mlp", args.quick)
     trained = child(["--training", *quick], env_mlp)
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         memory = {k: steps_run(env_mlp, k, Path(tmp)) for k in MEMORY_STEPS}
 
     print("\nper side: one forward+backward, plain and through layerdiff's capture (dump writing excluded)")
