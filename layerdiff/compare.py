@@ -13,7 +13,7 @@ import numpy as np
 from deepdiff import DeepDiff
 
 from layerdiff import blame, sync
-from layerdiff.align import Alignment, align
+from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
@@ -57,8 +57,8 @@ def compare(
     Returns:
         A ``Comparison`` with per-layer errors and the first divergence of each pass; ``culprits`` is None.
     """
-    alignment = alignment or align(a, b, layer_map)
-    a, b = Reader(a), Reader(b)
+    alignment = alignment or fuse(a, b, align(a, b, layer_map), tolerance_for(a, b, rtol))
+    a, b = Reader(spanned(a, alignment.fused_a)), Reader(spanned(b, alignment.fused_b))
     tolerance = tolerance_for(a, b, rtol)
     table, unowned = rows(a, b, alignment, links)
     layers = []

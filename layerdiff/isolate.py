@@ -20,7 +20,7 @@ import numpy as np
 
 from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
-from layerdiff.align import Alignment, align
+from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
@@ -56,11 +56,11 @@ def isolated(
     Raises:
         AdapterError: the live side's adapter did not force the replay.
     """
-    alignment = align(a, b, layer_map)
+    twin = InMemory(reference, b.source) if reference is not None else None
+    alignment = fuse(a, b, align(a, b, layer_map), tolerance_for(a, b, rtol, twin))
     given = forcing_from(b, a, _swapped(alignment)) if live_side == "a" else forcing_from(a, b, alignment)
     with stage(progress, f"replay {live.source}"):
         local = InMemory(replay(live, feed, given), live.source)
-    twin = InMemory(reference, b.source) if reference is not None else None
     return compare_isolated(
         a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
         reference=twin, rtol=rtol, progress=progress,
@@ -89,7 +89,7 @@ def _read(recording: Recording, index: int, keys: list[str]) -> list[np.ndarray]
 
 
 def _swapped(alignment: Alignment) -> Alignment:
-    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
+    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a, alignment.fused_b, alignment.fused_a)
 
 
 def replay(live: Side, feed: Feed, forcing: Forcing) -> Trace:
@@ -214,7 +214,8 @@ def compare_isolated(
     against the other side, row by row (each row's tensors of side A are read once for both): culprits, and a
     verdict per layer.
     """
-    a, b = Reader(a), Reader(b)
+    a, b = Reader(spanned(a, alignment.fused_a)), Reader(spanned(b, alignment.fused_b))
+    local = spanned(local, alignment.fused_a if local_side == "a" else alignment.fused_b)
     tolerance = tolerance_for(a, b, rtol, reference)
     table, unowned = rows(a, b, alignment, links)
     at = {l.name: l.index for l in local.layers}
