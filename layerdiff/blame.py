@@ -1,21 +1,192 @@
 """Which layer a wrong value is blamed on, where the layer that shows it did not make it.
 
-One rule today, kept in one place because the plain comparison (its first backward divergence), the replay (its
-culprits) and the gradient check (its verdicts) all apply it:
+The replay (``isolate``) hands each aligned layer of one side the other side's values, so a layer's local error is
+its own only when it received what the other side's layer received. These rules place each difference where it is
+made; the plain comparison (its first backward divergence) and the gradient check apply the first one alone:
 
-- A value recorded without an input gradient of its own (a tap, the output of a layer whose backward is not
-  recorded) only receives its gradient: a wrong gradient arriving at it was made by the backward of the layer
-  that consumes it, the next one in execution order.
+- A value recorded without an input gradient of its own (a tap) only receives its gradient: a wrong gradient
+  arriving at it was made by the backward of the layer that consumes it: the one whose recorded input is that value
+  in the replay (value flow), else the next one in execution order. A value read by several consumers whose
+  contributions the recordings do not separate is said to be so, and blamed on none of them alone.
+- Forward, a layer whose input in the replay differs from the other side's received it from code between captured
+  layers (a functional activation, a layer of one side with no partner): that code is the culprit (a ``Gap``), not
+  the layer. An input that differs only in the order of its axes is a layout change made there, no culprit.
+- Backward, a layer whose output gradient could not be forced (the other side's has another shape) is not judged.
+  A wrong gradient arriving at a layer's output, while the next layer's backward is right and no layer after it is
+  a culprit (whose error may reach it through code no layer records, a residual stream), was made by the code
+  between the two: a gap, backward.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from layerdiff.results import Culprit, Gap, LayerDiff
+
 
 def gradient_maker(row: int, rows: int) -> int | None:
     """The row whose backward made the gradient arriving at the output of row ``row``, of ``rows`` in execution
-    order: its consumer, the next row; None for the last, whose gradient comes from the loss or the upstream one.
+    order, where nothing says more: its consumer, the next row; None for the last, whose gradient comes from the loss
+    or the upstream one.
 
     >>> gradient_maker(2, 5), gradient_maker(4, 5)
     (3, None)
     """
     return row + 1 if row + 1 < rows else None
+
+
+@dataclass
+class Local:
+    """What the replay says of one aligned row before any blame: the first wrong tensor of each kind, as a culprit
+    of this row (``None`` where all agree)."""
+
+    output: Culprit | None = None  # its output, computed from the input it received
+    received: Culprit | None = None  # its input: the replay handed it something else than the other side's
+    layout_only: bool = False  # ... the same values with the axes in another order
+    grad_input: Culprit | None = None  # its input gradient, from the output gradient it was handed
+    grad_output: Culprit | None = None  # the gradient arriving at its output: its consumers' backward
+    params: list[Culprit] = field(default_factory=list)
+    has_grad_input: bool = False  # both sides record its input gradient
+    grad_forced: bool = True  # the replay could hand it the other side's output gradient
+    output_forced: bool = True  # ... and the other side's output, to the layers after it
+
+
+@dataclass
+class Placed:
+    """The culprits in pass order, each with the row it sorts at (a gap between rows n - 1 and n at n - 0.5)."""
+
+    forward: list[tuple[float, Culprit]] = field(default_factory=list)
+    backward: list[tuple[float, Culprit]] = field(default_factory=list)
+
+    def culprits(self) -> list[Culprit]:
+        forward = sorted(self.forward, key=lambda x: x[0])
+        backward = sorted(self.backward, key=lambda x: (-x[0], x[1].pass_))
+        return [c for _, c in forward + backward]
+
+
+def place(
+    facts: list[Local | None],
+    layers: list[LayerDiff],
+    gaps: Callable[[int], Gap],
+    consumers: Callable[[int], list[int] | None],
+) -> Placed:
+    """The culprits of a replay, each where it is made; each layer's verdict per pass and notes set on ``layers``.
+
+    Args:
+        facts: per row, what the replay found (None: the row could not be replayed).
+        layers: the rows' comparisons, in execution order.
+        gaps: the code between rows n - 1 and n (``gaps(0)``: before the first row).
+        consumers: the rows whose input is row n's output in the replay; None where no recording says.
+    """
+    placed = Placed()
+    for n, f in enumerate(facts):
+        if f is not None:
+            _forward(n, f, facts, layers, gaps, placed)
+    made_after = False  # a backward culprit after the row in execution order
+    for n in range(len(facts) - 1, -1, -1):
+        f = facts[n]
+        if f is not None:
+            made_after = _backward(n, f, facts, layers, gaps, consumers, made_after, placed) or made_after
+    return placed
+
+
+def _forward(n: int, f: Local, facts: list[Local | None], layers: list[LayerDiff], gaps: Callable[[int], Gap], placed: Placed) -> None:
+    layer = layers[n]
+    before = facts[n - 1] if n > 0 else None
+    if f.received is not None and f.layout_only:
+        layer.notes.append("its input holds the other side's values with the axes in another order (code before it lays them out): no difference")
+    elif f.received is not None and (n == 0 or (before is not None and before.output_forced)):
+        gap = gaps(n)
+        placed.forward.append((n - 0.5, replace(f.received, layer_a=_name(gap, 0), layer_b=_name(gap, 1), gap=gap)))
+        layer.judged["forward"] = "inherited"
+        layer.notes.append("its input already differs in the replay: the cause is the code before it")
+        return
+    elif f.received is not None:
+        layer.judged["forward"] = "inherited"
+        layer.notes.append("its input differs in the replay, where the layer before it could not be forced: not judged")
+        return
+    if f.output is not None:
+        placed.forward.append((n, f.output))
+        layer.judged["forward"] = "culprit"
+
+
+def _backward(
+    n: int,
+    f: Local,
+    facts: list[Local | None],
+    layers: list[LayerDiff],
+    gaps: Callable[[int], Gap],
+    consumers: Callable[[int], list[int] | None],
+    made_after: bool,
+    placed: Placed,
+) -> bool:
+    """Place row ``n``'s backward culprits; whether it has one (or the code after it)."""
+    layer = layers[n]
+    if not f.grad_forced:
+        layer.judged["backward"] = "inherited" if not layer.ok else "ok"
+        layer.notes.append("the gradient arriving at its output could not be given to the replay (its shape differs): its backward is not judged")
+        return False
+    found = [] if f.received is not None and not f.layout_only else list(f.params)
+    if f.grad_input is not None and f.received is None:
+        found.insert(0, f.grad_input)
+    if f.received is not None and not f.layout_only and (f.grad_input is not None or f.params):
+        layer.notes.append("its gradients are computed from the different input it received: its backward is not judged")
+    placed.backward += [(n, c) for c in found]
+    layer.judged["backward"] = "culprit" if found else ("ok" if layer.ok else "inherited")
+    arriving = f.grad_output
+    if arriving is None:
+        return bool(found)
+    if not f.has_grad_input:
+        _made_by_consumer(n, arriving, facts, layers, consumers, placed)
+        return bool(found)
+    if made_after:
+        layer.notes.append("the gradient arriving at its output differs: a culprit after it can reach it through code no layer records (a residual stream)")
+        return bool(found)
+    if n + 1 >= len(facts) or facts[n + 1] is None:
+        return bool(found)
+    gap = gaps(n + 1)
+    placed.backward.append((n + 0.5, replace(arriving, layer_a=_name(gap, 0), layer_b=_name(gap, 1), gap=gap, tensor=f"grad_output of {arriving.layer_a}")))
+    return True
+
+
+def _made_by_consumer(
+    n: int, c: Culprit, facts: list[Local | None], layers: list[LayerDiff], consumers: Callable[[int], list[int] | None], placed: Placed
+) -> None:
+    """A wrong gradient arriving at a value without an input gradient of its own, moved to the consumer whose
+    backward made it; to none where several consumers share it unseparated."""
+    readers = consumers(n)
+    if readers is not None and len(readers) > 1:
+        names = ", ".join(layers[k].layer_a for k in readers)
+        note = f"{names} all read {c.layer_a}'s output, and the gradient arriving there is the sum of their contributions, which the recordings do not separate: which one makes the difference cannot be told"
+        layers[n].notes.append(note)
+        placed.backward.append((n, replace(c, layer_a=f"consumers of {c.layer_a}", layer_b=f"consumers of {c.layer_b}", tensor=f"grad_output of {c.layer_a}", note=note)))
+        return
+    maker = readers[0] if readers else gradient_maker(n, len(facts))
+    if maker is None:
+        placed.backward.append((n, c))
+        return
+    made = layers[maker]
+    placed.backward.append((maker, replace(c, layer_a=made.layer_a, layer_b=made.layer_b, tensor=f"{c.tensor} of {c.layer_a}")))
+
+
+def _name(gap: Gap, side: int) -> str:
+    """A gap as one side names it: the module whose own code it is, else "between X and Y"."""
+    first = (gap.only_a, gap.only_b)[side]
+    after, before = gap.after[side], gap.before[side]
+    if gap.after[0] == gap.after[1] and gap.before[0] == gap.before[1]:
+        first = first or (gap.only_b, gap.only_a)[side]  # the same names: the other side's layers say where it is
+    parent = _enclosing(after, first[0] if first else before)
+    return parent or f"between {after} and {before}"
+
+
+def _enclosing(x: str, y: str) -> str:
+    """The innermost module path enclosing both ``x`` and ``y``, when it holds named children (a ModuleList's
+    numbered items are chained by their parent's caller, which has no code between them of its own)."""
+    px, py = x.split("."), y.split(".")
+    k = 0
+    while k < min(len(px), len(py)) - 1 and px[k] == py[k]:
+        k += 1
+    if k == 0 or (px[k].isdigit() and py[k].isdigit()):
+        return ""
+    return ".".join(px[:k])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import permutations
 from pathlib import Path
+
 import numpy as np
 from deepdiff import DeepDiff
 
@@ -18,7 +20,8 @@ from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo
+from layerdiff.layout import canonical_shape, from_canonical
+from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo, placeholder
 from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
@@ -151,13 +154,42 @@ def _stats(info: TensorInfo, r: Recording, index: int, key: str) -> TensorInfo:
 
 
 def param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
+    """One parameter's gradient on both sides; a gradient that one side never produced, or whose shape is not its
+    weight's, is said so (``note``), never compared as zeros or reshaped."""
     ia, ib = a.param_info(w.src), b.param_info(w.dst)
     key = f"{w.src} ~ {w.dst}"
     if ia is None or ib is None:
-        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient")
+        lacking = [f"{r.source} gives no gradient for {name}" for r, name, i in ((a, w.src, ia), (b, w.dst, ib)) if i is None]
+        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient", note="; ".join(lacking))
+    for r, name, info in ((a, w.src, ia), (b, w.dst, ib)):
+        wrong = _misshapen(r, name, info)
+        if wrong:
+            return TensorDiff(key, w.src_shape, w.dst_shape, ia.dtype, ib.dtype, tol, ok=False, problem="shape", note=wrong)
     if not (ia.stored and ib.stored):
         return stats_diff(key, _grad_stats(ia, a, w.src), _grad_stats(ib, b, w.dst), tol, floor)
     return diff(key, w.view(grad(a, w.src)), grad(b, w.dst), tol, floor)
+
+
+def _misshapen(r: Recording, name: str, info: TensorInfo) -> str:
+    """What is wrong with the shape of a parameter's gradient, in a sentence ("" when it is the weight's)."""
+    spec = r.spec(name)
+    weight = tuple(spec.value.shape)
+    if tuple(info.shape) == canonical_shape(weight, spec.layout):
+        return ""
+    shape = tuple(from_canonical(placeholder(tuple(info.shape), np.float64), spec.layout).shape)
+    return f"{r.source}: {shape_sentence(name, shape, weight)}"
+
+
+def shape_sentence(name: str, grad: tuple[int, ...], weight: tuple[int, ...]) -> str:
+    """A parameter gradient whose shape is not its weight's, said: never reshaped to fit.
+
+    >>> shape_sentence("fc.W", (24, 5), (5, 24))
+    "fc.W's gradient has shape (24, 5), its weight (5, 24): it is transposed"
+    """
+    said = f"{name}'s gradient has shape {grad}, its weight {weight}"
+    if len(weight) > 1 and len(grad) == len(weight) and any(tuple(weight[k] for k in axes) == grad for axes in permutations(range(len(weight)))):
+        return said + (": it is transposed" if len(weight) == 2 else ": its axes are in another order")
+    return said
 
 
 def grad(r: Recording, name: str) -> np.ndarray:
@@ -194,18 +226,22 @@ def assemble(
         a.loss,
         b.loss,
         rtol,
+        [a.layers[i].name for i in alignment.fused_a],
+        [b.layers[j].name for j in alignment.fused_b],
     )
 
 
 def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:
     for t in layer.tensors:
         if t.key.split(".")[0] in prefixes and not t.ok:
-            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, t.tol, note(t))
+            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, t.tol, note(t), t.problem)
     return None
 
 
 def note(t: TensorDiff) -> str:
     """What a failing tensor's figures do not say by themselves."""
+    if t.note:
+        return t.note
     if t.problem == "shape":
         return f"shape {t.shape_a} against {t.shape_b}"
     if t.problem == "nonfinite":
@@ -239,7 +275,7 @@ def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
             return found
         bad = next((p for p in layer.param_grads if not p.ok), None)
         if bad:
-            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, note(bad))
+            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, note(bad), bad.problem)
     return None
 
 

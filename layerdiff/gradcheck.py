@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from layerdiff import blame, runner
+from layerdiff.compare import shape_sentence
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import Sample, received
@@ -113,7 +114,7 @@ def gradcheck(
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
-    probes = _param_probes(side, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
+    probes = _param_probes(side, base, feed, run, layers, unrecorded, notes) + _value_probes(base, feed, run, layers, notes)
     rng = np.random.default_rng(seed)
     extra = _extra(probes, at or {})
     for probe in probes:
@@ -150,13 +151,24 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
 
 
 def _param_probes(
-    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+    side: runner.Side,
+    base: Trace,
+    feed: Feed,
+    run: Callable[..., Trace],
+    layers: list[LayerCheck],
+    unrecorded: list[LayerCheck],
+    notes: list[str],
 ) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
     for p in base.params:
-        if p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
+        if not np.issubdtype(p.value.dtype, np.floating):
             continue
+        grad = p.grad
+        if grad is None or grad.shape != p.value.shape:  # checked as what it is: no gradient, or none of these shapes
+            said = f"{side.source} gives no gradient for {p.name}" if grad is None else shape_sentence(p.name, grad.shape, p.value.shape)
+            notes.append(f"{said}; checked as " + ("zero" if grad is None else "not a gradient of it (NaN)"))
+            grad = np.zeros_like(p.value) if grad is None else np.full_like(p.value, np.nan)
         owner = by_name.get(p.layer)
         if owner is None:
             # Free-form code recorded through taps: its parameters belong to no recorded layer.
@@ -172,7 +184,7 @@ def _param_probes(
         def restore(name: str = p.name, value: np.ndarray = p.value) -> None:
             side.load({name: value})
 
-        probes.append(_Probe(p.name, p.value, load_and_run, [(check, p.grad)], restore))
+        probes.append(_Probe(p.name, p.value, load_and_run, [(check, grad)], restore))
     return probes
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import permutations
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
@@ -25,10 +26,10 @@ from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, p
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
 from layerdiff.layout import canonical
-from layerdiff.metrics import EPS, Tolerance, grad_floor
+from layerdiff.metrics import EPS, Tolerance, diff, grad_floor
 from layerdiff.progress import Progress, stage
-from layerdiff.records import InMemory, Recording, Trace, keys_of
-from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
+from layerdiff.records import InMemory, LayerInfo, Recording, Trace, keys_of
+from layerdiff.results import Comparison, Culprit, Gap, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
 if TYPE_CHECKING:
@@ -221,25 +222,29 @@ def compare_isolated(
     at = {l.name: l.index for l in local.layers}
     batch = _batch(a)
     layers: list[LayerDiff] = []
-    found: list[tuple[int, Culprit]] = []
+    facts: list[blame.Local | None] = []
     for n, row in enumerate(table):
         if progress is not None:
             progress("compare", n, len(table))
         layer = compare_row(a, b, row, tolerance)
         name = (a.layers[row.i] if local_side == "a" else b.layers[row.j]).name
         forced_from = b.layers[row.j] if local_side == "a" else a.layers[row.i]
+        fact = None
         # A layer the replay could not force (a stats-only dump kept none of its values) has no local result.
         if name in at and all(t.stored for t in forced_from.tensors.values()):
             side_a, side_b = ((local, at[name]), (b, row.j)) if local_side == "a" else ((a, row.i), (local, at[name]))
-            for c in local_row(side_a, side_b, row.links, tolerance, layer, batch):
-                found.append(_blamed(c, n, table, a, b) if c.tensor.startswith("grad_output") else (n, c))
-        layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
+            fact = local_row(side_a, side_b, row.links, tolerance, layer, batch)
+        facts.append(fact)
         layers.append(layer)
     if progress is not None:
         progress("compare", len(table), len(table))
-    forward = sorted((n, c) for n, c in found if c.pass_ == "forward")
-    backward = sorted(((n, c) for n, c in found if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
-    culprits = [c for _, c in forward + backward]
+    live = [(local, at.get((a.layers[r.i] if local_side == "a" else b.layers[r.j]).name)) for r in table]
+    other: list[tuple[Recording, int]] = [(b, r.j) if local_side == "a" else (a, r.i) for r in table]
+    placed = blame.place(facts, layers, partial(gap_before, a, b, alignment, table), partial(_consumers, live, other))
+    for layer in layers:
+        judged = set(layer.judged.values())
+        layer.verdict = "culprit" if "culprit" in judged else ("ok" if layer.ok else "inherited")
+    culprits = placed.culprits()
     return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol)
 
 
@@ -250,43 +255,108 @@ def local_row(
     tolerance: Tolerance,
     layer: LayerDiff,
     batch: int | None,
-) -> list[Culprit]:
-    """Local errors of one layer (appended to ``layer.local``): one side's replayed result against the other
-    side's recorded one; the culprits among them, the first wrong tensor of each pass."""
+) -> blame.Local:
+    """What the replay says of one layer: one side's replayed result against the other side's recorded one (each
+    local error of its own appended to ``layer.local``), the first wrong tensor of each kind as a culprit."""
     (ra, i), (rb, k) = a, b
     la, lb = ra.layers[i], rb.layers[k]
-    both_have = keys_of(la.tensors, "grad_input") and keys_of(lb.tensors, "grad_input")
-    found = []
-    passes: tuple[tuple[Pass, str], ...] = (("forward", "output"), ("backward", "grad_input" if both_have else "grad_output"))
-    for pass_, kind in passes:
+    both = {kind: bool(keys_of(la.tensors, kind) and keys_of(lb.tensors, kind)) for kind in ("grad_input", "grad_output")}
+    fact = blame.Local(has_grad_input=both["grad_input"], grad_forced=_alike(la, lb, "grad_output"), output_forced=_alike(la, lb, "output"))
+    own = ("output", "grad_input" if both["grad_input"] else "grad_output")
+    for kind in ("input", "output", "grad_input", "grad_output"):
         for key in keys_of(la.tensors, kind):
             if key not in lb.tensors:
                 continue
             d = pair(key, ra, i, rb, k, tolerance.of(la, key))
-            layer.local.append(d)
-            if not d.ok:
-                values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
-                found.append(_culprit(layer, pass_, key, d, values, ra.source, rb.source, batch))
-                break
+            if kind in own:
+                layer.local.append(d)
+            if d.ok:
+                continue
+            pass_: Pass = "forward" if kind in ("input", "output") else "backward"
+            values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
+            named = f"{key} of {layer.layer_a}" if kind == "input" else key
+            setattr(fact, {"input": "received"}.get(kind, kind), _culprit(layer, pass_, key, d, values, ra.source, rb.source, batch, named))
+            if kind == "input":
+                fact.layout_only = values is not None and permuted_equal(*values, d.tol)
+            break
     for link in links:
-        if ra.param_info(link.src) is None or rb.param_info(link.dst) is None:
+        if ra.param_info(link.src) is None and rb.param_info(link.dst) is None:
             continue
         d = param_diff(ra, rb, link, tolerance.of(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
-        if not d.ok and not any(c.pass_ == "backward" for c in found):
-            values = None if d.problem == "stats" else (link.view(grad(ra, link.src)), grad(rb, link.dst))
-            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
-    return found
+        if not d.ok and not fact.params:
+            values = None if d.problem in ("stats", "shape", "missing gradient") else (link.view(grad(ra, link.src)), grad(rb, link.dst))
+            fact.params.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
+    return fact
 
 
-def _blamed(c: Culprit, row: int, table: list[Row], a: Recording, b: Recording) -> tuple[int, Culprit]:
-    """A culprit seen in the gradient arriving at a value with no input gradient of its own, moved to the layer
-    whose backward made it (``blame``)."""
-    maker = blame.gradient_maker(row, len(table))
-    if maker is None:
-        return row, c
-    made = table[maker]
-    return maker, replace(c, layer_a=a.layers[made.i].name, layer_b=b.layers[made.j].name, tensor=f"{c.tensor} of {c.layer_a}")
+def _alike(la: LayerInfo, lb: LayerInfo, kind: str) -> bool:
+    """Whether a value of this kind could be forced from one side into the other: the same shapes (or none)."""
+    keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
+    if not keys_a or not keys_b:
+        return True
+    return len(keys_a) == len(keys_b) and all(la.tensors[x].shape == lb.tensors[y].shape for x, y in zip(keys_a, keys_b))
+
+
+def permuted_equal(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Whether ``b`` holds ``a``'s values with its axes in another order (a layout change, not a difference).
+
+    >>> x = np.arange(24.0).reshape(2, 3, 4)
+    >>> permuted_equal(x, x.transpose(0, 2, 1), 1e-12), permuted_equal(x, x.reshape(2, 4, 3), 1e-12)
+    (True, False)
+    """
+    if a.shape == b.shape or a.size != b.size or a.ndim != b.ndim or a.ndim > 6:
+        return False
+    for axes in permutations(range(a.ndim)):
+        moved = a.transpose(axes)
+        if moved.shape == b.shape and diff("input", moved, b, tol).ok:
+            return True
+    return False
+
+
+def gap_before(a: Recording, b: Recording, alignment: Alignment, table: list[Row], n: int) -> Gap:
+    """The code between row ``n - 1`` and row ``n`` (before the first row, for 0), with the layers each side
+    records there unaligned."""
+
+    def between(r: Recording, fused: dict[int, int], after: int, before: int) -> tuple[str, ...]:
+        inner = {k for last, first in fused.items() for k in range(first, last)}
+        start = fused.get(before, before)
+        return tuple(r.layers[k].name for k in range(after + 1, start) if k not in inner)
+
+    row = table[n]
+    if n == 0:
+        return Gap(("inputs", "inputs"), (a.layers[row.i].name, b.layers[row.j].name))
+    prev = table[n - 1]
+    return Gap(
+        (a.layers[prev.i].name, b.layers[prev.j].name),
+        (a.layers[row.i].name, b.layers[row.j].name),
+        between(a, alignment.fused_a, prev.i, row.i),
+        between(b, alignment.fused_b, prev.j, row.j),
+    )
+
+
+def _consumers(
+    live: list[tuple[Recording, int | None]], other: list[tuple[Recording, int]], n: int, window: int = 8
+) -> list[int] | None:
+    """The rows after row ``n`` whose input in the replay is row ``n``'s forced output (the other side's), by
+    value; None when none of those rows records an input."""
+    source, index = other[n]
+    if "output" not in source.layers[index].tensors or not source.layers[index].tensors["output"].stored:
+        return None
+    forced = source.tensor(index, "output")
+    found, known = [], False
+    for m in range(n + 1, min(n + 1 + window, len(live))):
+        recording, k = live[m]
+        if k is None:
+            continue
+        for key in keys_of(recording.layers[k].tensors, "input"):
+            known = True
+            value = recording.tensor(k, key)
+            eps = 8 * EPS.get(str(value.dtype), EPS["float32"])
+            if value.shape == forced.shape and np.all(np.abs(value - forced) <= eps * (np.abs(forced) + 1e-300)):
+                found.append(m)
+                break
+    return found if known else None
 
 
 def _culprit(
@@ -298,15 +368,19 @@ def _culprit(
     src_a: str,
     src_b: str,
     batch: int | None,
+    tensor: str | None = None,
 ) -> Culprit:
-    """A culprit, with a hint from its values (none when only statistics were kept)."""
-    if values is None:
-        return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
+    """A culprit, with a hint from its values (none when only statistics were kept); ``tensor`` names what
+    differs where its key does not say it (``input of fc2``)."""
+    tensor = tensor or key
+    note = d.note or (f"{tensor} has shape {d.shape_a} in {src_a}, {d.shape_b} in {src_b}" if d.problem == "shape" else "")
+    if values is None or d.problem == "shape":
+        return Culprit(layer.layer_a, layer.layer_b, pass_, tensor, d.max_abs, d.max_rel, d.tol, None, note=note, problem=d.problem)
     va, vb = values
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
     sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
-    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
+    return Culprit(layer.layer_a, layer.layer_b, pass_, tensor, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
 
 
 def _batch(a: Recording) -> int | None:
