@@ -134,6 +134,7 @@ def _isolated(
     return isolated(
         a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
         live_side=live_side, progress=progress,
+        failures=(pair.a.failure, pair.b.failure) if live_side == "b" else (pair.b.failure, pair.a.failure),
     )
 
 

@@ -50,6 +50,8 @@ class Local:
     has_grad_input: bool = False  # both sides record its input gradient
     grad_forced: bool = True  # the replay could hand it the other side's output gradient
     output_forced: bool = True  # ... and the other side's output, to the layers after it
+    unfinished: bool = False  # its backward never ran on one side: it, or a layer after it, raised
+    raised: str = ""  # ... it raised itself: the exception, on one line
 
 
 @dataclass
@@ -123,6 +125,11 @@ def _backward(
 ) -> bool:
     """Place row ``n``'s backward culprits; whether it has one (or the code after it)."""
     layer = layers[n]
+    if f.unfinished:
+        layer.judged["backward"] = "culprit" if f.raised else "inherited"
+        if f.raised:
+            placed.backward.append((n, Culprit(layer.layer_a, layer.layer_b, "backward", "backward", 0.0, 0.0, 0.0, None, note=f.raised, problem="raised")))
+        return bool(f.raised)
     if not f.grad_forced:
         layer.judged["backward"] = "inherited" if not layer.ok else "ok"
         layer.notes.append("the gradient arriving at its output could not be given to the replay (its shape differs): its backward is not judged")

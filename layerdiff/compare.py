@@ -21,7 +21,7 @@ from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
 from layerdiff.progress import Progress
 from layerdiff.layout import canonical_shape, from_canonical
-from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo, placeholder
+from layerdiff.records import Failure, LayerInfo, ParamRecord, Recording, RunInfo, placeholder
 from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
@@ -207,15 +207,22 @@ def specs(r: Recording) -> list[ParamRecord]:
 
 
 def assemble(
-    a: Recording, b: Recording, alignment: Alignment, layers: list[LayerDiff], culprits: list[Culprit] | None, rtol: float | None
+    a: Recording,
+    b: Recording,
+    alignment: Alignment,
+    layers: list[LayerDiff],
+    culprits: list[Culprit] | None,
+    rtol: float | None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
-    """The comparison of the rows compared: first divergences, where NaN/Inf start, differences of form."""
+    """The comparison of the rows compared: first divergences, where NaN/Inf start, differences of form; a
+    backward pass that raised is the backward divergence, unless one shows before it."""
     return Comparison(
         a.source,
         b.source,
         layers,
         _first_forward(layers),
-        _first_backward(layers),
+        _first_backward(layers, _raised(failures, a.source, b.source)),
         culprits,
         {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
@@ -261,9 +268,17 @@ def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
     return None
 
 
-def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
+def _raised(failures: tuple[Failure | None, Failure | None], *sources: str) -> dict[str, str]:
+    """The layer whose backward raised, on either side, by name: the exception as a sentence."""
+    return {f.layer: f"{source}'s backward raised {f.message}" for f, source in zip(failures, sources) if f is not None}
+
+
+def _first_backward(layers: list[LayerDiff], raised: dict[str, str] | None = None) -> Divergence | None:
     for n in range(len(layers) - 1, -1, -1):
         layer = layers[n]
+        said = next((v for k, v in (raised or {}).items() if k in (layer.layer_a, layer.layer_b, *layer.layer_a.split("+"), *layer.layer_b.split("+"))), None)
+        if said is not None:
+            return Divergence(layer.layer_a, layer.layer_b, "backward", 0.0, 0.0, 0.0, said, "raised")
         found = _failing(layer, ("grad_output",))
         maker = blame.gradient_maker(n, len(layers))
         if found and maker is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):

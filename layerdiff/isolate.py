@@ -22,13 +22,14 @@ import numpy as np
 from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
 from layerdiff.align import Alignment, align, fuse, spanned
+from layerdiff.capture import Raised
 from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
 from layerdiff.layout import canonical
 from layerdiff.metrics import EPS, Tolerance, diff, grad_floor
 from layerdiff.progress import Progress, stage
-from layerdiff.records import InMemory, LayerInfo, Recording, Trace, keys_of
+from layerdiff.records import Failure, InMemory, LayerInfo, Recording, Trace, keys_of
 from layerdiff.results import Comparison, Culprit, Gap, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
@@ -50,9 +51,11 @@ def isolated(
     rtol: float | None = None,
     live_side: str = "b",
     progress: Progress | None = None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
     """Align ``a`` and ``b``, replay the live side (B, or A when ``live_side == "a"``) forced with the other side's
-    values, and compare all three: per layer the plain errors, the local ones, and the culprits.
+    values, and compare all three: per layer the plain errors, the local ones, and the culprits. ``failures``: each
+    side's backward that raised, if one did (its trace holds what was recorded up to it).
 
     Raises:
         AdapterError: the live side's adapter did not force the replay.
@@ -64,7 +67,7 @@ def isolated(
         local = InMemory(replay(live, feed, given), live.source)
     return compare_isolated(
         a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None,
-        reference=twin, rtol=rtol, progress=progress,
+        reference=twin, rtol=rtol, progress=progress, failures=failures,
     )
 
 
@@ -101,11 +104,15 @@ def replay(live: Side, feed: Feed, forcing: Forcing) -> Trace:
             or whose next layer received the layer's own output instead of the forced one.
     """
     outputs, grads = _Witness(forcing.outputs), _Witness(forcing.grad_outputs)
-    trace = live.run(feed, Forcing(outputs, grads))
+    try:
+        trace = live.run(feed, Forcing(outputs, grads))
+    except Raised as raised:  # its backward raised again: what it recorded up to there is its local result
+        trace = raised.trace
+    unfinished = set(trace.failure.unfinished if trace.failure is not None else ())
     for kind, witness in (("output", outputs), ("grad_output", grads)):
         for r in trace.layers:
             floating = [k for k in keys_of(r.tensors, kind) if np.issubdtype(r.tensors[k].dtype, np.inexact)]
-            if r.name not in witness or not floating:
+            if r.name not in witness or not floating or (kind == "grad_output" and r.name in unfinished):
                 continue
             if kind not in trace.forced.get(r.name, set()) or r.name not in witness.seen:
                 _refuse(live, r.name, f"it did not take the forced {kind.replace('_', ' ')} for it")
@@ -210,10 +217,11 @@ def compare_isolated(
     reference: Recording | None = None,
     rtol: float | None = None,
     progress: Progress | None = None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
     """The plain comparison of ``a`` and ``b``, and the local one of the replay ``local`` (of side ``local_side``)
     against the other side, row by row (each row's tensors of side A are read once for both): culprits, and a
-    verdict per layer.
+    verdict per layer. A layer whose backward raised on either side (``failures``) is a culprit of its own.
     """
     a, b = Reader(spanned(a, alignment.fused_a)), Reader(spanned(b, alignment.fused_b))
     local = spanned(local, alignment.fused_a if local_side == "a" else alignment.fused_b)
@@ -234,6 +242,7 @@ def compare_isolated(
         if name in at and all(t.stored for t in forced_from.tensors.values()):
             side_a, side_b = ((local, at[name]), (b, row.j)) if local_side == "a" else ((a, row.i), (local, at[name]))
             fact = local_row(side_a, side_b, row.links, tolerance, layer, batch)
+        _unfinished(fact, layer, failures, a.source, b.source)
         facts.append(fact)
         layers.append(layer)
     if progress is not None:
@@ -245,7 +254,24 @@ def compare_isolated(
         judged = set(layer.judged.values())
         layer.verdict = "culprit" if "culprit" in judged else ("ok" if layer.ok else "inherited")
     culprits = placed.culprits()
-    return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol)
+    return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol, failures)
+
+
+def _unfinished(fact: blame.Local | None, layer: LayerDiff, failures: tuple[Failure | None, Failure | None], *sources: str) -> None:
+    """A layer whose backward never ran on one side (it raised there, or in a layer after it) has no gradients to
+    judge there: the one that raised is said, with its exception, and none is missing a gradient."""
+    for failure, name, source in zip(failures, (layer.layer_a, layer.layer_b), sources):
+        if failure is None or name.split("+")[0] not in failure.unfinished and name not in failure.unfinished:
+            continue
+        layer.param_grads = [t for t in layer.param_grads if t.problem != "missing gradient"]
+        layer.local = [t for t in layer.local if t.problem != "missing gradient"]
+        if fact is not None:
+            fact.grad_input = fact.grad_output = None
+            fact.params = []
+            fact.raised = f"{source}'s backward raised {failure.message}" if failure.layer in (name, *name.split("+")) else ""
+            fact.unfinished = True
+        if fact is None or not fact.raised:
+            layer.notes.append(f"its backward never ran in {source}: {failure.layer} raised before it")
 
 
 def local_row(
