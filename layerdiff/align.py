@@ -124,13 +124,14 @@ def fuse(a: Recording, b: Recording, alignment: Alignment, tolerance: Tolerance)
     times closer than the partner's).
 
     >>> from layerdiff.records import InMemory, LayerRecord, Trace
-    >>> x = np.array([[-1.0, 2.0]])
-    >>> a = InMemory(Trace([LayerRecord("fc", "Dense", {"input": x, "output": np.maximum(x, 0)})], [], None), "a")
+    >>> x, y = np.array([[-1.0, 2.0]]), np.array([[0.0, 2.0]])
+    >>> loss = LayerRecord("loss", "Loss", {"input": y, "output": np.array(2.0)})
+    >>> a = InMemory(Trace([LayerRecord("fc", "Dense", {"input": x, "output": y}), loss], [], None), "a")
     >>> b = InMemory(Trace([LayerRecord("fc", "Linear", {"input": x, "output": x}),
-    ...                     LayerRecord("relu", "ReLU", {"input": x, "output": np.maximum(x, 0)})], [], None), "b")
+    ...                     LayerRecord("relu", "ReLU", {"input": x, "output": y}), loss], [], None), "b")
     >>> fused = fuse(a, b, align(a, b), Tolerance(("float64", "float64")))
     >>> fused.pairs, fused.fused_b, fused.only_b
-    ([(0, 1)], {1: 0}, [])
+    ([(0, 1), (1, 2)], {1: 0}, [])
     """
     taken_a, taken_b = {i for i, _ in alignment.pairs}, {j for _, j in alignment.pairs}
     pairs, fused_a, fused_b = [], dict(alignment.fused_a), dict(alignment.fused_b)

@@ -67,29 +67,37 @@ class Placed:
         return [c for _, c in forward + backward]
 
 
-def place(
-    facts: list[Local | None],
-    layers: list[LayerDiff],
-    gaps: Callable[[int], Gap],
-    consumers: Callable[[int], list[int] | None],
-) -> Placed:
+@dataclass(frozen=True)
+class Flow:
+    """What the replay says of how values flow between rows: the code between rows n - 1 and n (``gap_before(0)``:
+    before the first); the rows whose input is row n's output (None where no recording says); whether row n's input
+    was made by code rather than handed on from a row (None where it records no input)."""
+
+    gap_before: Callable[[int], Gap]
+    consumers: Callable[[int], list[int] | None]
+    made_by_code: Callable[[int], bool | None]
+
+
+def place(facts: list[Local | None], layers: list[LayerDiff], flow: Flow) -> Placed:
     """The culprits of a replay, each where it is made; each layer's verdict per pass and notes set on ``layers``.
 
     Args:
         facts: per row, what the replay found (None: the row could not be replayed).
         layers: the rows' comparisons, in execution order.
-        gaps: the code between rows n - 1 and n (``gaps(0)``: before the first row).
-        consumers: the rows whose input is row n's output in the replay; None where no recording says.
+        flow: how values flow between the rows in the replay.
     """
     placed = Placed()
     for n, f in enumerate(facts):
         if f is not None:
-            _forward(n, f, facts, layers, gaps, placed)
+            _forward(n, f, facts, layers, flow.gap_before, placed)
     made_after = False  # a backward culprit after the row in execution order
     for n in range(len(facts) - 1, -1, -1):
         f = facts[n]
-        if f is not None:
-            made_after = _backward(n, f, facts, layers, gaps, consumers, made_after, placed) or made_after
+        if f is None:
+            continue
+        made_after = _backward(n, f, layers, placed) or made_after
+        if f.grad_output is not None and not f.unfinished and f.grad_forced:
+            made_after = _arriving(n, f, facts, layers, flow, made_after, placed) or made_after
     return placed
 
 
@@ -99,8 +107,7 @@ def _forward(n: int, f: Local, facts: list[Local | None], layers: list[LayerDiff
     if f.received is not None and f.layout_only:
         layer.notes.append("its input holds the other side's values with the axes in another order (code before it lays them out): no difference")
     elif f.received is not None and (n == 0 or (before is not None and before.output_forced)):
-        gap = gaps(n)
-        placed.forward.append((n - 0.5, replace(f.received, layer_a=_name(gap, 0), layer_b=_name(gap, 1), gap=gap)))
+        _gap(placed.forward, n - 0.5, f.received, gaps(n))
         layer.judged["forward"] = "inherited"
         layer.notes.append("its input already differs in the replay: the cause is the code before it")
         return
@@ -113,17 +120,8 @@ def _forward(n: int, f: Local, facts: list[Local | None], layers: list[LayerDiff
         layer.judged["forward"] = "culprit"
 
 
-def _backward(
-    n: int,
-    f: Local,
-    facts: list[Local | None],
-    layers: list[LayerDiff],
-    gaps: Callable[[int], Gap],
-    consumers: Callable[[int], list[int] | None],
-    made_after: bool,
-    placed: Placed,
-) -> bool:
-    """Place row ``n``'s backward culprits; whether it has one (or the code after it)."""
+def _backward(n: int, f: Local, layers: list[LayerDiff], placed: Placed) -> bool:
+    """Place row ``n``'s own backward culprits (its input gradient, its parameters', an exception); whether it has one."""
     layer = layers[n]
     if f.unfinished:
         layer.judged["backward"] = "culprit" if f.raised else "inherited"
@@ -134,47 +132,67 @@ def _backward(
         layer.judged["backward"] = "inherited" if not layer.ok else "ok"
         layer.notes.append("the gradient arriving at its output could not be given to the replay (its shape differs): its backward is not judged")
         return False
-    found = [] if f.received is not None and not f.layout_only else list(f.params)
+    different_input = f.received is not None and not f.layout_only
+    found = [] if different_input else list(f.params)
     if f.grad_input is not None and f.received is None:
         found.insert(0, f.grad_input)
-    if f.received is not None and not f.layout_only and (f.grad_input is not None or f.params):
+    if different_input and (f.grad_input is not None or f.params):
         layer.notes.append("its gradients are computed from the different input it received: its backward is not judged")
     placed.backward += [(n, c) for c in found]
     layer.judged["backward"] = "culprit" if found else ("ok" if layer.ok else "inherited")
-    arriving = f.grad_output
-    if arriving is None:
-        return bool(found)
-    if not f.has_grad_input:
-        _made_by_consumer(n, arriving, facts, layers, consumers, placed)
-        return bool(found)
+    return bool(found)
+
+
+def _arriving(n: int, f: Local, facts: list[Local | None], layers: list[LayerDiff], flow: Flow, made_after: bool, placed: Placed) -> bool:
+    """A wrong gradient arriving at row ``n``'s output, placed with the backward that made it: a consumer recorded
+    without an input gradient of its own (a tap), or the code that consumes it; none where a consumer is a culprit
+    already, where several share it unseparated, or where a culprit after it may reach it through code. Whether a
+    culprit was placed."""
+    c = f.grad_output
+    assert c is not None
+    readers = flow.consumers(n)
+    if readers is None:  # no recording says who reads it: the next row, as the order of execution suggests
+        maker = gradient_maker(n, len(facts))
+        return maker is not None and not f.has_grad_input and _blame(maker, c, layers, placed)
+    taps = [k for k in readers if not _records_grad_input(facts[k])]
+    if any(layers[k].judged.get("backward") == "culprit" for k in readers):
+        return False
+    if len(taps) == 1 and len(readers) == 1:
+        return _blame(taps[0], c, layers, placed)
+    if taps:
+        names = ", ".join(layers[k].layer_a for k in readers)
+        note = (f"{names} all read {c.layer_a}'s output, and the gradient arriving there is the sum of their "
+                "contributions, which the recordings do not separate: which one makes the difference cannot be told")
+        layers[n].notes.append(note)
+        placed.backward.append((n, replace(c, layer_a=f"consumers of {c.layer_a}", layer_b=f"consumers of {c.layer_b}", tensor=f"grad_output of {c.layer_a}", note=note)))
+        return True
     if made_after:
-        layer.notes.append("the gradient arriving at its output differs: a culprit after it can reach it through code no layer records (a residual stream)")
-        return bool(found)
-    if n + 1 >= len(facts) or facts[n + 1] is None:
-        return bool(found)
-    gap = gaps(n + 1)
-    placed.backward.append((n + 0.5, replace(arriving, layer_a=_name(gap, 0), layer_b=_name(gap, 1), gap=gap, tensor=f"grad_output of {arriving.layer_a}")))
+        layers[n].notes.append("the gradient arriving at its output differs: a culprit after it can reach it through code no layer records (a residual stream)")
+        return False
+    # Read by code alone: the code before the first later row whose input is made by code, not handed on.
+    end = next((m for m in range(n + 1, len(facts)) if flow.made_by_code(m)), n + 1)
+    if end >= len(facts):
+        return False
+    return _gap(placed.backward, end - 0.5, replace(c, tensor=f"grad_output of {c.layer_a}"), flow.gap_before(end))
+
+
+def _records_grad_input(f: Local | None) -> bool:
+    return f is not None and f.has_grad_input
+
+
+def _blame(maker: int, c: Culprit, layers: list[LayerDiff], placed: Placed) -> bool:
+    made = layers[maker]
+    made.judged["backward"] = "culprit"
+    placed.backward.append((maker, replace(c, layer_a=made.layer_a, layer_b=made.layer_b, tensor=f"{c.tensor} of {c.layer_a}")))
     return True
 
 
-def _made_by_consumer(
-    n: int, c: Culprit, facts: list[Local | None], layers: list[LayerDiff], consumers: Callable[[int], list[int] | None], placed: Placed
-) -> None:
-    """A wrong gradient arriving at a value without an input gradient of its own, moved to the consumer whose
-    backward made it; to none where several consumers share it unseparated."""
-    readers = consumers(n)
-    if readers is not None and len(readers) > 1:
-        names = ", ".join(layers[k].layer_a for k in readers)
-        note = f"{names} all read {c.layer_a}'s output, and the gradient arriving there is the sum of their contributions, which the recordings do not separate: which one makes the difference cannot be told"
-        layers[n].notes.append(note)
-        placed.backward.append((n, replace(c, layer_a=f"consumers of {c.layer_a}", layer_b=f"consumers of {c.layer_b}", tensor=f"grad_output of {c.layer_a}", note=note)))
-        return
-    maker = readers[0] if readers else gradient_maker(n, len(facts))
-    if maker is None:
-        placed.backward.append((n, c))
-        return
-    made = layers[maker]
-    placed.backward.append((maker, replace(c, layer_a=made.layer_a, layer_b=made.layer_b, tensor=f"{c.tensor} of {c.layer_a}")))
+def _gap(found: list[tuple[float, Culprit]], at: float, c: Culprit, gap: Gap) -> bool:
+    """A culprit in the code ``gap``, once per pass: several values read by the same code blame it once."""
+    if any(x.gap == gap for _, x in found):
+        return False
+    found.append((at, replace(c, layer_a=_name(gap, 0), layer_b=_name(gap, 1), gap=gap)))
+    return True
 
 
 def _name(gap: Gap, side: int) -> str:

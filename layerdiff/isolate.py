@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import permutations
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
@@ -23,6 +22,7 @@ from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
 from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.capture import Raised
+from layerdiff.flow import consumers, gap_before, made_by_code, permuted_equal
 from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
@@ -249,7 +249,8 @@ def compare_isolated(
         progress("compare", len(table), len(table))
     live = [(local, at.get((a.layers[r.i] if local_side == "a" else b.layers[r.j]).name)) for r in table]
     other: list[tuple[Recording, int]] = [(b, r.j) if local_side == "a" else (a, r.i) for r in table]
-    placed = blame.place(facts, layers, partial(gap_before, a, b, alignment, table), partial(_consumers, live, other))
+    values = blame.Flow(partial(gap_before, a, b, alignment, table), partial(consumers, live, other), partial(made_by_code, live, other))
+    placed = blame.place(facts, layers, values)
     for layer in layers:
         judged = set(layer.judged.values())
         layer.verdict = "culprit" if "culprit" in judged else ("ok" if layer.ok else "inherited")
@@ -322,67 +323,6 @@ def _alike(la: LayerInfo, lb: LayerInfo, kind: str) -> bool:
     if not keys_a or not keys_b:
         return True
     return len(keys_a) == len(keys_b) and all(la.tensors[x].shape == lb.tensors[y].shape for x, y in zip(keys_a, keys_b))
-
-
-def permuted_equal(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
-    """Whether ``b`` holds ``a``'s values with its axes in another order (a layout change, not a difference).
-
-    >>> x = np.arange(24.0).reshape(2, 3, 4)
-    >>> permuted_equal(x, x.transpose(0, 2, 1), 1e-12), permuted_equal(x, x.reshape(2, 4, 3), 1e-12)
-    (True, False)
-    """
-    if a.shape == b.shape or a.size != b.size or a.ndim != b.ndim or a.ndim > 6:
-        return False
-    for axes in permutations(range(a.ndim)):
-        moved = a.transpose(axes)
-        if moved.shape == b.shape and diff("input", moved, b, tol).ok:
-            return True
-    return False
-
-
-def gap_before(a: Recording, b: Recording, alignment: Alignment, table: list[Row], n: int) -> Gap:
-    """The code between row ``n - 1`` and row ``n`` (before the first row, for 0), with the layers each side
-    records there unaligned."""
-
-    def between(r: Recording, fused: dict[int, int], after: int, before: int) -> tuple[str, ...]:
-        inner = {k for last, first in fused.items() for k in range(first, last)}
-        start = fused.get(before, before)
-        return tuple(r.layers[k].name for k in range(after + 1, start) if k not in inner)
-
-    row = table[n]
-    if n == 0:
-        return Gap(("inputs", "inputs"), (a.layers[row.i].name, b.layers[row.j].name))
-    prev = table[n - 1]
-    return Gap(
-        (a.layers[prev.i].name, b.layers[prev.j].name),
-        (a.layers[row.i].name, b.layers[row.j].name),
-        between(a, alignment.fused_a, prev.i, row.i),
-        between(b, alignment.fused_b, prev.j, row.j),
-    )
-
-
-def _consumers(
-    live: list[tuple[Recording, int | None]], other: list[tuple[Recording, int]], n: int, window: int = 8
-) -> list[int] | None:
-    """The rows after row ``n`` whose input in the replay is row ``n``'s forced output (the other side's), by
-    value; None when none of those rows records an input."""
-    source, index = other[n]
-    if "output" not in source.layers[index].tensors or not source.layers[index].tensors["output"].stored:
-        return None
-    forced = source.tensor(index, "output")
-    found, known = [], False
-    for m in range(n + 1, min(n + 1 + window, len(live))):
-        recording, k = live[m]
-        if k is None:
-            continue
-        for key in keys_of(recording.layers[k].tensors, "input"):
-            known = True
-            value = recording.tensor(k, key)
-            eps = 8 * EPS.get(str(value.dtype), EPS["float32"])
-            if value.shape == forced.shape and np.all(np.abs(value - forced) <= eps * (np.abs(forced) + 1e-300)):
-                found.append(m)
-                break
-    return found if known else None
 
 
 def _culprit(
