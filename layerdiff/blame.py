@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from layerdiff.flow import Flow
 from layerdiff.results import Culprit, Gap, LayerDiff
 
 
@@ -65,17 +66,6 @@ class Placed:
         forward = sorted(self.forward, key=lambda x: x[0])
         backward = sorted(self.backward, key=lambda x: (-x[0], x[1].pass_))
         return [c for _, c in forward + backward]
-
-
-@dataclass(frozen=True)
-class Flow:
-    """What the replay says of how values flow between rows: the code between rows n - 1 and n (``gap_before(0)``:
-    before the first); the rows whose input is row n's output (None where no recording says); whether row n's input
-    was made by code rather than handed on from a row (None where it records no input)."""
-
-    gap_before: Callable[[int], Gap]
-    consumers: Callable[[int], list[int] | None]
-    made_by_code: Callable[[int], bool | None]
 
 
 def place(facts: list[Local | None], layers: list[LayerDiff], flow: Flow) -> Placed:
@@ -161,19 +151,37 @@ def _arriving(n: int, f: Local, facts: list[Local | None], layers: list[LayerDif
         return _blame(taps[0], c, layers, placed)
     if taps:
         names = ", ".join(layers[k].layer_a for k in readers)
-        note = (f"{names} all read {c.layer_a}'s output, and the gradient arriving there is the sum of their "
-                "contributions, which the recordings do not separate: which one makes the difference cannot be told")
-        layers[n].notes.append(note)
+        note = (f"{names} all read {c.layer_a}'s output, and one side records only the sum of their input gradients: "
+                "which of them makes it wrong cannot be told")
         placed.backward.append((n, replace(c, layer_a=f"consumers of {c.layer_a}", layer_b=f"consumers of {c.layer_b}", tensor=f"grad_output of {c.layer_a}", note=note)))
         return True
+    # Read by code alone: the code before the first later row whose input is made by code, not handed on.
+    end = next((m for m in range(n + 1, len(facts)) if flow.made_by_code(m)), n + 1)
+    gap = flow.gap_before(end) if end < len(facts) else None
+    if gap is None or any(x.gap == gap for _, x in placed.backward):
+        return False  # that code is a culprit already, for another value it reads
     if made_after:
         layers[n].notes.append("the gradient arriving at its output differs: a culprit after it can reach it through code no layer records (a residual stream)")
         return False
-    # Read by code alone: the code before the first later row whose input is made by code, not handed on.
-    end = next((m for m in range(n + 1, len(facts)) if flow.made_by_code(m)), n + 1)
-    if end >= len(facts):
-        return False
-    return _gap(placed.backward, end - 0.5, replace(c, tensor=f"grad_output of {c.layer_a}"), flow.gap_before(end))
+    return _gap(placed.backward, end - 0.5, replace(c, tensor=f"grad_output of {c.layer_a}"), gap)
+
+
+def made_by(n: int, rows: int, flow: Flow) -> int | list[int] | Gap | None:
+    """What made the gradient arriving at row ``n``'s output, by the rule for a value without an input gradient of
+    its own: the row that reads it (several: all of them), the code that reads it when no row does, the next row
+    where no recording says; None for the last row."""
+    readers = flow.consumers(n)
+    if readers is None:
+        return gradient_maker(n, rows)
+    if readers:
+        return readers[0] if len(readers) == 1 else readers
+    end = next((m for m in range(n + 1, rows) if flow.made_by_code(m)), None)
+    return None if end is None else flow.gap_before(end)
+
+
+def gap_name(gap: Gap) -> tuple[str, str]:
+    """A gap as each side names it."""
+    return _name(gap, 0), _name(gap, 1)
 
 
 def _records_grad_input(f: Local | None) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from deepdiff import DeepDiff
 
-from layerdiff import blame, sync
+from layerdiff import blame, flow, sync
 from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
@@ -22,7 +22,7 @@ from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_d
 from layerdiff.progress import Progress
 from layerdiff.layout import canonical_shape, from_canonical
 from layerdiff.records import Failure, LayerInfo, ParamRecord, Recording, RunInfo, placeholder
-from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, TensorDiff, Verdict
+from layerdiff.results import Comparison, Culprit, Divergence, Gap, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
@@ -222,7 +222,7 @@ def assemble(
         b.source,
         layers,
         _first_forward(layers),
-        _first_backward(layers, _raised(failures, a.source, b.source)),
+        _first_backward(layers, _raised(failures, a.source, b.source), flow.plain(a, b, alignment)),
         culprits,
         {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
@@ -273,18 +273,24 @@ def _raised(failures: tuple[Failure | None, Failure | None], *sources: str) -> d
     return {f.layer: f"{source}'s backward raised {f.message}" for f, source in zip(failures, sources) if f is not None}
 
 
-def _first_backward(layers: list[LayerDiff], raised: dict[str, str] | None = None) -> Divergence | None:
+def _first_backward(layers: list[LayerDiff], raised: dict[str, str] | None = None, values: flow.Flow | None = None) -> Divergence | None:
     for n in range(len(layers) - 1, -1, -1):
         layer = layers[n]
         said = next((v for k, v in (raised or {}).items() if k in (layer.layer_a, layer.layer_b, *layer.layer_a.split("+"), *layer.layer_b.split("+"))), None)
         if said is not None:
             return Divergence(layer.layer_a, layer.layer_b, "backward", 0.0, 0.0, 0.0, said, "raised")
         found = _failing(layer, ("grad_output",))
-        maker = blame.gradient_maker(n, len(layers))
+        aligned = len(layers) if values is None else values.rows
+        maker = None if n >= aligned else blame.gradient_maker(n, aligned) if values is None else blame.made_by(n, aligned, values)
         if found and maker is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):
-            made = layers[maker]
-            why = f"its backward hands '{layer.layer_a}' a wrong gradient"
-            return Divergence(made.layer_a, made.layer_b, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, why)
+            if isinstance(maker, Gap):
+                names, why = blame.gap_name(maker), f"code no layer records hands '{layer.layer_a}' a wrong gradient"
+            elif isinstance(maker, list):
+                names = (f"consumers of {layer.layer_a}", f"consumers of {layer.layer_b}")
+                why = f"{', '.join(layers[k].layer_a for k in maker)} all read it: which one hands it a wrong gradient, its sum does not say"
+            else:
+                names, why = (layers[maker].layer_a, layers[maker].layer_b), f"its backward hands '{layer.layer_a}' a wrong gradient"
+            return Divergence(*names, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, why)
         found = found or _failing(layer, ("grad_input",))
         if found:
             return found

@@ -8,12 +8,14 @@ code that no layer records. ``blame`` places culprits with these answers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from itertools import permutations
+from typing import Callable
 
 import numpy as np
 
 from layerdiff.align import Alignment
-from layerdiff.compare import Row
 from layerdiff.metrics import EPS, diff
 from layerdiff.records import Recording, keys_of
 from layerdiff.results import Gap
@@ -24,6 +26,28 @@ WINDOW = 8  # rows after a value that may read it
 # the other side recorded it (whose outputs the replay handed on).
 Live = list[tuple[Recording, "int | None"]]
 Other = list[tuple[Recording, int]]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the replay says of how values flow between rows: the code between rows n - 1 and n (``gap_before(0)``:
+    before the first); the rows whose input is row n's output (None where no recording says); whether row n's input
+    was made by code rather than handed on from a row (None where it records no input)."""
+
+    gap_before: Callable[[int], Gap]
+    consumers: Callable[[int], list[int] | None]
+    made_by_code: Callable[[int], bool | None]
+    rows: int
+
+
+def plain(a: Recording, b: Recording, alignment: Alignment) -> Flow:
+    """How values flow in one side's own recording (B's, or A's where B records no inputs): for the plain
+    comparison, which has no replay."""
+    rows_b: Live = [(b, j) for _, j in alignment.pairs]
+    rows_a: Live = [(a, i) for i, _ in alignment.pairs]
+    rows = rows_b if any(keys_of(b.layers[j].tensors, "input") for _, j in alignment.pairs) else rows_a
+    own: Other = [(r, k) for r, k in rows if k is not None]
+    return Flow(partial(gap_before, a, b, alignment), partial(consumers, rows, own), partial(made_by_code, rows, own), len(rows))
 
 
 def permuted_equal(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
@@ -42,24 +66,24 @@ def permuted_equal(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
     return False
 
 
-def gap_before(a: Recording, b: Recording, alignment: Alignment, table: list[Row], n: int) -> Gap:
-    """The code between row ``n - 1`` and row ``n`` (before the first row, for 0), with the layers each side
-    records there unaligned."""
+def gap_before(a: Recording, b: Recording, alignment: Alignment, n: int) -> Gap:
+    """The code between row ``n - 1`` and row ``n`` of ``alignment`` (before the first row, for 0), with the layers
+    each side records there unaligned."""
 
     def between(r: Recording, fused: dict[int, int], after: int, before: int) -> tuple[str, ...]:
         inner = {k for last, first in fused.items() for k in range(first, last)}
         start = fused.get(before, before)
         return tuple(r.layers[k].name for k in range(after + 1, start) if k not in inner)
 
-    row = table[n]
+    i, j = alignment.pairs[n]
     if n == 0:
-        return Gap(("inputs", "inputs"), (a.layers[row.i].name, b.layers[row.j].name))
-    prev = table[n - 1]
+        return Gap(("inputs", "inputs"), (a.layers[i].name, b.layers[j].name))
+    pi, pj = alignment.pairs[n - 1]
     return Gap(
-        (a.layers[prev.i].name, b.layers[prev.j].name),
-        (a.layers[row.i].name, b.layers[row.j].name),
-        between(a, alignment.fused_a, prev.i, row.i),
-        between(b, alignment.fused_b, prev.j, row.j),
+        (a.layers[pi].name, b.layers[pj].name),
+        (a.layers[i].name, b.layers[j].name),
+        between(a, alignment.fused_a, pi, i),
+        between(b, alignment.fused_b, pj, j),
     )
 
 

@@ -22,7 +22,7 @@ from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
 from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.capture import Raised
-from layerdiff.flow import consumers, gap_before, made_by_code, permuted_equal
+from layerdiff.flow import Flow, consumers, gap_before, made_by_code, permuted_equal
 from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
@@ -249,7 +249,7 @@ def compare_isolated(
         progress("compare", len(table), len(table))
     live = [(local, at.get((a.layers[r.i] if local_side == "a" else b.layers[r.j]).name)) for r in table]
     other: list[tuple[Recording, int]] = [(b, r.j) if local_side == "a" else (a, r.i) for r in table]
-    values = blame.Flow(partial(gap_before, a, b, alignment, table), partial(consumers, live, other), partial(made_by_code, live, other))
+    values = Flow(partial(gap_before, a, b, alignment), partial(consumers, live, other), partial(made_by_code, live, other), len(table))
     placed = blame.place(facts, layers, values)
     for layer in layers:
         judged = set(layer.judged.values())
