@@ -102,6 +102,7 @@ _FLAGS = {
     "steps": "--steps",
     "batch": "--batch",
     "samples": "--samples",
+    "zoom": "--zoom",
 }
 _vocabulary: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("layerdiff_vocabulary", default=None)
 

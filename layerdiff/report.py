@@ -18,6 +18,7 @@ from rich.text import Text
 from layerdiff.records import RunInfo
 from layerdiff.results import Comparison, Culprit, Divergence, Gap, LayerDiff, TensorDiff
 from layerdiff.sync import WeightLink
+from layerdiff.zoom import describe as describe_zoom
 
 JSON_SCHEMA = 1
 STYLE = {"culprit": "bold red", "inherited": "yellow", "differs": "bold red", "ok": "green"}
@@ -133,6 +134,8 @@ def _summary(result: Comparison) -> Table:
             grid.add_row("  hint", c.hint)
         if c.note and c.problem not in SAID:
             grid.add_row("  note", c.note)
+    for z in result.zooms:
+        grid.add_row(Text("zoom", style="bold"), describe_zoom(z))
     for layer in result.layers:
         for line in layer.notes:
             grid.add_row("note", f"{where(layer.layer_a, layer.layer_b)}: {line}")
@@ -301,6 +304,7 @@ def to_json(
         "only_a": result.only_a,
         "only_b": result.only_b,
         "fused": {"a": result.fused_a, "b": result.fused_b},
+        "zooms": [plain(z) for z in result.zooms],
         "structure": result.structure,
         "weights": {
             "from": weights_from,

@@ -112,6 +112,24 @@ class Gap:
 
 
 @dataclass
+class Zoom:
+    """A module (``layer_a`` on side A, ``layer_b`` on B; "" the whole model) run operation by operation on both
+    sides, on equal inputs: the first operation whose output differs (``op``, its index on side A, and ``name``; the
+    operation that reads it, ``consumer``), or ``said``, why none is named."""
+
+    layer_a: str
+    layer_b: str
+    op: int | None = None
+    name: str = ""
+    consumer: str = ""
+    max_rel: float = 0.0
+    tol: float = 0.0
+    shape: tuple[int, ...] = ()
+    ops: int = 0  # operations recorded on side A
+    said: str = ""
+
+
+@dataclass
 class Culprit:
     """A layer wrong given correct inputs; or, with ``gap``, code between captured layers."""
 
@@ -151,6 +169,7 @@ class Comparison:
     # Runs of layers aligned as one layer of the other side, by the names of their layers joined with "+".
     fused_a: list[str] = field(default_factory=list)
     fused_b: list[str] = field(default_factory=list)
+    zooms: list[Zoom] = field(default_factory=list)  # modules run operation by operation: culprits' and those asked for
 
     @property
     def match(self) -> bool:

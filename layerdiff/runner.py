@@ -109,6 +109,7 @@ class Pair:
     feed: Feed
     live: Side  # side B, as it ran: what a replay runs again
     reference: Trace | None = None  # side B rerun in float64, when it ran in a lower precision
+    live_a: Side | None = None  # side A, as it ran, when it is a model file: what a zoom runs again
 
 
 def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
@@ -298,7 +299,7 @@ def run_pair(
         except Raised as raised:
             reference = raised.trace
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
-    return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
+    return Pair(ta, tb, links, a.source, notes, feed, sb, reference, sa)
 
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:

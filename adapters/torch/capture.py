@@ -229,6 +229,11 @@ class TorchAdapter:
                 module.inplace = True
         return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
 
+    def zoom(self, model: Any, spec: Spec, feed: Feed, layer: str, inputs: list[np.ndarray] | None) -> Any:
+        from layerdiff.adapters.torch.zoom import zoom
+
+        return zoom(model, spec, feed, layer, inputs)
+
 
 def _iterate(
     spec: Spec, net: torch.nn.Module, inputs: list[torch.Tensor], feed: Feed, dtype: torch.dtype, recorder: Recorder
