@@ -11,6 +11,7 @@ calls that nothing intercepts: there, ``tap`` the values inside the layer to see
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from layerdiff.adapter import Feed, Ops
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.flow import permuted_equal
-from layerdiff.layout import from_canonical
+from layerdiff.layout import canonical, from_canonical
 from layerdiff.metrics import diff, noise_floor
 from layerdiff.results import Comparison, Zoom
 
@@ -39,10 +40,11 @@ def zoom(a: Side, b: Side, feed: Feed, layer_a: str, layer_b: str, dtype: str = 
         run = getattr(side.adapter, "zoom", None)
         if run is None:
             return Zoom(layer_a, layer_b, said=f"{side.source} ({side.adapter.name}) cannot be zoomed into: tap the values inside the layer to compare them")
-        found = run(side.handle, side.spec, _laid_out(feed, side.layout), layer, ops[0].inputs if given else None)
+        inputs = [from_canonical(x, side.layout) for x in ops[0].inputs] if given else None
+        found = run(side.handle, side.spec, _laid_out(feed, side.layout), layer, inputs)
         if found is None:
             return Zoom(layer_a, layer_b, said=f"{side.source} has no module '{layer or 'model'}'")
-        ops.append(found)
+        ops.append(_canonical(found, side.layout))
     return first_difference(ops[0], ops[1], layer_a, layer_b, dtype)
 
 
@@ -83,30 +85,47 @@ def for_culprits(result: Comparison, a: Side | None, b: Side | None, feed: Feed,
             continue
         names = ("", "") if c.layer_a.startswith("between ") else (c.layer_a.split("+")[0], c.layer_b.split("+")[0])
         found = zoom(a, b, feed, *names, dtype)
-        if found.op is not None or found.said.startswith("no operation"):
+        if found.ops > 1:
             zooms.append(found)
     return zooms
 
 
 def first_difference(a: Ops, b: Ops, layer_a: str, layer_b: str, dtype: str = "float64") -> Zoom:
-    """The first operation of ``a`` whose output differs from that of its partner in ``b``."""
-    pairs = _paired(a, b)
-    for i, j in pairs:
-        x, y = a.ops[i].output, b.ops[j].output
-        if x.shape != y.shape:
-            if permuted_equal(x, y, _tol(dtype, x)):
+    """The first operation of ``a`` that differs: from its partner of the same name in ``b``, given equal inputs;
+    or, paired with another operation or none (other frameworks split their work otherwise), whose value no
+    operation of ``b`` computes."""
+    partner = dict(_paired(a, b))
+    by_size: dict[int, list[np.ndarray]] = {}
+    for op in b.ops:
+        by_size.setdefault(op.output.size, []).append(op.output)
+    data: set[int] = set()  # operations that depend on the module's inputs: the others read parameters alone
+    for i, op in enumerate(a.ops):
+        if not any(k < 0 or k in data for k in op.reads):
+            continue  # a weight reshaped or broadcast: the same on both sides, and not always computed apart
+        data.add(i)
+        x, tol = op.output, _tol(dtype, op.output)
+        j = partner.get(i)
+        if j is not None and b.ops[j].name == op.name:
+            y = b.ops[j].output
+            same, rel = (permuted_equal(x, y, tol), float("inf")) if x.shape != y.shape else _same(x, y, tol)
+            if same:
                 continue
-            d_ok, rel = False, float("inf")
-        else:
-            d = diff("output", x, y, _tol(dtype, x))
-            d_ok, rel = d.ok, d.max_rel
-        if d_ok:
+            said = f"differs from b's op {j} ({b.ops[j].name}) given equal inputs"
+        elif any(_same(x, y, tol)[0] if x.shape == y.shape else permuted_equal(x, y, tol) for y in by_size.get(x.size, [])):
             continue
+        else:
+            near = b.ops[j].output if j is not None else None
+            rel = _same(x, near, tol)[1] if near is not None and near.shape == x.shape else float("inf")
+            said = "computes a value that no operation of b computes, given equal inputs"
         reader = next((k for k in range(i + 1, len(a.ops)) if i in a.ops[k].reads), None)
         consumer = "" if reader is None else f"op {reader} ({a.ops[reader].name})"
-        return Zoom(layer_a, layer_b, op=i, name=a.ops[i].name, consumer=consumer, max_rel=rel, tol=_tol(dtype, x), shape=tuple(x.shape), ops=len(a.ops))
-    said = "no operation differs given equal inputs" + ("" if len(pairs) == len(a.ops) else f" ({len(a.ops) - len(pairs)} of {len(a.ops)} have no partner)")
-    return Zoom(layer_a, layer_b, said=said, ops=len(a.ops))
+        return Zoom(layer_a, layer_b, op=i, name=op.name, consumer=consumer, max_rel=rel, tol=tol, shape=tuple(x.shape), ops=len(a.ops), said=said)
+    return Zoom(layer_a, layer_b, said="no operation differs given equal inputs", ops=len(a.ops))
+
+
+def _same(x: np.ndarray, y: np.ndarray, tol: float) -> tuple[bool, float]:
+    d = diff("output", x, y, tol)
+    return d.ok, d.max_rel
 
 
 def _tol(dtype: str, x: np.ndarray) -> float:
@@ -143,6 +162,18 @@ def _paired(a: Ops, b: Ops) -> list[tuple[int, int]]:
     return pairs
 
 
+def _canonical(found: Ops, layout: str) -> Ops:
+    """A channels-last side's values in PyTorch's order, as its recordings are compared: those of its layout's rank."""
+    if not layout:
+        return found
+    rank = len(layout.split())
+
+    def moved(x: np.ndarray) -> np.ndarray:
+        return canonical(x, layout) if x.ndim == rank else x
+
+    return Ops([moved(x) for x in found.inputs], [replace(op, output=moved(op.output)) for op in found.ops])
+
+
 def _laid_out(feed: Feed, layout: str) -> Feed:
     """The feed as a side takes it (channels-last models get their inputs transposed, as ``Side.run`` does)."""
     if not layout:
@@ -157,5 +188,6 @@ def describe(z: Zoom) -> str:
         where += f" (b: {z.layer_b})"
     if z.op is None:
         return f"{where}: {z.said}"
-    consumer = f", the input of {z.consumer}" if z.consumer else ""
-    return f"{where}: op {z.op} ({z.name}){consumer} is the first of its {z.ops} operations to differ given equal inputs: output {z.shape}, max rel {z.max_rel:.1e} > tolerance {z.tol:.1e}"
+    consumer = f", the input of {z.consumer}," if z.consumer else ""
+    figures = f", max rel {z.max_rel:.1e} > tolerance {z.tol:.1e}" if np.isfinite(z.max_rel) else ""
+    return f"{where}: op {z.op} ({z.name}){consumer} the first of {z.ops} operations to differ: it {z.said}; output {z.shape}{figures}"
