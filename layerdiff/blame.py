@@ -81,13 +81,17 @@ def place(facts: list[Local | None], layers: list[LayerDiff], flow: Flow) -> Pla
         if f is not None:
             _forward(n, f, facts, layers, flow.gap_before, placed)
     made_after = False  # a backward culprit after the row in execution order
+    unforced_after = False  # a row after it that could not be handed the other side's gradient
     for n in range(len(facts) - 1, -1, -1):
         f = facts[n]
         if f is None:
             continue
         made_after = _backward(n, f, layers, placed) or made_after
-        if f.grad_output is not None and not f.unfinished and f.grad_forced:
+        if f.grad_output is not None and not f.unfinished and f.grad_forced and unforced_after:
+            layers[n].notes.append("the gradient arriving at its output differs: a layer after it could not be handed the other side's gradient")
+        elif f.grad_output is not None and not f.unfinished and f.grad_forced:
             made_after = _arriving(n, f, facts, layers, flow, made_after, placed) or made_after
+        unforced_after = unforced_after or not f.grad_forced
     return placed
 
 

@@ -20,7 +20,7 @@ from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.layout import canonical_shape, from_canonical
+from layerdiff.layout import canonical_shape, from_canonical, squeezed
 from layerdiff.records import Failure, LayerInfo, ParamRecord, Recording, RunInfo, placeholder
 from layerdiff.results import Comparison, Culprit, Divergence, Gap, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
@@ -174,8 +174,8 @@ def _misshapen(r: Recording, name: str, info: TensorInfo) -> str:
     """What is wrong with the shape of a parameter's gradient, in a sentence ("" when it is the weight's)."""
     spec = r.spec(name)
     weight = tuple(spec.value.shape)
-    if tuple(info.shape) == canonical_shape(weight, spec.layout):
-        return ""
+    if squeezed(tuple(info.shape)) == squeezed(canonical_shape(weight, spec.layout)):
+        return ""  # (n, 1) or (1, n) for an (n,) bias holds the same numbers, as nnfs and mytorch keep them
     shape = tuple(from_canonical(placeholder(tuple(info.shape), np.float64), spec.layout).shape)
     return f"{r.source}: {shape_sentence(name, shape, weight)}"
 

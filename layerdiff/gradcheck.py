@@ -34,7 +34,7 @@ from layerdiff.compare import shape_sentence
 from layerdiff.adapter import Feed, Forcing
 from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import Sample, received
-from layerdiff.layout import canonical
+from layerdiff.layout import canonical, squeezed
 from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, Trace, key_order
 from layerdiff.results import Check, GradCheck, LayerCheck, Point, Status
@@ -165,6 +165,8 @@ def _param_probes(
         if not np.issubdtype(p.value.dtype, np.floating):
             continue
         grad = p.grad
+        if grad is not None and grad.shape != p.value.shape and grad.size == p.value.size and squeezed(grad.shape) == squeezed(p.value.shape):
+            grad = grad.reshape(p.value.shape)  # an (n, 1) gradient of an (n,) bias: the same numbers
         if grad is None or grad.shape != p.value.shape:  # checked as what it is: no gradient, or none of these shapes
             said = f"{side.source} gives no gradient for {p.name}" if grad is None else shape_sentence(p.name, grad.shape, p.value.shape)
             notes.append(f"{said}; checked as " + ("zero" if grad is None else "not a gradient of it (NaN)"))

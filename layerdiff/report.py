@@ -99,9 +99,11 @@ def warnings(result: Comparison) -> list[str]:
 def fused(result: Comparison) -> list[str]:
     """The runs of layers aligned as one, each said once: what the other side computes in one layer."""
     lines = []
-    for runs, source, other in ((result.fused_a, result.source_a, result.source_b), (result.fused_b, result.source_b, result.source_a)):
+    for side, runs, source, other in (("a", result.fused_a, result.source_a, result.source_b), ("b", result.fused_b, result.source_b, result.source_a)):
         for run in runs:
-            lines.append(f"fused: {source}'s {', '.join(run.split('+'))} are one layer of {other} (its output equals the last one's)")
+            partner = next((l.layer_b if side == "a" else l.layer_a for l in result.layers if (l.layer_a if side == "a" else l.layer_b) == run), "?")
+            names = run.split("+")
+            lines.append(f"fused: {source}'s {', '.join(names)} are {other}'s {partner}, one layer (its output equals {names[-1]}'s)")
     return lines
 
 
