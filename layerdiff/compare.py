@@ -270,7 +270,7 @@ def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
 
 def _raised(failures: tuple[Failure | None, Failure | None], *sources: str) -> dict[str, str]:
     """The layer whose backward raised, on either side, by name: the exception as a sentence."""
-    return {f.layer: f"{source}'s backward raised {f.message}" for f, source in zip(failures, sources) if f is not None}
+    return {f.layer: f"raised in {source}: {f.message}" for f, source in zip(failures, sources) if f is not None}
 
 
 def _first_backward(layers: list[LayerDiff], raised: dict[str, str] | None = None, values: flow.Flow | None = None) -> Divergence | None:

@@ -269,7 +269,7 @@ def _unfinished(fact: blame.Local | None, layer: LayerDiff, failures: tuple[Fail
         if fact is not None:
             fact.grad_input = fact.grad_output = None
             fact.params = []
-            fact.raised = f"{source}'s backward raised {failure.message}" if failure.layer in (name, *name.split("+")) else ""
+            fact.raised = f"raised in {source}: {failure.message}" if failure.layer in (name, *name.split("+")) else ""
             fact.unfinished = True
         if fact is None or not fact.raised:
             layer.notes.append(f"its backward never ran in {source}: {failure.layer} raised before it")

@@ -86,7 +86,7 @@ def test_a_jax_model_is_zoomed_into_through_its_jaxpr(runs):
 def test_a_backward_that_raises_is_a_finding_with_everything_recorded_before_it(runs):
     report, text = runs["raises"]
     assert culprits(report) == [("pool1", "backward")] and report["culprits"][0]["problem"] == "raised"
-    assert "pool1 (b: 2) [backward] bug_maxpool_backward_raises.py's backward raised ValueError: operands could not be broadcast" in text
+    assert "pool1 (b: 2) [backward] raised in bug_maxpool_backward_raises.py: ValueError: operands could not be broadcast" in text
     assert "(bug_maxpool_backward_raises.py, line 14)" in text
     rows = {l["layer_a"]: l for l in report["layers"]}
     assert all(l["verdicts"]["forward"] == "ok" for l in report["layers"])  # the forward, compared in full
