@@ -23,8 +23,7 @@ from layerdiff.isolate import isolated
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
-from layerdiff.metrics import EPS
-from layerdiff.results import Comparison, GradCheck, Health, Zoom
+from layerdiff.results import Comparison, GradCheck, Health
 from layerdiff.results import Overfit as OverfitResult
 from layerdiff.sync import WeightLink
 
@@ -122,9 +121,9 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom_map(zoom), dtype) if zoom else []
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
     result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
-    _zoomed(result, pair, asked)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
@@ -180,7 +179,7 @@ def run(
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
-    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom_map(zoom), dtype) if zoom else []  # before any dump
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []  # before any dump
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
@@ -195,22 +194,8 @@ def run(
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, pair, layer_map, rtol, progress)
-    _zoomed(result, pair, asked)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
-
-
-def _zoom_map(layers: list[str]) -> dict[str, str]:
-    """``["h.1.attn", "fc=dense"]`` as ``{layer of A: layer of B}``."""
-    pairs = [x.partition("=") for x in layers]
-    return {a: (b if sep else a) for a, sep, b in pairs}
-
-
-def _zoomed(result: Comparison, pair: runner.Pair, asked: list[Zoom]) -> None:
-    """The zooms asked for, and one into each forward culprit that has operations of its own."""
-    dtype = max((result.info_a.compute_dtype, result.info_b.compute_dtype), key=lambda d: EPS.get(d, EPS["float32"]))
-    seen = {(z.layer_a, z.layer_b) for z in asked}
-    found = [z for z in _zoom.for_culprits(result, pair.live_a, pair.live, pair.feed, dtype) if (z.layer_a, z.layer_b) not in seen]
-    result.zooms = asked + found
 
 
 def dump(
@@ -279,9 +264,9 @@ def compare_paths(
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
-        asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom_map(zoom), dtype) if zoom else []
+        asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
         result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
-        _zoomed(result, pair, asked)
+        _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:

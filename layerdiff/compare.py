@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 from deepdiff import DeepDiff
 
-from layerdiff import blame, flow, sync
+from layerdiff import flow, sync
 from layerdiff.align import Alignment, align, fuse, spanned
+from layerdiff.divergence import first_backward, first_forward, raised
 from layerdiff.errors import DumpError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import NOISE_MARGIN, Tolerance, diff, grad_floor, stats_diff
 from layerdiff.progress import Progress
 from layerdiff.layout import canonical_shape, from_canonical, squeezed
 from layerdiff.records import Failure, LayerInfo, ParamRecord, Recording, RunInfo, placeholder
-from layerdiff.results import Comparison, Culprit, Divergence, Gap, LayerDiff, TensorDiff, Verdict
+from layerdiff.results import Comparison, Culprit, LayerDiff, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
@@ -192,6 +193,19 @@ def shape_sentence(name: str, grad: tuple[int, ...], weight: tuple[int, ...]) ->
     return said
 
 
+def checkable_grad(source: str, name: str, grad: np.ndarray | None, value: np.ndarray) -> tuple[np.ndarray, str]:
+    """A parameter's gradient as a gradient check reads it, and what is wrong with it: none checks as zero, one of
+    another shape as NaN (no coordinate of it is the weight's), each said; an (n, 1) one of an (n,) bias is the same
+    numbers."""
+    if grad is not None and grad.shape != value.shape and squeezed(grad.shape) == squeezed(value.shape):
+        return grad.reshape(value.shape), ""
+    if grad is None:
+        return np.zeros_like(value), f"{source} gives no gradient for {name}; checked as zero"
+    if grad.shape != value.shape:
+        return np.full_like(value, np.nan), f"{shape_sentence(name, grad.shape, value.shape)}; checked as not a gradient of it (NaN)"
+    return grad, ""
+
+
 def grad(r: Recording, name: str) -> np.ndarray:
     value = r.param_grad(name)
     assert value is not None  # param_info said there is one
@@ -221,8 +235,8 @@ def assemble(
         a.source,
         b.source,
         layers,
-        _first_forward(layers),
-        _first_backward(layers, _raised(failures, a.source, b.source), flow.plain(a, b, alignment)),
+        first_forward(layers),
+        first_backward(layers, raised(failures, a.source, b.source), flow.plain(a, b, alignment)),
         culprits,
         {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
@@ -236,68 +250,6 @@ def assemble(
         [a.layers[i].name for i in alignment.fused_a],
         [b.layers[j].name for j in alignment.fused_b],
     )
-
-
-def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:
-    for t in layer.tensors:
-        if t.key.split(".")[0] in prefixes and not t.ok:
-            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, t.tol, note(t), t.problem)
-    return None
-
-
-def note(t: TensorDiff) -> str:
-    """What a failing tensor's figures do not say by themselves."""
-    if t.note:
-        return t.note
-    if t.problem == "shape":
-        return f"shape {t.shape_a} against {t.shape_b}"
-    if t.problem == "nonfinite":
-        return f"{t.nonfinite_mismatch} NaN/Inf entries on one side only"
-    if t.problem == "stats":
-        return "from statistics alone (a stats-only dump): the figures are lower bounds"
-    if t.key.startswith("input") or t.key == "grad_output":
-        return "already different where this layer receives it: the cause is in code between captured layers"
-    return ""
-
-
-def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
-    for layer in layers:
-        found = _failing(layer, ("input",)) or _failing(layer, ("output",))
-        if found:
-            return found
-    return None
-
-
-def _raised(failures: tuple[Failure | None, Failure | None], *sources: str) -> dict[str, str]:
-    """The layer whose backward raised, on either side, by name: the exception as a sentence."""
-    return {f.layer: f"raised in {source}: {f.message}" for f, source in zip(failures, sources) if f is not None}
-
-
-def _first_backward(layers: list[LayerDiff], raised: dict[str, str] | None = None, values: flow.Flow | None = None) -> Divergence | None:
-    for n in range(len(layers) - 1, -1, -1):
-        layer = layers[n]
-        said = next((v for k, v in (raised or {}).items() if k in (layer.layer_a, layer.layer_b, *layer.layer_a.split("+"), *layer.layer_b.split("+"))), None)
-        if said is not None:
-            return Divergence(layer.layer_a, layer.layer_b, "backward", 0.0, 0.0, 0.0, said, "raised")
-        found = _failing(layer, ("grad_output",))
-        aligned = len(layers) if values is None else values.rows
-        maker = None if n >= aligned else blame.gradient_maker(n, aligned) if values is None else blame.made_by(n, aligned, values)
-        if found and maker is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):
-            if isinstance(maker, Gap):
-                names, why = blame.gap_name(maker), f"code no layer records hands '{layer.layer_a}' a wrong gradient"
-            elif isinstance(maker, list):
-                names = (f"consumers of {layer.layer_a}", f"consumers of {layer.layer_b}")
-                why = f"{', '.join(layers[k].layer_a for k in maker)} all read it: which one hands it a wrong gradient, its sum does not say"
-            else:
-                names, why = (layers[maker].layer_a, layers[maker].layer_b), f"its backward hands '{layer.layer_a}' a wrong gradient"
-            return Divergence(*names, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, why)
-        found = found or _failing(layer, ("grad_input",))
-        if found:
-            return found
-        bad = next((p for p in layer.param_grads if not p.ok), None)
-        if bad:
-            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, note(bad), bad.problem)
-    return None
 
 
 def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:

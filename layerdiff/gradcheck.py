@@ -30,11 +30,11 @@ from typing import Callable
 import numpy as np
 
 from layerdiff import blame, runner
-from layerdiff.compare import shape_sentence
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.compare import checkable_grad
 from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import Sample, received
-from layerdiff.layout import canonical, squeezed
+from layerdiff.layout import canonical
 from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, Trace, key_order
 from layerdiff.results import Check, GradCheck, LayerCheck, Point, Status
@@ -151,26 +151,15 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
 
 
 def _param_probes(
-    side: runner.Side,
-    base: Trace,
-    feed: Feed,
-    run: Callable[..., Trace],
-    layers: list[LayerCheck],
-    unrecorded: list[LayerCheck],
-    notes: list[str],
+    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck], notes: list[str]
 ) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
     for p in base.params:
         if not np.issubdtype(p.value.dtype, np.floating):
             continue
-        grad = p.grad
-        if grad is not None and grad.shape != p.value.shape and grad.size == p.value.size and squeezed(grad.shape) == squeezed(p.value.shape):
-            grad = grad.reshape(p.value.shape)  # an (n, 1) gradient of an (n,) bias: the same numbers
-        if grad is None or grad.shape != p.value.shape:  # checked as what it is: no gradient, or none of these shapes
-            said = f"{side.source} gives no gradient for {p.name}" if grad is None else shape_sentence(p.name, grad.shape, p.value.shape)
-            notes.append(f"{said}; checked as " + ("zero" if grad is None else "not a gradient of it (NaN)"))
-            grad = np.zeros_like(p.value) if grad is None else np.full_like(p.value, np.nan)
+        grad, said = checkable_grad(side.source, p.name, p.grad, p.value)
+        notes += [said] if said else []
         owner = by_name.get(p.layer)
         if owner is None:
             # Free-form code recorded through taps: its parameters belong to no recorded layer.

@@ -20,7 +20,7 @@ from layerdiff.adapter import Feed, Ops
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.flow import permuted_equal
 from layerdiff.layout import canonical, from_canonical
-from layerdiff.metrics import diff, noise_floor
+from layerdiff.metrics import EPS, diff, noise_floor
 from layerdiff.results import Comparison, Zoom
 
 if TYPE_CHECKING:
@@ -66,6 +66,23 @@ def explicit(a: Side | None, b: Side | None, feed: Feed, layers: dict[str, str],
             raise AlignmentError(f"{term('zoom')} names '{layer_a}': {found.said}. Name a module by its path (h.1.attn).")
         zooms.append(found)
     return zooms
+
+
+def named(layers: list[str]) -> dict[str, str]:
+    """``--zoom`` values as ``{layer of A: layer of B}``: ``"h.1.attn"`` names both, ``"fc=dense"`` each.
+
+    >>> named(["h.1.attn", "fc=dense"])
+    {'h.1.attn': 'h.1.attn', 'fc': 'dense'}
+    """
+    pairs = [x.partition("=") for x in layers]
+    return {a: (b if sep else a) for a, sep, b in pairs}
+
+
+def attach(result: Comparison, a: Side | None, b: Side | None, feed: Feed, asked: list[Zoom]) -> None:
+    """Set ``result.zooms``: those asked for, and one into each forward culprit that has operations of its own."""
+    dtype = max((result.info_a.compute_dtype, result.info_b.compute_dtype), key=lambda d: EPS.get(d, EPS["float32"]))
+    seen = {(z.layer_a, z.layer_b) for z in asked}
+    result.zooms = asked + [z for z in for_culprits(result, a, b, feed, dtype) if (z.layer_a, z.layer_b) not in seen]
 
 
 def refused(what: str) -> ModelFileError:

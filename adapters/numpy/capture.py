@@ -248,7 +248,7 @@ class NumpyAdapter:
                 records.remove(r)  # taps inside the network say more than its outer input and output
         # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
         # accumulate into and zero their gradient arrays in place on the next run.
-        unfinished = failed[0].unfinished if failed is not None else ()
+        unfinished = failed[0].unfinished if failed is not None else ()  # their gradients are not this run's
         params = [
             ParamRecord(full, layer.name, _layout(full, slot.get(), spec), np.asarray(slot.get()), None if layer.name in unfinished else _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
@@ -313,8 +313,7 @@ def _loss(
 def _backward(
     net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: _Copies
 ) -> tuple[Failure, ModelFileError] | None:
-    """Run every layer's backward, from the last; when one raises, the failure and the error that stops a command
-    that cannot go on without it (what was recorded stays recorded)."""
+    """Every layer's backward, from the last; when one raises, the failure, and the error a command stops with."""
     grads: list[np.ndarray] = douts
     glue = net.spec.glue.get("input_grad_of")
     for layer, record in zip(reversed(net.layers), reversed(layer_records)):
@@ -325,8 +324,7 @@ def _backward(
             returned = layer.obj.backward(*grads)
         except Exception as exc:
             unfinished = tuple(l.name for l in net.layers[: net.layers.index(layer) + 1])
-            failure = Failure(layer.name, raised_line(exc), unfinished)
-            return failure, raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'")
+            return Failure(layer.name, raised_line(exc), unfinished), raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'")
         dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
         if dx is None:
             if layer is net.layers[0]:
