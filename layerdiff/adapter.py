@@ -97,6 +97,25 @@ class Lazy(Mapping[str, list[np.ndarray]]):
         return len(self._readers)
 
 
+@dataclass(frozen=True)
+class Op:
+    """One operation inside a zoomed module, in the order it ran: its name (``matmul``, ``softmax``, a primitive),
+    its first floating output, and what it read: earlier operations by index, the module's inputs as ``-1 - k``
+    (anything else, a parameter or a constant, is not listed)."""
+
+    name: str
+    output: np.ndarray
+    reads: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ops:
+    """A module run at the level of its operations (``zoom``): the inputs it was called with, and its operations."""
+
+    inputs: list[np.ndarray]
+    ops: list[Op]
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """One framework. ``fallback = True`` (optional) marks an adapter that claims objects by their shape (methods
@@ -131,6 +150,12 @@ class Adapter(Protocol):
 
 
 REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")
+# Optional, looked up with getattr so that an adapter without it still loads:
+#     zoom(model, spec, feed, layer, inputs) -> Ops | None
+# runs the model's forward once and records every operation inside the module called ``layer`` ("" for the whole
+# model), that module called with ``inputs`` when given (the other side's, so that both run on equal inputs); None
+# when the model has no module of that name.
+OPTIONAL = ("zoom",)
 
 
 def verify(adapter: object, origin: str) -> Adapter:

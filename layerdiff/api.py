@@ -15,6 +15,7 @@ from layerdiff import dumps, files, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
+from layerdiff import zoom as _zoom
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
@@ -95,6 +96,7 @@ def compare_models(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     progress: Progress | None = None,
+    zoom: list[str] | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
 
@@ -104,6 +106,7 @@ def compare_models(
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
         dtype: ``"float64"`` (both sides cast) or ``"native"``.
         progress: called as the long steps go (``layerdiff.progress``).
+        zoom: modules to run operation by operation on both sides, as for ``run``.
 
     Returns:
         A ``Result``; ``result.match`` is True when every layer agrees within tolerance.
@@ -118,7 +121,9 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
     result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes)
 
 
@@ -134,6 +139,7 @@ def _isolated(
     return isolated(
         a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
         live_side=live_side, progress=progress,
+        failures=(pair.a.failure, pair.b.failure) if live_side == "b" else (pair.b.failure, pair.a.failure),
     )
 
 
@@ -154,6 +160,7 @@ def run(
     stats_only: bool = False,
     skip_copied_weights: bool = False,
     compression: str | None = None,
+    zoom: list[str] | None = None,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -165,11 +172,14 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
+        zoom: modules to run operation by operation on both sides (``"h.1.attn"``, or ``"A=B"`` where the sides
+            name it differently), naming the first operation that differs; forward culprits are zoomed into anyway.
     """
     store.check_compression(compression)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []  # before any dump
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
@@ -184,6 +194,7 @@ def run(
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = _isolated(da, db, pair, layer_map, rtol, progress)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -243,13 +254,19 @@ def compare_paths(
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
+    zoom: list[str] | None = None,
 ) -> Result:
-    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
+    """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and
+    feed. ``zoom`` as for ``run``: two model files only (a dump's operations were never recorded)."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
+    if zoom and (x_dump or y_dump):
+        raise _zoom.refused("a dump")
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
+        asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
         result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:

@@ -5,7 +5,9 @@
 - ``seeded_upstream``: without a loss, the upstream gradient on each output is the feed's seeded one and the loss is
   ``<output, r>``;
 - ``loss_record``: the loss as a layer of its own, so that its input gradient is compared like any other;
-- ``finish``: the trace, each layer's parameters attached to it.
+- ``finish``: the trace, each layer's parameters attached to it;
+- ``Raised``: a backward pass that raised in the user's code, carrying the trace recorded up to that layer, so that
+  what was recorded is compared (the forward in full, the backward down to it) and the failure is a finding.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.errors import ModelFileError
 from layerdiff.records import LayerRecord, ParamRecord, RunInfo, Trace
 
 
@@ -85,3 +88,13 @@ def finish(
         r.params = [p.name for p in params if p.layer == r.name]
     info = RunInfo(settings=dict(settings or {}))
     return Trace(records, params, loss, info, upstream=upstream, forced=forcer.handed)
+
+
+class Raised(ModelFileError):
+    """The user's backward raised in layer ``trace.failure.layer``; ``trace`` is what was recorded before (its
+    parameters' gradients only for the layers whose backward ran). Where nothing compares the partial trace (a
+    dump, a gradient check), it stops the command as the user's own error, their traceback above it."""
+
+    def __init__(self, error: ModelFileError, trace: Trace) -> None:
+        super().__init__(str(error), error.details)
+        self.trace = trace

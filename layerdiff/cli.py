@@ -62,6 +62,9 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
                          help="Also write the plot of error against depth (.png, .svg or .pdf)."),
             click.option("--force", is_flag=True,
                          help="Replace existing dumps and reports; compare dumps whose hashes differ."),
+            click.option("--zoom", "zoom", multiple=True, metavar="LAYER",
+                         help="Run module LAYER (or A=B) operation by operation on both sides and name the first "
+                              "operation that differs (repeatable; forward culprits are zoomed into anyway)."),
         ]
     ):
         f = decorator(f)
@@ -180,6 +183,7 @@ def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool
     """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
     _outputs(html, plot, kw["force"])
     with _progress_bar() as progress:
+        kw["zoom"] = list(kw["zoom"]) or None
         result = api.run(file_a, file_b, out=out, progress=progress, layers=list(layers) or None, **kw)
     _report(result, as_json, show_all, html, plot, kw["force"])
 
@@ -192,6 +196,7 @@ def compare(x: str, y: str, as_json: bool, show_all: bool, html: str | None, plo
     """Compare X and Y, each a dump or a model file (a script runs with the dump's weights and inputs)."""
     _outputs(html, plot, kw["force"])
     with _progress_bar() as progress:
+        kw["zoom"] = list(kw["zoom"]) or None
         result = api.compare_paths(x, y, progress=progress, **kw)
     _report(result, as_json, show_all, html, plot, kw["force"])
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from layerdiff import blame, runner
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.compare import checkable_grad
 from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import Sample, received
 from layerdiff.layout import canonical
@@ -113,7 +114,7 @@ def gradcheck(
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
-    probes = _param_probes(side, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
+    probes = _param_probes(side, base, feed, run, layers, unrecorded, notes) + _value_probes(base, feed, run, layers, notes)
     rng = np.random.default_rng(seed)
     extra = _extra(probes, at or {})
     for probe in probes:
@@ -150,13 +151,15 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
 
 
 def _param_probes(
-    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck], notes: list[str]
 ) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
     for p in base.params:
-        if p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
+        if not np.issubdtype(p.value.dtype, np.floating):
             continue
+        grad, said = checkable_grad(side.source, p.name, p.grad, p.value)
+        notes += [said] if said else []
         owner = by_name.get(p.layer)
         if owner is None:
             # Free-form code recorded through taps: its parameters belong to no recorded layer.
@@ -172,7 +175,7 @@ def _param_probes(
         def restore(name: str = p.name, value: np.ndarray = p.value) -> None:
             side.load({name: value})
 
-        probes.append(_Probe(p.name, p.value, load_and_run, [(check, p.grad)], restore))
+        probes.append(_Probe(p.name, p.value, load_and_run, [(check, grad)], restore))
     return probes
 
 

@@ -89,6 +89,16 @@ class RunInfo:
         return self.upstream_sha256.startswith("random:")
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A backward pass that raised: in which layer, the exception on one line ("ValueError: ... (pool.py, line 12)"),
+    and the layers whose backward never ran (that one and those before it), whose gradients the trace does not hold."""
+
+    layer: str
+    message: str
+    unfinished: tuple[str, ...]
+
+
 @dataclass
 class Trace:
     """One iteration of one implementation, in execution order."""
@@ -102,6 +112,7 @@ class Trace:
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
     # In a replay: per layer, the kinds ("output", "grad_output") the adapter substituted forced values for.
     forced: dict[str, set[str]] = field(default_factory=dict)
+    failure: Failure | None = None  # the backward raised: the trace holds what was recorded up to it
 
 
 def owned(p: ParamRecord, layers: Callable[[str], bool]) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 
 from layerdiff import __version__, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
+from layerdiff.capture import Raised
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.layout import canonical, canonical_shape, from_canonical
 from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
@@ -108,6 +109,7 @@ class Pair:
     feed: Feed
     live: Side  # side B, as it ran: what a replay runs again
     reference: Trace | None = None  # side B rerun in float64, when it ran in a lower precision
+    live_a: Side | None = None  # side A, as it ran, when it is a model file: what a zoom runs again
 
 
 def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
@@ -172,6 +174,7 @@ def capture(
     twice: bool = True,
     layers: list[str] | None = None,
     values: dict[str, np.ndarray] | None = None,
+    partial: bool = False,
 ) -> Trace:
     """Run ``side`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
@@ -179,8 +182,14 @@ def capture(
     ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
     ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
     (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
+    ``partial``: a backward pass that raises gives the trace recorded up to it (``Trace.failure``), run once.
     """
-    whole = side.run(feed)
+    try:
+        whole = side.run(feed)
+    except Raised as raised:
+        if not partial:
+            raise
+        whole, twice = raised.trace, False
     for p in whole.params:
         p.value = values[p.name] if values is not None and p.name in values else snapshot(p.value)
     weights_sha256 = weights_sha256 or weights_hash(whole.params)
@@ -274,20 +283,23 @@ def run_pair(
     weights_sha256 = weights_hash(src)
     # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
+        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src}, partial=True)
     del src
     with stage(progress, f"capture {b.source}"):
         # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
         exact = dtype == "float64"
-        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
+        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None, partial=True)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.load(values)
-        reference = twin.run(feed)
+        try:
+            reference = twin.run(feed)
+        except Raised as raised:
+            reference = raised.trace
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
-    return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
+    return Pair(ta, tb, links, a.source, notes, feed, sb, reference, sa)
 
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
@@ -321,7 +333,7 @@ def run_against(
     side.load(sync.carry(links, recorded.params))
     feed = feed_from(recorded)
     with stage(progress, f"capture {model.source}"):
-        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice)
+        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice, partial=True)
     return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed, side)
 
 

@@ -12,7 +12,7 @@ from layerdiff.cli import main
 pytest_plugins = ["pytester"]  # runs inner pytest sessions for the plugin's tests
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt", "resnet")]
+CLEAN_PAIRS = [(f"{net}_numpy.py", f"{net}_torch.py") for net in ("mlp", "cnn", "norm", "deep", "gpt", "resnet", "fused", "attn")]
 
 
 def bug_variants() -> list[Path]:

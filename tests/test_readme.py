@@ -64,3 +64,22 @@ def test_readme_demo_output_is_what_the_demo_prints(cli):
         return lines[lines.index("result: they diverge, 1 culprit") : lines.index("forward, from the input")]
 
     assert summary(out) == summary(demo)
+
+
+def test_readme_placement_examples_are_what_the_runs_print(cli):
+    # Each example of where culprits are placed, entry by entry (a culprit, note, zoom or hint with its wrapped
+    # lines): the same words as a real run prints, whatever the width it wraps at.
+    section = README.split("A layer's local error is its own only", 1)[1].split("## The model file", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```\n$ layerdiff run ")[1:]]
+    assert len(blocks) >= 5
+    for block in blocks:
+        command, *lines = block.splitlines()
+        _, out, _ = cli("run", *(ROOT / f for f in command.split()))
+        printed = " ".join(out.split())
+        entries = [[]]
+        for line in lines:
+            if not line.startswith(" ") and entries[-1]:
+                entries.append([])
+            entries[-1].append(line)
+        for entry in entries:
+            assert " ".join(" ".join(entry).split()) in printed, entry

@@ -263,6 +263,11 @@ class JaxAdapter:
         params = _in_order(form, obj, [_param(form, spec, name, v, g) for (name, v), g in zip(named, grads)])
         return finish(session.records, params, loss, upstream, forcer, settings)
 
+    def zoom(self, model: Any, spec: Spec, feed: Feed, layer: str, inputs: list[np.ndarray] | None) -> Any:
+        from layerdiff.adapters.jax.zoom import zoom
+
+        return zoom(model, spec, feed, layer, inputs)
+
 
 def _settings(forced: bool) -> dict[str, str]:
     """JAX's settings for the run, recorded in the dump."""

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing, Prepared, Spec
-from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
-from layerdiff.errors import ModelFileError, raised_in
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
+from layerdiff.capture import Forcer, Raised, finish, loss_record, seeded_upstream
+from layerdiff.errors import ModelFileError, raised_in, raised_line
+from layerdiff.records import Failure, LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 from layerdiff.tap import tapping
 
 PARAM_DICTS = ("params", "parameters")
@@ -242,17 +242,22 @@ class NumpyAdapter:
             copies = _Copies()
             outputs, layer_records = _forward(net, inputs, records, forcer, copies)
             loss, douts = _loss(spec, outputs, feed, records, copies)
-            _backward(net, layer_records, douts, forcer, copies)
+            failed = _backward(net, layer_records, douts, forcer, copies)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
         # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
         # accumulate into and zero their gradient arrays in place on the next run.
+        unfinished = failed[0].unfinished if failed is not None else ()  # their gradients are not this run's
         params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), np.asarray(slot.get()), _snap(net.grad(layer, k)))
+            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), np.asarray(slot.get()), None if layer.name in unfinished else _snap(net.grad(layer, k)))
             for full, layer, k, slot in net.params()
         ]
-        return finish(records, params, loss, [] if spec.loss is not None else douts, forcer)
+        trace = finish(records, params, loss, [] if spec.loss is not None else douts, forcer)
+        if failed is not None:
+            trace.failure = failed[0]
+            raise Raised(failed[1], trace)
+        return trace
 
 
 def _forward(
@@ -305,7 +310,10 @@ def _loss(
     return value, [np.asarray(dlogits)]
 
 
-def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: _Copies) -> None:
+def _backward(
+    net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: _Copies
+) -> tuple[Failure, ModelFileError] | None:
+    """Every layer's backward, from the last; when one raises, the failure, and the error a command stops with."""
     grads: list[np.ndarray] = douts
     glue = net.spec.glue.get("input_grad_of")
     for layer, record in zip(reversed(net.layers), reversed(layer_records)):
@@ -315,7 +323,8 @@ def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.nda
         try:
             returned = layer.obj.backward(*grads)
         except Exception as exc:
-            raise raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'") from None
+            unfinished = tuple(l.name for l in net.layers[: net.layers.index(layer) + 1])
+            return Failure(layer.name, raised_line(exc), unfinished), raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'")
         dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
         if dx is None:
             if layer is net.layers[0]:
@@ -329,6 +338,7 @@ def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.nda
         for i, g in enumerate(grads):
             record.tensors[tensor_key("grad_input", i)] = copies.handed_on(g)
         copies.step()
+    return None
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:

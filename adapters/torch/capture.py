@@ -64,6 +64,7 @@ class Recorder:
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
         self.inputs: dict[int, list[list[np.ndarray]]] = {}  # per module, a stack of calls in progress
+        self.given: dict[int, list[list[torch.Tensor]]] = {}  # the tensors each of those calls was handed
         self.outputs: dict[str, Any] = {}
         self.handed: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent outputs handed on, with their copy
 
@@ -90,14 +91,19 @@ class Recorder:
     def pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         # Recorded before the module runs: a module may modify its input in place.
         self.inputs.setdefault(id(module), []).append([self.copy(a) for a in args if isinstance(a, torch.Tensor)])
-        return tuple(a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+        given = tuple(a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+        # The input gradient is read on these clones, upstream of the module's own full backward hooks (which
+        # wrap its inputs after every pre-hook): what they make of it is what flows on, and what is recorded.
+        self.given.setdefault(id(module), []).append([a for a in given if isinstance(a, torch.Tensor)])
+        return given
 
     def forward_hook(self, name: str) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             record = self.add(name, type(module).__name__)
             for i, value in enumerate(self.inputs[id(module)].pop()):
                 record.tensors[tensor_key("input", i)] = value
-            for i, t in enumerate(a for a in args if isinstance(a, torch.Tensor)):
+            given = self.given[id(module)].pop()
+            for i, t in enumerate(given):
                 if t.requires_grad:
                     t.register_hook(self._recorder(record, tensor_key("grad_input", i)))
             outs = output if isinstance(output, tuple) else (output,)
@@ -107,6 +113,10 @@ class Recorder:
                 if not isinstance(o, torch.Tensor):
                     passed.append(o)
                     continue
+                if any(o is t for t in (*given, *args)):
+                    # A module that returns its input (an eval-mode Dropout, an Identity): its output gets a tensor
+                    # of its own, so that the forced output gradient reaches the input's hook, not beside it.
+                    o = o.clone()
                 value = record.tensors[tensor_key("output", i)] = _array(o)
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
@@ -218,6 +228,11 @@ class TorchAdapter:
             for module in inplace:
                 module.inplace = True
         return finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer)
+
+    def zoom(self, model: Any, spec: Spec, feed: Feed, layer: str, inputs: list[np.ndarray] | None) -> Any:
+        from layerdiff.adapters.torch.zoom import zoom
+
+        return zoom(model, spec, feed, layer, inputs)
 
 
 def _iterate(
