@@ -70,7 +70,7 @@ class Side:
         def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
             return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
 
-        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream, feed.names)
         if forcing is not None:
             forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
         trace = self.adapter.run(self.handle, self.spec, own, forcing)
@@ -114,9 +114,12 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
     """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
     notes = []
     declared = next((s for s in sides if s.model.inputs is not None), None)
+    keywords: tuple[str, ...] = ()
     if declared is not None and declared.model.inputs is not None:
         inputs = [canonical(x, declared.layout) for x in declared.model.inputs]
-        notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
+        keywords = declared.model.input_names
+        shown = ", ".join(f"{n} {tuple(x.shape)} {x.dtype}" for n, x in zip(keywords, inputs)) if keywords else _shapes(inputs)
+        notes.append(f"inputs from {declared.source}: {shown}")
     else:
         shaped = next((s for s in sides if s.model.input_shapes is not None), None)
         if shaped is None:
@@ -143,7 +146,7 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
     def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
         return np.random.default_rng([seed, 1, index]).standard_normal(shape)
 
-    return Feed(inputs, targets, upstream), notes
+    return Feed(inputs, targets, upstream, keywords), notes
 
 
 def feed_from(recorded: Trace) -> Feed:
@@ -155,7 +158,7 @@ def feed_from(recorded: Trace) -> Feed:
             raise ModelFileError(f"The model's output {index} has shape {shape}; the dump's upstream gradients have {have}.")
         return recorded.upstream[index]
 
-    return Feed(recorded.inputs, recorded.targets, upstream)
+    return Feed(recorded.inputs, recorded.targets, upstream, recorded.input_names)
 
 
 def weights_hash(params: list[ParamRecord]) -> str:
@@ -207,6 +210,7 @@ def capture(
         else "random:" + digest(first.upstream),
     )
     first.inputs = list(feed.inputs)
+    first.input_names = feed.names
     first.targets = feed.targets
     return first
 
