@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerdiff.errors import AlignmentError, term
+from layerdiff.patterns import LayerMap, ignored, resolve
 from layerdiff.records import LayerInfo, Recording
 
 NAME_BONUS = 10.0
@@ -26,20 +27,23 @@ class Alignment:
 def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) -> Alignment:
     """Match the layers of ``a`` and ``b``, keeping each side's execution order.
 
+    ``explicit`` may hold patterns, and be a ``patterns.LayerMap`` with side B's own map and globs of layers to
+    leave out (``--ignore``): those are neither paired nor listed as unmatched.
+
     Raises:
         AlignmentError: no layer could be matched, or the explicit map names a layer that is not there.
     """
-    explicit = dict(explicit or {})
-    names_a = {layer.name for layer in a.layers}
-    names_b = {layer.name for layer in b.layers}
+    layers_a, layers_b, explicit = _kept(a, b, explicit)
+    names_a = {layer.name for layer in layers_a}
+    names_b = {layer.name for layer in layers_b}
     for x, y in explicit.items():
         if x not in names_a or y not in names_b:
             side, name, names = (a.source, x, names_a) if x not in names_a else (b.source, y, names_b)
             raise AlignmentError(f"{term('layer_map')} names layer '{name}', which {side} does not have. Its layers: {', '.join(sorted(names))}.")
-    if not explicit and [layer.name for layer in a.layers] == [layer.name for layer in b.layers]:
-        pairs = [(i, i) for i in range(len(a.layers))]
+    if not explicit and [layer.name for layer in layers_a] == [layer.name for layer in layers_b]:
+        pairs = [(x.index, y.index) for x, y in zip(layers_a, layers_b)]
     else:
-        pairs = _best_pairs(a.layers, b.layers, explicit)
+        pairs = _best_pairs(layers_a, layers_b, explicit)
     for recording in (a, b):
         if not recording.layers:
             raise AlignmentError(
@@ -48,16 +52,28 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
             )
     if not pairs:
         raise AlignmentError(
-            f"Cannot align: only in {a.source}: {', '.join(l.name for l in a.layers)}; only in {b.source}: "
-            f"{', '.join(l.name for l in b.layers)}. Rename them, or pass {_map_example()}."
+            f"Cannot align: only in {a.source}: {', '.join(l.name for l in layers_a)}; only in {b.source}: "
+            f"{', '.join(l.name for l in layers_b)}. Rename them, or pass {_map_example()}."
         )
     matched_a = {i for i, _ in pairs}
     matched_b = {j for _, j in pairs}
     return Alignment(
         pairs,
-        [l.name for l in a.layers if l.index not in matched_a],
-        [l.name for l in b.layers if l.index not in matched_b],
+        [l.name for l in layers_a if l.index not in matched_a],
+        [l.name for l in layers_b if l.index not in matched_b],
     )
+
+
+def _kept(a: Recording, b: Recording, explicit: dict[str, str] | None) -> tuple[list[LayerInfo], list[LayerInfo], dict[str, str]]:
+    """The layers of each side that take part (those no ignore glob names), and the map with its patterns resolved."""
+    given = explicit if isinstance(explicit, LayerMap) else LayerMap(explicit)
+    layers_a = [layer for layer in a.layers if not ignored(layer.name, given.ignore)]
+    layers_b = [layer for layer in b.layers if not ignored(layer.name, given.ignore)]
+    if given.ignore and (not layers_a or not layers_b):
+        emptied = a.source if not layers_a else b.source
+        raise AlignmentError(f"{term('ignore')} {', '.join(given.ignore)} leaves no layer of {emptied} to compare.")
+    resolved = resolve(given, given.backward, [l.name for l in layers_a], [l.name for l in layers_b], "layer")
+    return layers_a, layers_b, resolved
 
 
 def _map_example() -> str:

@@ -19,6 +19,7 @@ from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
 from layerdiff.health_report import render_health_summary
 from layerdiff.isolate import isolated
+from layerdiff.patterns import LayerMap
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
 from layerdiff.report import plain, render, to_json
@@ -95,6 +96,7 @@ def compare_models(
     layer_map: dict[str, str] | None = None,
     param_map: dict[str, str] | None = None,
     progress: Progress | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
 
@@ -103,6 +105,9 @@ def compare_models(
         inputs: an array or a list of arrays fed to both; or ``input_shape`` for seeded inputs.
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
         dtype: ``"float64"`` (both sides cast) or ``"native"``.
+        layer_map, param_map: names of A's layers (parameters) to B's; a key ``re:PATTERN`` or ``prefix.*`` pairs
+            every name it matches (see ``layerdiff.patterns``).
+        ignore: globs of layers that one side has and the other has not (a dropout), left out of the alignment.
         progress: called as the long steps go (``layerdiff.progress``).
 
     Returns:
@@ -118,8 +123,13 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, _layer_map(a, b, layer_map, ignore), rtol, progress)
     return Result(result, pair.links, pair.weights_from, pair.notes)
+
+
+def _layer_map(a: modelfile.Model, b: modelfile.Model, given: dict[str, str] | None, ignore: list[str] | None) -> LayerMap:
+    """The layer map of both files and the caller together, with every ignore glob."""
+    return LayerMap({**a.layer_map, **(given or {})}, b.layer_map, (*a.ignore, *b.ignore, *(ignore or [])))
 
 
 def _isolated(
@@ -154,6 +164,7 @@ def run(
     stats_only: bool = False,
     skip_copied_weights: bool = False,
     compression: str | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -165,9 +176,11 @@ def run(
             store the values of the layers around them only (with their parameters' gradients).
         skip_copied_weights: leave out of B's dump the parameter values copied from A's (their hashes stay).
         compression: ``"gzip"`` or ``"lzf"``.
+        ignore: globs of layers left out of the alignment (as for ``compare_models``).
     """
     store.check_compression(compression)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
+    layer_map = _layer_map(a, b, layer_map, ignore)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
@@ -243,21 +256,27 @@ def compare_paths(
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and feed."""
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
+        layer_map = _layer_map(a, b, layer_map, ignore)
         result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
-            return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
+            given = LayerMap(layer_map, ignore=ignore or ())
+            return Result(compare(da, db, layer_map=given, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
-    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress)
+    model = modelfile.load(script)
+    given = LayerMap({**(layer_map or {}), **(model.layer_map if not x_dump else {})}, model.layer_map if x_dump else {},
+                     (*model.ignore, *(ignore or [])))
+    return _against_dump(dump_path, model, x_dump, rtol, given, param_map, not once, progress)
 
 
 def compare_to_dump(

@@ -23,6 +23,7 @@ from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.layout import canonical, canonical_shape, from_canonical
 from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
 from layerdiff.modelfile import Model
+from layerdiff.patterns import resolve
 from layerdiff.progress import Progress, stage
 from layerdiff.records import ParamRecord, Trace, select, snapshot
 from layerdiff.stats import digest, fingerprint
@@ -57,6 +58,17 @@ class Side:
     def load(self, values: dict[str, np.ndarray]) -> None:
         self.adapter.load_parameters(self.handle, self.spec, values)
 
+    def build(self, feed: Feed) -> None:
+        """Let the adapter make the weights a model makes on its first forward (an optional adapter method)."""
+        build = getattr(self.adapter, "build", None)
+        if build is not None:
+            build(self.handle, self.spec, self._own(feed))
+
+    def _own(self, feed: Feed) -> Feed:
+        if not self.layout:
+            return feed
+        return Feed([from_canonical(x, self.layout) for x in feed.inputs], feed.targets, feed.upstream, feed.names)
+
     def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
 
@@ -76,7 +88,11 @@ class Side:
         trace = self.adapter.run(self.handle, self.spec, own, forcing)
         rank = len(layout.split())
         for record in trace.layers:
-            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+            # A layer that changes the rank (a Flatten) takes its input as the model keeps it: a port flattens in
+            # the same order by permuting first, so that its Flatten receives the same array.
+            flattens = any(v.ndim != rank for k, v in record.tensors.items() if k.startswith("output"))
+            kept = [k for k, v in record.tensors.items() if v.ndim == rank and not (flattens and k.startswith(("input", "grad_input")))]
+            record.layouts.update({k: layout for k in kept if k not in record.layouts})
         trace.upstream = [canonical(u, layout) for u in trace.upstream]
         return trace
 
@@ -146,7 +162,10 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
     def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
         return np.random.default_rng([seed, 1, index]).standard_normal(shape)
 
-    return Feed(inputs, targets, upstream, keywords), notes
+    feed = Feed(inputs, targets, upstream, keywords)
+    for side in sides:
+        side.build(feed)
+    return feed, notes
 
 
 def feed_from(recorded: Trace) -> Feed:
@@ -286,6 +305,8 @@ def run_pair(
         tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
+    links = sync.annotate(links, ta.params, tb.params, a.source, b.source)
+    notes += said(ta, a.source) + said(tb, b.source)
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.load(values)
@@ -294,11 +315,17 @@ def run_pair(
     return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
 
 
+def said(trace: Trace, source: str) -> list[str]:
+    """What an adapter said of how it ran the model (its settings named ``note.*``): a loss whose gradient is not
+    its value's, an update rule inside backward."""
+    return [f"{source}: {v}" for k, v in trace.info.settings.items() if k.startswith("note.") and not k.startswith("note.gradient of ")]
+
+
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
     """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
-    src = a.parameters()
-    explicit = {**a.model.param_map, **_inverse(b.model.param_map), **(param_map or {})}
-    return src, sync.link(src, b.parameters(), explicit, a.source, b.source)
+    src, dst = a.parameters(), b.parameters()
+    explicit = resolve({**a.model.param_map, **(param_map or {})}, b.model.param_map, _names(src), _names(dst), "parameter")
+    return src, sync.link(src, dst, explicit, a.source, b.source)
 
 
 def _float64_twin(model: Model) -> Side | None:
@@ -320,13 +347,17 @@ def run_against(
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
     dtype, seed = recorded.info.dtype, recorded.info.seed
     side = prepare(model, dtype)
-    explicit = {**_inverse(model.param_map), **(param_map or {})}
-    links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
-    side.load(sync.carry(links, recorded.params))
     feed = feed_from(recorded)
+    side.build(feed)
+    own = side.parameters()
+    explicit = resolve(param_map or {}, model.param_map, _names(recorded.params), _names(own), "parameter")
+    links = sync.link(recorded.params, own, explicit, source, model.source)
+    side.load(sync.carry(links, recorded.params))
     with stage(progress, f"capture {model.source}"):
         trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice)
-    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed, side)
+    links = sync.annotate(links, recorded.params, trace.params, source, model.source)
+    notes = [f"weights, inputs and upstream gradient from {source}", *said(trace, model.source)]
+    return Pair(recorded, trace, links, source, notes, feed, side)
 
 
 def run_one(
@@ -343,7 +374,10 @@ def run_one(
         feed, _ = make_feed([side], seed)
         trace = capture(side, feed, dtype, seed, layers=layers)
     else:
-        links = sync.link(weights.params, side.parameters(), _inverse(model.param_map), weights_source, model.source)
+        side.build(feed_from(weights))
+        own = side.parameters()
+        explicit = resolve({}, model.param_map, _names(weights.params), _names(own), "parameter")
+        links = sync.link(weights.params, own, explicit, weights_source, model.source)
         side.load(sync.carry(links, weights.params))
         trace = capture(side, feed_from(weights), dtype, seed, weights_hash(weights.params), layers=layers)
     if layers:
@@ -366,8 +400,8 @@ def _check_dtype(dtype: str) -> None:
         raise ModelFileError(f"{term('dtype')} must be one of {', '.join(DTYPES)}, not '{dtype}'.")
 
 
-def _inverse(mapping: dict[str, str]) -> dict[str, str]:
-    return {v: k for k, v in mapping.items()}
+def _names(params: list[ParamRecord]) -> list[str]:
+    return [p.name for p in params]
 
 
 def _shapes(arrays: Any) -> str:
