@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.layout import squeezed
 from layerdiff.records import LayerRecord, ParamRecord, RunInfo, Trace
 
 
@@ -34,21 +35,27 @@ class Forcer:
         ((2,), None, {'fc1': {'output'}})
         """
         forced = self._table(kind).get(name)
-        if forced is None or len(forced) != len(shapes) or any(np.shape(f) != tuple(s) for f, s in zip(forced, shapes)):
+        if forced is None or len(forced) != len(shapes) or not all(_fits(f, s) for f, s in zip(forced, shapes)):
             return None
         self.handed.setdefault(name, set()).add(kind)
-        return [np.asarray(f) for f in forced]
+        return [np.asarray(f).reshape(s) for f, s in zip(forced, shapes)]
 
     def value(self, kind: str, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """One forced value: the ``index``-th of layer ``name``, when it fits ``shape``."""
         forced = self._table(kind).get(name)
-        if forced is None or index >= len(forced) or np.shape(forced[index]) != tuple(shape):
+        if forced is None or index >= len(forced) or not _fits(forced[index], shape):
             return None
         self.handed.setdefault(name, set()).add(kind)
-        return np.asarray(forced[index])
+        return np.asarray(forced[index]).reshape(shape)
 
     def _table(self, kind: str) -> Mapping[str, list[np.ndarray]]:
         return self.forcing.outputs if kind == "output" else self.forcing.grad_outputs
+
+
+def _fits(value: np.ndarray, shape: Sequence[int]) -> bool:
+    """Whether a forced value fits a layer's: the same shape, or the same but for axes of length 1 (PyTorch's
+    nn.LSTM hands out h as (1, N, H) where a hand-written cell returns (N, H))."""
+    return np.shape(value) == tuple(shape) or squeezed(np.shape(value)) == squeezed(tuple(shape))
 
 
 def seeded_upstream(feed: Feed, outputs: Sequence[np.ndarray]) -> tuple[float, list[np.ndarray]]:

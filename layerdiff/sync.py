@@ -110,7 +110,8 @@ def _linked(x: ParamRecord, y: ParamRecord, how: str, src_source: str, dst_sourc
             f"of {dst_source} (paired by {how}). Pair them with param_map in a model file or {_param_map()}; "
             "if the pairing is right, declare the layout of a hand-written weight, e.g. layouts = {'fc1.W': 'out in'}."
         )
-    notes = [n for n in (_layout_guess(x, y, axes, src_source, dst_source), _pairing_guess(how, x, y)) if n]
+    own = [f"{src_source}: {x.note}" if x.note else "", f"{dst_source}: {y.note}" if y.note else ""]
+    notes = [n for n in (_layout_guess(x, y, axes, src_source, dst_source), _pairing_guess(how, x, y), *own) if n]
     return WeightLink(x.name, y.name, x.value.shape, y.value.shape, axes, how, "; ".join(notes))
 
 
@@ -164,8 +165,10 @@ def annotate(links: list[WeightLink], src: list[ParamRecord], dst: list[ParamRec
     out = []
     for w in links:
         notes = [w.note] if w.note else []
-        notes += [f"{src_source}: {said['a', w.src]}"] if ("a", w.src) in said else []
-        notes += [f"{dst_source}: {said['b', w.dst]}"] if ("b", w.dst) in said else []
+        for side, source, name in (("a", src_source, w.src), ("b", dst_source, w.dst)):
+            text = f"{source}: {said[side, name]}" if (side, name) in said else ""
+            if text and text not in w.note:
+                notes.append(text)
         out.append(replace(w, note="; ".join(notes)))
     return out
 

@@ -55,25 +55,23 @@ class NumpyAdapter:
         return Prepared(obj, layout)
 
     def build(self, model: Any, spec: Spec, feed: Feed) -> None:
-        """Make the weights of layers that make them on their first forward (tinynn's, numpy-ml's): one forward on
-        the feed's inputs, after which what that forward left in lists and counters is put back as it was."""
-        net = Network(model, spec)
-        if net.params() or not feed.inputs:
+        """Make the weights of layers that make them on their first forward (tinynn's, numpy-ml's): when a forward
+        on a copy finds more parameters than the model has, one forward on the feed's inputs, after which what
+        that forward left in lists and counters is put back as it was."""
+        if not feed.inputs:
             return
         try:
-            pristine = copy.deepcopy(net.layers)
+            probe, pristine = copy.deepcopy(model), copy.deepcopy(model)
         except Exception:
-            pristine = None
-        values: list[Any] = list(feed.inputs) if net.whole is not None else list(feed.inputs[:1])
-        for layer in net.layers:
-            try:
-                out = _call_forward(layer.obj, values)
-            except Exception as exc:
-                raise raised_in(spec.source, exc, f"in the forward pass of layer '{layer.name}' (the one that builds its weights)") from None
-            out = getattr(layer.obj, "output", None) if out is None else out
-            values = list(out) if isinstance(out, tuple) else [out]
-        for layer, before in zip(net.layers, pristine or []):
-            _restore_state(layer.obj, before.obj)
+            return  # cannot be copied: its weights are taken as the file made them
+        before = len(Network(model, spec).params())
+        _first_forward(Network(probe, spec), feed, spec)
+        if len(Network(probe, spec).params()) <= before:
+            return
+        net = Network(model, spec)
+        _first_forward(net, feed, spec)
+        for layer, untouched in zip(net.layers, Network(pristine, spec).layers):
+            _restore_state(layer.obj, untouched.obj)
         _cast(Network(model, spec), like=feed.inputs)
 
     def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
@@ -254,6 +252,17 @@ def _check_unchanged(ran: Network, given: Network, spec: Spec) -> None:
                 "in the model file (layerdiff then takes the weight change at a rate of 1 as the gradient); otherwise "
                 "move the update out of backward."
             )
+
+
+def _first_forward(net: Network, feed: Feed, spec: Spec) -> None:
+    values: list[Any] = list(feed.inputs) if net.whole is not None else list(feed.inputs[:1])
+    for layer in net.layers:
+        try:
+            out = _call_forward(layer.obj, values)
+        except Exception as exc:
+            raise raised_in(spec.source, exc, f"in the forward pass of layer '{layer.name}' (the one that builds its weights)") from None
+        out = getattr(layer.obj, "output", None) if out is None else out
+        values = list(out) if isinstance(out, tuple) else [out]
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:

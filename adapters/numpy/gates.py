@@ -4,7 +4,7 @@ A model file declares ``gates = {"lstm": "i f g o"}``: the layer (or part) ``lst
 by PyTorch's letters (``c`` is taken for ``g``, the cell candidate; a GRU's are ``r z n``), in the order the file
 keeps them. Then
 - parameters kept per gate (``Wi, Wf, Wc, Wo``; ``U_i``…; ``bi``…) are presented as one array per stem, the gates
-  stacked along the output axis in PyTorch's order (``lstm.W[ifco]``, (4H, in) or (in, 4H)), and split back when
+  stacked along the output axis in PyTorch's order (``lstm.W{i,f,c,o}``, (4H, in) or (in, 4H)), and split back when
   the other side's weights are loaded;
 - a parameter that packs the gates itself in another order (TensorFlow's ``i g f o``) is presented with its
   blocks in PyTorch's order, and reordered back when loaded.
@@ -35,6 +35,7 @@ class Group:
     order: list[int]  # for one packed parameter: PyTorch's block k is the file's block order[k]
     layout: str
     gates: str
+    declared: str = ""  # the file's own order of the blocks, as declared
 
 
 def _canonical(prefix: str, declared: str, source: str) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -70,7 +71,7 @@ def plan(spec: Spec, records: list[ParamRecord]) -> list[Group]:
                 groups.append(_stacked(prefix, stem, [members[g] for g in canon], hidden, " ".join(canon), declared))
         order = [[to_canon[x] for x in declared.split()].index(g) for g in canon]
         if order != list(range(len(canon))):
-            groups += [_reordered(r, order, " ".join(canon)) for r in loose if _block_axis(r, len(canon)) is not None]
+            groups += [_reordered(r, order, " ".join(canon), declared) for r in loose if _block_axis(r, len(canon)) is not None]
     return groups
 
 
@@ -84,8 +85,8 @@ def _stacked(prefix: str, stem: str, members: list[ParamRecord], hidden: int | N
         fits = [i for i, d in enumerate(first.value.shape) if d == hidden]
         axis = fits[0] if len(fits) == 1 else 1  # x @ W, (in, out), where the shapes cannot tell
         layout = ("out in" if axis == 0 else "in out") + ("?" if len(fits) != 1 else "")
-    name = f"{prefix}.{stem}[{''.join(declared.split())}]"
-    return Group(name, [m.name for m in members], axis, [], layout, gates)
+    name = f"{prefix}.{stem}{{{','.join(declared.split())}}}"  # lstm.W{i,f,c,o}: Wi, Wf, Wc and Wo
+    return Group(name, [m.name for m in members], axis, [], layout, gates, declared)
 
 
 def _block_axis(r: ParamRecord, n: int) -> int | None:
@@ -95,8 +96,8 @@ def _block_axis(r: ParamRecord, n: int) -> int | None:
     return next((i for i, d in enumerate(r.value.shape) if d % n == 0), None)
 
 
-def _reordered(r: ParamRecord, order: list[int], gates: str) -> Group:
-    return Group(r.name, [r.name], _block_axis(r, len(order)) or 0, order, r.layout, gates)
+def _reordered(r: ParamRecord, order: list[int], gates: str, declared: str) -> Group:
+    return Group(r.name, [r.name], _block_axis(r, len(order)) or 0, order, r.layout, gates, "".join(declared.split()))
 
 
 def packed(spec: Spec, records: list[ParamRecord]) -> list[ParamRecord]:
@@ -111,7 +112,9 @@ def packed(spec: Spec, records: list[ParamRecord]) -> list[ParamRecord]:
         value = _pack(group, [m.value for m in members])
         grads = [m.grad for m in members]
         grad = None if any(g is None for g in grads) else _pack(group, [g for g in grads if g is not None])
-        first[group.members[0]] = replace(members[0], name=group.name, layout=group.layout, value=value, grad=grad, gates=group.gates)
+        said = (f"gate blocks {group.gates.replace(' ', '')} from the file's {group.declared}" if group.order
+                else f"{len(members)} gates stacked as {group.gates.replace(' ', '')}")
+        first[group.members[0]] = replace(members[0], name=group.name, layout=group.layout, value=value, grad=grad, gates=group.gates, note=said)
         taken.update(group.members)
     # Each group stands where its first member stood, so that pairing by order still sees the file's order.
     return [first[r.name] if r.name in first else r for r in records if r.name in first or r.name not in taken]

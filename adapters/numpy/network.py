@@ -26,6 +26,9 @@ GRAD_DICTS = ("grads", "gradients")
 PARAM_ATTRS = ("W", "b", "weights", "biases", "weight", "bias", "kernel", "gamma", "beta", "scale")
 # Short weight-like names: W, U, V, w or b, then up to three letters or digits (Wi, W_hh, Wax, b1, bf).
 WEIGHT_NAME = re.compile(r"^(?:[WUVwb])(?:_?[A-Za-z0-9]{1,3})?$")
+# Longer names holding a weight's word (Keras's recurrent_kernel), less those of gradients (dweights, grad_bias).
+WEIGHT_WORDS = ("weight", "kernel", "bias")
+GRADIENT_NAME = re.compile(r"^(?:d[A-Z_]|d(?:weight|kernel|bias)|grad|delta)|_grad$")
 STATE_PREFIXES = ("running_", "moving_")  # batch-norm statistics kept beside the parameters
 GRAD_PATTERNS = ("d{}", "d_{}", "grad_{}", "{}_grad", "grad{}", "dLd{}", "dL_d{}")
 DEPTH = 3  # how deep into held objects parameters are looked for
@@ -132,14 +135,14 @@ class Network:
             if found is not None:
                 value = found.get(p.key)
                 return None if value is None else np.asarray(value)
-        return named_grad(p.slot.owner, p.key.rpartition(".")[2])
+        return named_grad(p.slot.owner, p.slot.key)
 
     def layout(self, p: Param) -> str:
         declared = self.spec.layouts.get(p.name)
         if declared:
             return declared
         value = np.asarray(p.slot.get())
-        known = known_layout(p.slot.owner, p.key.rpartition(".")[2])
+        known = known_layout(p.slot.owner, p.slot.key)
         if known and len(known.split()) == value.ndim:
             return known
         if value.ndim == 2 and value.shape[0] == 1:
@@ -159,8 +162,14 @@ def own_slots(obj: Any) -> dict[str, Slot]:
     return {
         a: Slot(obj, a, obj)
         for a, v in vars(obj).items()
-        if (a in PARAM_ATTRS or WEIGHT_NAME.match(a)) and isinstance(v, np.ndarray) and v.dtype.kind == "f"
+        if _weight_like(a) and isinstance(v, np.ndarray) and v.dtype.kind == "f"
     }
+
+
+def _weight_like(name: str) -> bool:
+    if name in PARAM_ATTRS or WEIGHT_NAME.match(name):
+        return True
+    return any(w in name.lower() for w in WEIGHT_WORDS) and not GRADIENT_NAME.search(name)
 
 
 def _state(obj: Any, key: str) -> bool:
