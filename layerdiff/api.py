@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store
+from layerdiff import contradiction, dumps, files, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
@@ -141,10 +141,13 @@ def _isolated(
     progress: Progress | None,
     live_side: str = "b",
 ) -> Comparison:
-    return isolated(
+    result = isolated(
         a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
         live_side=live_side, progress=progress,
     )
+    if live_side == "b" and pair.reference is None:
+        contradiction.check(result, a, b, pair.live, pair.feed, pair.links, layer_map)
+    return result
 
 
 def run(

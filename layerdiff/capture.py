@@ -34,11 +34,22 @@ class Forcer:
         >>> forcer.values("output", "fc1", [(2,)])[0].shape, forcer.values("output", "fc1", [(3,)]), forcer.handed
         ((2,), None, {'fc1': {'output'}})
         """
+        given = self.some(kind, name, shapes)
+        return None if given is None or any(g is None for g in given) else [g for g in given if g is not None]
+
+    def some(self, kind: str, name: str, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray | None] | None:
+        """``values``, where the other side may have recorded fewer values than this layer returns (nn.RNN's h_n
+        beside its output): those it lacks are None, and the layer keeps its own.
+
+        >>> Forcer(Forcing(outputs={"rnn": [np.zeros(2)]})).some("output", "rnn", [(2,), (3,)])[1] is None
+        True
+        """
         forced = self._table(kind).get(name)
-        if forced is None or len(forced) != len(shapes) or not all(_fits(f, s) for f, s in zip(forced, shapes)):
+        if forced is None or len(forced) > len(shapes) or not all(_fits(f, s) for f, s in zip(forced, shapes)):
             return None
         self.handed.setdefault(name, set()).add(kind)
-        return [np.asarray(f).reshape(s) for f, s in zip(forced, shapes)]
+        given: list[np.ndarray | None] = [np.asarray(f).reshape(s) for f, s in zip(forced, shapes)]
+        return given + [None] * (len(shapes) - len(forced))
 
     def value(self, kind: str, name: str, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """One forced value: the ``index``-th of layer ``name``, when it fits ``shape``."""

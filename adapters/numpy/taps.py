@@ -61,7 +61,7 @@ class NumpyTapper:
 
 def forced(forcer: Forcer, kind: str, name: str, values: list[Any]) -> list[Any]:
     """The forced values for a layer, in its own dtype, or its own values when it is not forced (or not alike)."""
-    given = forcer.values(kind, name, [np.shape(v) for v in values])
+    given = forcer.some(kind, name, [np.shape(v) for v in values])
     if given is None:
         return values
-    return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(given, values)]
+    return [v if f is None else np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(given, values)]

@@ -102,12 +102,13 @@ class Recorder:
             passed = []
             for i, o in enumerate(outs):
                 value = record.tensors[tensor_key("output", i)] = _array(o)
+                given = None if forced is None else forced[i]
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
-                    o_passed = o.clone() if forced is None else o + (forced[i] - o).detach()
+                    o_passed = o.clone() if given is None else o + (given - o).detach()
                 else:
-                    o_passed = o if forced is None else forced[i]
-                if forced is None:
+                    o_passed = o if given is None else given
+                if given is None:
                     self.hand_on(o_passed, value)
                 passed.append(o_passed)
             result = forms.rebuild(output, passed)
@@ -116,11 +117,12 @@ class Recorder:
 
         return hook
 
-    def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor] | None:
-        """The forced outputs of a layer, as tensors like its own, or None when it is not forced (or not alike)."""
+    def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor | None] | None:
+        """The forced outputs of a layer, as tensors like its own (None for one the other side lacks), or None when
+        it is not forced (or not alike)."""
         tensors = [t for t in like if isinstance(t, torch.Tensor)]
-        values = self.forcer.values("output", name, [tuple(t.shape) for t in tensors])
-        return None if values is None else [_from(v).to(t.dtype) for v, t in zip(values, tensors)]
+        values = self.forcer.some("output", name, [tuple(t.shape) for t in tensors])
+        return None if values is None else [None if v is None else _from(v).to(t.dtype) for v, t in zip(values, tensors)]
 
     def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
@@ -143,11 +145,12 @@ class Recorder:
         record = self.add(name, "tap")
         record.tensors["output"] = _array(value)
         forced = self._forced(record.name, (value,))
+        given = None if forced is None else forced[0]
         if isinstance(value, torch.Tensor) and value.requires_grad:
             value.register_hook(self._recorder(record, "grad_output", 0))
-            value = value.clone() if forced is None else value + (forced[0] - value).detach()
-        elif forced is not None:
-            value = forced[0]
+            value = value.clone() if given is None else value + (given - value).detach()
+        elif given is not None:
+            value = given
         return value
 
     def tap_grad(self, name: str, grad: Any) -> Any:
