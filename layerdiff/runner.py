@@ -155,7 +155,9 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
         )
     targets = next((s.model.targets for s in sides if s.model.targets is not None), None)
     if with_loss:
-        notes.append(f"upstream: each side's own loss, targets {_shapes([targets]) if targets is not None else 'none'}")
+        own = [s.source for s in sides if isinstance(s.spec.loss, str)]
+        by = f" ({', '.join(own)}: the model's own, loss = \"model\")" if own else ""
+        notes.append(f"upstream: each side's own loss{by}, targets {_shapes([targets]) if targets is not None else 'none'}")
     else:
         notes.append(f"upstream: seeded random gradient on the output (seed {seed}), loss = <output, r>")
 

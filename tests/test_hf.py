@@ -83,3 +83,11 @@ def test_a_structured_output_can_be_named(cli, tmp_path):
     assert code == 0, err
     code, _, err = cli("run", "wrong.py", "wrong.py")
     assert code == 2 and "output = 'third' in wrong.py, but the model's output has: ['first', 'second']" in one_error_line(err)
+
+
+def test_the_readme_hugging_face_model_file_runs_as_it_stands(cli, tmp_path):
+    from test_readme import code_after
+
+    write(tmp_path, "hf.py", code_after("A Hugging Face model needs no more than", "python"))
+    code, out, err = cli("run", "hf.py", "hf.py")
+    assert code == 0, out + err
