@@ -5,7 +5,7 @@
 - ``seeded_upstream``: without a loss, the upstream gradient on each output is the feed's seeded one and the loss is
   ``<output, r>``;
 - ``loss_record``: the loss as a layer of its own, so that its input gradient is compared like any other;
-- ``finish``: the trace, each layer's parameters attached to it.
+- ``finish``: the trace, each layer's parameters attached to it; ``said``: what the adapter noted in it.
 """
 
 from __future__ import annotations
@@ -103,3 +103,9 @@ def finish(
         r.params = [p.name for p in params if p.layer == r.name]
     info = RunInfo(settings=dict(settings or {}))
     return Trace(records, params, loss, info, upstream=upstream, forced=forcer.handed)
+
+
+def said(trace: Trace, source: str) -> list[str]:
+    """What an adapter said of how it ran its model (the settings it named ``note.*`` in ``finish``): a loss whose
+    gradient is not its value's. What it said of a parameter's gradient goes on that parameter's link instead."""
+    return [f"{source}: {v}" for k, v in trace.info.settings.items() if k.startswith("note.") and not k.startswith("note.gradient of ")]

@@ -19,6 +19,7 @@ import numpy as np
 
 from layerdiff import __version__, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
+from layerdiff.capture import said
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.layout import canonical, canonical_shape, from_canonical
 from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
@@ -60,14 +61,9 @@ class Side:
 
     def build(self, feed: Feed) -> None:
         """Let the adapter make the weights a model makes on its first forward (an optional adapter method)."""
-        build = getattr(self.adapter, "build", None)
-        if build is not None:
-            build(self.handle, self.spec, self._own(feed))
-
-    def _own(self, feed: Feed) -> Feed:
-        if not self.layout:
-            return feed
-        return Feed([from_canonical(x, self.layout) for x in feed.inputs], feed.targets, feed.upstream, feed.names)
+        if hasattr(self.adapter, "build"):
+            own = [from_canonical(x, self.layout) for x in feed.inputs] if self.layout else feed.inputs
+            self.adapter.build(self.handle, self.spec, Feed(own, feed.targets, feed.upstream, feed.names))
 
     def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
@@ -88,8 +84,8 @@ class Side:
         trace = self.adapter.run(self.handle, self.spec, own, forcing)
         rank = len(layout.split())
         for record in trace.layers:
-            # A layer that changes the rank (a Flatten) takes its input as the model keeps it: a port flattens in
-            # the same order by permuting first, so that its Flatten receives the same array.
+            # A layer that changes the rank (a Flatten) takes its input as the model keeps it: a port permutes
+            # before flattening in the same order.
             flattens = any(v.ndim != rank for k, v in record.tensors.items() if k.startswith("output"))
             kept = [k for k, v in record.tensors.items() if v.ndim == rank and not (flattens and k.startswith(("input", "grad_input")))]
             record.layouts.update({k: layout for k in kept if k not in record.layouts})
@@ -315,12 +311,6 @@ def run_pair(
         reference = twin.run(feed)
         notes.append(f"tolerances: at least {NOISE_MARGIN:g} x the distance of {b.source} to its float64 rerun")
     return Pair(ta, tb, links, a.source, notes, feed, sb, reference)
-
-
-def said(trace: Trace, source: str) -> list[str]:
-    """What an adapter said of how it ran the model (its settings named ``note.*``): a loss whose gradient is not
-    its value's, an update rule inside backward."""
-    return [f"{source}: {v}" for k, v in trace.info.settings.items() if k.startswith("note.") and not k.startswith("note.gradient of ")]
 
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:

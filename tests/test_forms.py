@@ -3,7 +3,6 @@ at its layer only, and what layerdiff had to work out (a gate packing, a gradien
 taken as a gradient, a guessed layout) is said in the mapping."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
