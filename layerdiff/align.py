@@ -57,17 +57,11 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
         )
     matched_a = {i for i, _ in pairs}
     matched_b = {j for _, j in pairs}
-    # The whole model as a layer (PyTorch's root module) is there to meet a network recorded as one object: left
-    # unmatched, it is no layer one side lacks.
     return Alignment(
         pairs,
-        [l.name for l in layers_a if l.index not in matched_a and not _whole(l, layers_a)],
-        [l.name for l in layers_b if l.index not in matched_b and not _whole(l, layers_b)],
+        [l.name for l in layers_a if l.index not in matched_a],
+        [l.name for l in layers_b if l.index not in matched_b],
     )
-
-
-def _whole(layer: LayerInfo, layers: list[LayerInfo]) -> bool:
-    return layer.name == "model" and len(layers) > 1
 
 
 def _kept(a: Recording, b: Recording, explicit: dict[str, str] | None) -> tuple[list[LayerInfo], list[LayerInfo], dict[str, str]]:

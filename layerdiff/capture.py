@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.errors import ModelFileError
 from layerdiff.layout import squeezed
 from layerdiff.records import LayerRecord, ParamRecord, RunInfo, Trace
 
@@ -109,3 +110,12 @@ def said(trace: Trace, source: str) -> list[str]:
     """What an adapter said of how it ran its model (the settings it named ``note.*`` in ``finish``): a loss whose
     gradient is not its value's. What it said of a parameter's gradient goes on that parameter's link instead."""
     return [f"{source}: {v}" for k, v in trace.info.settings.items() if k.startswith("note.") and not k.startswith("note.gradient of ")]
+
+
+def positional(feed: Feed, source: str, framework: str) -> None:
+    """Refuse inputs given by keyword to a model that takes them by position."""
+    if feed.names:
+        raise ModelFileError(
+            f"The inputs are given by keyword ({', '.join(feed.names)}), but the {framework} model in {source} is called "
+            "with them in order: declare them as a list, `inputs = [...]`, in the order the model takes them."
+        )

@@ -56,10 +56,8 @@ def _agrees_transposed(
 
 def _sentence(culprit: Culprit, link: WeightLink, source_a: str, source_b: str) -> str:
     how = "as guessed" if "guessed" in link.note else "as declared or known"
-    moved = "transposed" if link.axes is not None else "as it is"
-    other = "as it is" if link.axes is not None else "transposed"
     return (
-        f"The layout of {link.src} contradicts its values: copied {moved} into {link.dst} ({how}), {culprit.layer_b} "
-        f"differs; copied {other}, it agrees. Check the layouts = {{...}} of {link.src} in {source_a} (or of "
-        f"{link.dst} in {source_b})."
+        f"{culprit.layer_b} agrees when {link.src} is copied into {link.dst} with its two axes swapped: the layout it was "
+        f"copied by ({how}) is not the one its values follow. Check the layouts = {{...}} of {link.src} in {source_a} "
+        f"(or of {link.dst} in {source_b}), or whether the forward uses the weight the other way round."
     )

@@ -9,10 +9,6 @@ import numpy as np
 
 from layerdiff.errors import ModelFileError
 
-# Gate orders of the recurrent layers whose weights frameworks pack, as PyTorch packs them.
-GATE_ORDERS = {"lstm": "i f g o", "gru": "r z n"}
-
-
 def inputs(value: Any, source: str) -> tuple[tuple[str, ...], list[np.ndarray]]:
     """The declared inputs as arrays, and their keywords when they are a dict (``model(**inputs)``).
 

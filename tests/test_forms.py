@@ -210,7 +210,7 @@ def test_a_declared_layout_the_values_contradict_is_said_in_the_hint(tmp_path):
     report = layerdiff.run(tmp_path / "wrong.py", FORMS / "rnn_torch.py", out=tmp_path / "out").json()
     first = report["culprits"][0]
     assert (first["layer_a"], first["pass"]) == ("rnn", "forward")
-    assert "The layout of rnn.cell.W_hh contradicts its values" in first["hint"]
+    assert "rnn agrees when rnn.cell.W_hh is copied into rnn.weight_hh_l0 with its two axes swapped" in first["hint"]
     assert {c["layer_a"] for c in report["culprits"]} == {"rnn"}
 
 
@@ -252,3 +252,34 @@ def test_integer_inputs_are_fed_as_they_are_and_never_differentiated():
     result = layerdiff.compare_models(Embed(), Embed(), inputs={"ids": ids, "mask": mask})
     assert result.match
     assert "ids (2, 3) int64, mask (2, 3) bool" in " ".join(result.notes)
+
+
+@pytest.mark.parametrize("line,says", [
+    ("inputs = {'ids': object()}", "`inputs['ids']` in m.py must be an array of numbers"),
+    ("inputs = {'not a keyword': [1]}", "is a dict whose keys are not all keywords"),
+    ("output = True", "`output` in m.py must name the part of the model's output"),
+    ("gates = {'lstm': 'i f'}", "`gates` in m.py must map a layer to its gate order"),
+    ("gates = {'fc': 'a b c d'}", "name the gates as PyTorch does"),
+    ("gates = {'lstm': 'i f g o'}", "no parameter is under 'lstm'"),
+    ("update_in_backward = 3", "must name the learning-rate argument"),
+    ("layer_map = ['fc=head']", "`layer_map` in m.py must be a dict of names"),
+    ("ignore = [3]", "`ignore` in m.py must be a glob or a list of globs"),
+    ("loss = 'mse'", "`loss` in m.py is the string 'mse'"),
+])
+def test_a_bad_declaration_is_one_line_saying_what_to_write(cli, tmp_path, line, says):
+    write(tmp_path, "m.py", DENSE + (
+        "    def backward(self, dout): self.dW = self.x.T @ dout; self.db = dout.sum(0); return dout @ self.W.T\n"
+        f"model = [Dense()]\ninput_shape = (5, 4)\n{line}\n"
+    ))
+    write(tmp_path, "b.py", TORCH)
+    code, _, err = cli("run", "m.py", "b.py")
+    assert code == 2 and says in one_error_line(err)
+
+
+def test_inputs_by_keyword_to_a_model_called_by_position_are_refused(cli, tmp_path):
+    write(tmp_path, "m.py", DENSE + (
+        "    def backward(self, dout): self.dW = self.x.T @ dout; self.db = dout.sum(0); return dout @ self.W.T\n"
+        "model = [Dense()]\ninputs = {'x': np.ones((5, 4))}\n"
+    ))
+    code, _, err = cli("run", "m.py", "m.py")
+    assert code == 2 and "declare them as a list, `inputs = [...]`" in one_error_line(err)

@@ -36,9 +36,8 @@ class Stepped:
 def learning_rate_argument(backward: Callable[..., Any], declared: str | None, where: str) -> str | None:
     """The name of ``backward``'s learning-rate argument: the file's ``update_in_backward``, or one named as
     learning rates are; None when it takes none."""
-    try:
-        params = list(inspect.signature(backward).parameters)
-    except (TypeError, ValueError):
+    params = argument_names(backward)
+    if params is None:
         return None
     if declared is not None:
         if declared not in params:
@@ -48,6 +47,20 @@ def learning_rate_argument(backward: Callable[..., Any], declared: str | None, w
             )
         return declared
     return next((p for p in params[1:] if p in LEARNING_RATES), None)
+
+
+_ARGUMENTS: dict[Any, list[str] | None] = {}
+
+
+def argument_names(f: Callable[..., Any]) -> list[str] | None:
+    """The names of a function's arguments (a bound method's without self), looked up once per function."""
+    key = getattr(f, "__func__", f)
+    if key not in _ARGUMENTS:
+        try:
+            _ARGUMENTS[key] = list(inspect.signature(f).parameters)
+        except (TypeError, ValueError):
+            _ARGUMENTS[key] = None
+    return _ARGUMENTS[key]
 
 
 def step(

@@ -8,14 +8,14 @@ Forms taken without changes to the user's layers:
   ``backward(dout, learning_rate)`` that updates the weights itself (``backward.py``);
 - parameters and gradients wherever ``network.py`` finds them; weights made on the first forward (``build``).
 Each run starts from a fresh copy of the model as its file built it (with the weights it was given), so that
-layers keeping state between calls (inputs appended to a list, gradients accumulated) run the same every time.
+layers keeping state between calls (inputs appended to a list, gradients accumulated) run the same every time;
+except in a file that gives its own ``update(model, lr)``, which reads what the run left in the layers.
 A model file can say where things are for anything else (``params_of``, ``grads_of``, ``input_grad_of``).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from typing import Any
 
@@ -26,9 +26,10 @@ from layerdiff.adapters.numpy import backward, gates, losses
 from layerdiff.adapters.numpy.layouts import channels_last
 from layerdiff.adapters.numpy.network import Network, Param, all_layers, is_layer
 from layerdiff.adapters.numpy.taps import Copies, NumpyTapper, forced
-from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
+from layerdiff.capture import Forcer, finish, loss_record, positional, seeded_upstream
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key
+from layerdiff.tap import tapping
 
 INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dX", "dx", "grad_input", "dout_prev")
 TRAINING_FLAGS = ("training", "train", "is_training", "train_mode")
@@ -91,7 +92,9 @@ class NumpyAdapter:
                     p.slot.set(values[p.name].astype(current.dtype))
 
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        fresh = _fresh(model)
+        positional(feed, spec.source, "NumPy")
+        # A file's own update(model, lr) reads the gradients the run left in the layers: it runs the model itself.
+        fresh = model if "update" in spec.glue else _fresh(model)
         net = Network(fresh, spec)
         records: list[LayerRecord] = []
         forcer = Forcer(forcing)
@@ -129,8 +132,6 @@ def _record(net: Network, p: Param, found: dict[str, backward.Stepped]) -> Param
 
 
 def _tapping(records: list[LayerRecord], forcer: Forcer) -> Any:
-    from layerdiff.tap import tapping
-
     return tapping(NumpyTapper(records, forcer))
 
 
@@ -267,7 +268,7 @@ def _first_forward(net: Network, feed: Feed, spec: Spec) -> None:
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:
     kwargs = {}
-    params = inspect.signature(layer.forward).parameters
+    params = backward.argument_names(layer.forward) or []
     for flag in TRAINING_FLAGS:
         if flag in params:
             kwargs[flag] = True

@@ -56,6 +56,11 @@ def plan(spec: Spec, records: list[ParamRecord]) -> list[Group]:
     for prefix, declared in spec.gates.items():
         canon, to_canon = _canonical(prefix, declared, spec.source)
         under = [r for r in records if r.name.startswith(prefix + ".")]
+        if not under:
+            raise ModelFileError(
+                f"gates = {{'{prefix}': '{declared}'}} in {spec.source}, but no parameter is under '{prefix}': its "
+                f"parameters are {', '.join(r.name for r in records[:8])}{', …' if len(records) > 8 else ''}."
+            )
         stems: dict[str, dict[str, ParamRecord]] = {}
         loose = []
         for r in under:

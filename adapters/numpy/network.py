@@ -79,6 +79,7 @@ class Network:
     def __init__(self, obj: Any, spec: Spec) -> None:
         self.spec = spec
         self.whole: Any = None
+        self._params: list[Param] | None = None
         if isinstance(obj, (list, tuple)):
             self.layers = [Layer(str(i), layer) for i, layer in enumerate(obj)]
         elif isinstance(obj, dict):
@@ -100,7 +101,13 @@ class Network:
 
     def params(self) -> list[Param]:
         """Every parameter. A whole network's own parameters keep their keys as names; one that holds its layers as
-        attributes (``self.fc1 = Dense(...)``) has theirs, named ``fc1.W``."""
+        attributes (``self.fc1 = Dense(...)``) has theirs, named ``fc1.W``. Found once per ``Network``: make a new
+        one after the model changes (a first forward that built its weights)."""
+        if self._params is None:
+            self._params = self._found()
+        return self._params
+
+    def _found(self) -> list[Param]:
         found, seen = [], set()
         for layer in self.layers:
             prefix = "" if self.whole is not None else f"{layer.name}."
@@ -162,7 +169,7 @@ def own_slots(obj: Any) -> dict[str, Slot]:
     return {
         a: Slot(obj, a, obj)
         for a, v in vars(obj).items()
-        if _weight_like(a) and isinstance(v, np.ndarray) and v.dtype.kind == "f"
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and _weight_like(a)
     }
 
 

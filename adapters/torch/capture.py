@@ -158,14 +158,11 @@ class Recorder:
 
 
 def _captured_modules(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """Leaf modules, and modules holding parameters of their own beside children; and the model itself, last, as
-    the layer a hand-written network that is one object without taps is compared with."""
+    """Leaf modules, and modules holding parameters of their own beside children."""
     found = []
     for name, module in root.named_modules():
         if not any(True for _ in module.children()) or any(True for _ in module.parameters(recurse=False)):
             found.append((name or "model", module))
-    if not any(module is root for _, module in found):
-        found.append(("model", root))
     return found
 
 
