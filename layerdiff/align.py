@@ -20,6 +20,7 @@ import numpy as np
 
 from layerdiff.errors import AlignmentError, term
 from layerdiff.metrics import Tolerance, diff, stats_diff
+from layerdiff.namemaps import LayerMap, ignored, resolve
 from layerdiff.records import LayerInfo, ParamRecord, Recording, RunInfo, keys_of
 from layerdiff.stats import TensorInfo
 
@@ -41,20 +42,23 @@ class Alignment:
 def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) -> Alignment:
     """Match the layers of ``a`` and ``b``, keeping each side's execution order.
 
+    ``explicit`` may hold patterns, and be a ``namemaps.LayerMap`` with side B's own map and globs of layers to
+    leave out (``--ignore``): those are neither paired nor listed as unmatched.
+
     Raises:
         AlignmentError: no layer could be matched, or the explicit map names a layer that is not there.
     """
-    explicit = dict(explicit or {})
-    names_a = {layer.name for layer in a.layers}
-    names_b = {layer.name for layer in b.layers}
+    layers_a, layers_b, explicit = _kept(a, b, explicit)
+    names_a = {layer.name for layer in layers_a}
+    names_b = {layer.name for layer in layers_b}
     for x, y in explicit.items():
         if x not in names_a or y not in names_b:
             side, name, names = (a.source, x, names_a) if x not in names_a else (b.source, y, names_b)
             raise AlignmentError(f"{term('layer_map')} names layer '{name}', which {side} does not have. Its layers: {', '.join(sorted(names))}.")
-    if not explicit and [layer.name for layer in a.layers] == [layer.name for layer in b.layers]:
-        pairs = [(i, i) for i in range(len(a.layers))]
+    if not explicit and [layer.name for layer in layers_a] == [layer.name for layer in layers_b]:
+        pairs = [(x.index, y.index) for x, y in zip(layers_a, layers_b)]
     else:
-        pairs = _best_pairs(a.layers, b.layers, explicit)
+        pairs = _best_pairs(layers_a, layers_b, explicit)
     for recording in (a, b):
         if not recording.layers:
             raise AlignmentError(
@@ -63,16 +67,28 @@ def align(a: Recording, b: Recording, explicit: dict[str, str] | None = None) ->
             )
     if not pairs:
         raise AlignmentError(
-            f"Cannot align: only in {a.source}: {', '.join(l.name for l in a.layers)}; only in {b.source}: "
-            f"{', '.join(l.name for l in b.layers)}. Rename them, or pass {_map_example()}."
+            f"Cannot align: only in {a.source}: {', '.join(l.name for l in layers_a)}; only in {b.source}: "
+            f"{', '.join(l.name for l in layers_b)}. Rename them, or pass {_map_example()}."
         )
     matched_a = {i for i, _ in pairs}
     matched_b = {j for _, j in pairs}
     return Alignment(
         pairs,
-        [l.name for l in a.layers if l.index not in matched_a],
-        [l.name for l in b.layers if l.index not in matched_b],
+        [l.name for l in layers_a if l.index not in matched_a],
+        [l.name for l in layers_b if l.index not in matched_b],
     )
+
+
+def _kept(a: Recording, b: Recording, explicit: dict[str, str] | None) -> tuple[list[LayerInfo], list[LayerInfo], dict[str, str]]:
+    """The layers of each side that take part (those no ignore glob names), and the map with its patterns resolved."""
+    given = explicit if isinstance(explicit, LayerMap) else LayerMap(explicit)
+    layers_a = [layer for layer in a.layers if not ignored(layer.name, given.ignore)]
+    layers_b = [layer for layer in b.layers if not ignored(layer.name, given.ignore)]
+    if given.ignore and (not layers_a or not layers_b):
+        emptied = a.source if not layers_a else b.source
+        raise AlignmentError(f"{term('ignore')} {', '.join(given.ignore)} leaves no layer of {emptied} to compare.")
+    resolved = resolve(given, given.backward, [l.name for l in layers_a], [l.name for l in layers_b], "layer")
+    return layers_a, layers_b, resolved
 
 
 def _map_example() -> str:
@@ -133,7 +149,9 @@ def fuse(a: Recording, b: Recording, alignment: Alignment, tolerance: Tolerance)
     >>> fused.pairs, fused.fused_b, fused.only_b
     ([(0, 1), (1, 2)], {1: 0}, [])
     """
-    taken_a, taken_b = {i for i, _ in alignment.pairs}, {j for _, j in alignment.pairs}
+    # A layer neither paired nor listed was left out (--ignore): it is no part of a run either.
+    taken_a = {l.index for l in a.layers if l.name not in alignment.only_a}
+    taken_b = {l.index for l in b.layers if l.name not in alignment.only_b}
     pairs, fused_a, fused_b = [], dict(alignment.fused_a), dict(alignment.fused_b)
     for i, j in alignment.pairs:
         found = _run(b, j, _unmatched(b, j, taken_b), lambda k, kind: _distance(a, i, b, k, kind, tolerance))
@@ -150,8 +168,8 @@ def fuse(a: Recording, b: Recording, alignment: Alignment, tolerance: Tolerance)
         pairs.append((i, j))
     return Alignment(
         pairs,
-        [l.name for l in a.layers if l.index not in taken_a],
-        [l.name for l in b.layers if l.index not in taken_b],
+        [l.name for l in a.layers if l.name in alignment.only_a and l.index not in taken_a],
+        [l.name for l in b.layers if l.name in alignment.only_b and l.index not in taken_b],
         fused_a,
         fused_b,
     )

@@ -3,82 +3,25 @@
 from __future__ import annotations
 
 import copy
-import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 
-from layerdiff import dumps, files, modelfile, runner, store
+from layerdiff import contradiction, dumps, files, modelfile, runner, store
 from layerdiff import gradcheck as _gradcheck
 from layerdiff import health as _health
 from layerdiff import overfit as _overfit
 from layerdiff import zoom as _zoom
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
-from layerdiff.health_report import render_health_summary
 from layerdiff.isolate import isolated
+from layerdiff.namemaps import LayerMap
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
-from layerdiff.report import plain, render, to_json
 from layerdiff.results import Comparison, GradCheck, Health
 from layerdiff.results import Overfit as OverfitResult
-from layerdiff.sync import WeightLink
-
-
-@dataclass
-class Result:
-    """A comparison with what it was made from; ``str(result)`` is the terminal report."""
-
-    comparison: Comparison
-    links: list[WeightLink] | None = None
-    weights_from: str = ""
-    notes: list[str] = field(default_factory=list)
-    dumps: list[str] = field(default_factory=list)
-    health: list[Health] = field(default_factory=list)  # per side, for ``run``
-
-    @property
-    def match(self) -> bool:
-        return self.comparison.match
-
-    def render(self, console: Console, show_all: bool = False) -> None:
-        """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
-        render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
-        for side in self.health:
-            render_health_summary(side, console)
-
-    def json(self) -> dict[str, Any]:
-        report = to_json(self.comparison, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps)
-        if self.health:
-            report["health"] = dict(zip("ab", (plain(h) for h in self.health)))
-        return report
-
-    def __str__(self) -> str:
-        buffer = io.StringIO()
-        self.render(Console(file=buffer, width=100, color_system=None))
-        return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
-
-    def write_html(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the report as one self-contained HTML file (plots inlined); needs matplotlib.
-
-        Raises:
-            ReportError: ``path`` exists and not ``force``, cannot be written, or matplotlib is missing.
-        """
-        from layerdiff import html
-
-        return html.write(self, path, force=force)
-
-    def write_plot(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the plot of error against depth, in the format its suffix names (.png, .svg, .pdf).
-
-        Raises:
-            ReportError: as ``write_html``.
-        """
-        from layerdiff import plots
-
-        return plots.write(plots.depth(self.comparison), path, force=force)
+from layerdiff.outcome import Result as Result  # re-exported: the API returns it
 
 
 def compare_models(
@@ -97,6 +40,7 @@ def compare_models(
     param_map: dict[str, str] | None = None,
     progress: Progress | None = None,
     zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
 
@@ -105,6 +49,9 @@ def compare_models(
         inputs: an array or a list of arrays fed to both; or ``input_shape`` for seeded inputs.
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
         dtype: ``"float64"`` (both sides cast) or ``"native"``.
+        layer_map, param_map: names of A's layers (parameters) to B's; a key ``re:PATTERN`` or ``prefix.*`` pairs
+            every name it matches (see ``layerdiff.namemaps``).
+        ignore: globs of layers that one side has and the other has not (a dropout), left out of the alignment.
         progress: called as the long steps go (``layerdiff.progress``).
         zoom: modules to run operation by operation on both sides, as for ``run``.
 
@@ -122,9 +69,14 @@ def compare_models(
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = runner.run_pair(a, b, dtype, seed, param_map, progress=progress)
     asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
-    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    result = _isolated(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, _layer_map(a, b, layer_map, ignore), rtol, progress)
     _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes)
+
+
+def _layer_map(a: modelfile.Model, b: modelfile.Model, given: dict[str, str] | None, ignore: list[str] | None) -> LayerMap:
+    """The layer map of both files and the caller together, with every ignore glob."""
+    return LayerMap({**a.layer_map, **(given or {})}, b.layer_map, (*a.ignore, *b.ignore, *(ignore or [])))
 
 
 def _isolated(
@@ -136,11 +88,14 @@ def _isolated(
     progress: Progress | None,
     live_side: str = "b",
 ) -> Comparison:
-    return isolated(
+    result = isolated(
         a, b, pair.live, pair.feed, links=pair.links, reference=pair.reference, layer_map=layer_map, rtol=rtol,
         live_side=live_side, progress=progress,
         failures=(pair.a.failure, pair.b.failure) if live_side == "b" else (pair.b.failure, pair.a.failure),
     )
+    if live_side == "b" and pair.reference is None:
+        contradiction.check(result, a, b, pair.live, pair.feed, pair.links, layer_map, rtol)
+    return result
 
 
 def run(
@@ -161,6 +116,7 @@ def run(
     skip_copied_weights: bool = False,
     compression: str | None = None,
     zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -174,9 +130,11 @@ def run(
         compression: ``"gzip"`` or ``"lzf"``.
         zoom: modules to run operation by operation on both sides (``"h.1.attn"``, or ``"A=B"`` where the sides
             name it differently), naming the first operation that differs; forward culprits are zoomed into anyway.
+        ignore: globs of layers left out of the alignment (as for ``compare_models``).
     """
     store.check_compression(compression)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
+    layer_map = _layer_map(a, b, layer_map, ignore)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers)
     asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []  # before any dump
@@ -255,6 +213,7 @@ def compare_paths(
     once: bool = False,
     progress: Progress | None = None,
     zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump or a model file; a script runs with the dump's weights and
     feed. ``zoom`` as for ``run``: two model files only (a dump's operations were never recorded)."""
@@ -265,6 +224,7 @@ def compare_paths(
         a, b = modelfile.load(x), modelfile.load(y)
         pair = runner.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress)
         asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
+        layer_map = _layer_map(a, b, layer_map, ignore)
         result = _isolated(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
         _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
         return Result(result, pair.links, pair.weights_from, pair.notes)
@@ -272,9 +232,13 @@ def compare_paths(
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
-            return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
+            given = LayerMap(layer_map, ignore=ignore or ())
+            return Result(compare(da, db, layer_map=given, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
-    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress)
+    model = modelfile.load(script)
+    given = LayerMap({**(layer_map or {}), **(model.layer_map if not x_dump else {})}, model.layer_map if x_dump else {},
+                     (*model.ignore, *(ignore or [])))
+    return _against_dump(dump_path, model, x_dump, rtol, given, param_map, not once, progress)
 
 
 def compare_to_dump(

@@ -41,6 +41,10 @@ def _pairs(option: str) -> Callable[[click.Context, click.Parameter, tuple[str, 
     return parse
 
 
+def _globs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    return list(values)
+
+
 def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
@@ -49,9 +53,12 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs and upstream gradient."),
             click.option("--rtol", type=float, default=None, help="A fixed tolerance; by default each layer's noise floor, 64·eps·sqrt(n)."),
             click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
-                         help="Pair layer A of the first file with layer B of the second."),
+                         help="Pair layer A of the first file with layer B of the second; 're:REGEX=REPLACEMENT' or "
+                              "'prefix.*=other.*' pairs every layer it matches."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
-                         help="Copy parameter A of the first file into parameter B of the second."),
+                         help="Copy parameter A of the first file into parameter B of the second (patterns as for --map)."),
+            click.option("--ignore", "ignore", multiple=True, callback=_globs, metavar="GLOB",
+                         help="Leave layers that one side has and the other has not out of the alignment (a dropout)."),
             click.option("--once", is_flag=True,
                          help="Run each side once: faster, but randomness left on (dropout) goes unnoticed."),
             click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),

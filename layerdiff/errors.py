@@ -88,6 +88,7 @@ def raised_in(source: str, exc: BaseException, doing: str) -> ModelFileError:
 # The words for an option in the caller's terms: the CLI speaks its flags, the Python API its keywords.
 _FLAGS = {
     "layer_map": "--map",
+    "ignore": "--ignore",
     "param_map": "--param-map",
     "dtype": "--dtype",
     "seed": "--seed",

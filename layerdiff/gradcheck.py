@@ -254,7 +254,7 @@ def _feed_runner(feed: Feed, i: int, run: Callable[..., Trace]) -> Callable[[np.
     def moved(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
         inputs = list(feed.inputs)
         inputs[i] = value
-        return run(Feed(inputs, feed.targets, feed.upstream), Forcing(outputs=pin) if pin else None)
+        return run(Feed(inputs, feed.targets, feed.upstream, feed.names), Forcing(outputs=pin) if pin else None)
 
     return moved
 

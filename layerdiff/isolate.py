@@ -26,7 +26,7 @@ from layerdiff.flow import Flow, consumers, gap_before, made_by_code, permuted_e
 from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
-from layerdiff.layout import canonical
+from layerdiff.layout import canonical, squeezed
 from layerdiff.metrics import EPS, Tolerance, diff, grad_floor
 from layerdiff.progress import Progress, stage
 from layerdiff.records import Failure, InMemory, LayerInfo, Recording, Trace, keys_of
@@ -83,8 +83,11 @@ def forcing_from(a: Recording, b: Recording, alignment: Alignment) -> Forcing:
             continue
         for kind, table in tables.items():
             keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
-            alike = all(la.tensors[x].shape == lb.tensors[y].shape and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
-            if keys_a and len(keys_a) == len(keys_b) and alike:
+            # Alike but for axes of length 1 will do: nn.LSTM's h is (1, N, H) where a hand-written cell's is (N, H).
+            alike = all(squeezed(la.tensors[x].shape) == squeezed(lb.tensors[y].shape) and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
+            # A side may return fewer values than the other (a hand-written RNN its outputs, nn.RNN also h_n): the
+            # first ones, which both have, are forced.
+            if keys_a and len(keys_a) <= len(keys_b) and alike:
                 table[lb.name] = partial(_read, a, i, keys_a)
     return Forcing(Lazy(tables["output"]), Lazy(tables["grad_output"]))
 

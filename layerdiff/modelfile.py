@@ -4,10 +4,19 @@ run through an adapter here: ``runner.prepare`` does that.
 A model file defines, at module level:
     model         the network (found automatically when it is the only one)
     loss          optional; without it the upstream gradient is a seeded random array
-    inputs        optional array (or list of arrays); else ``input_shape`` gives seeded inputs
+    inputs        optional array, list of arrays, or dict of arrays by keyword (``model(**inputs)``); else
+                  ``input_shape`` gives seeded inputs. Integer and boolean inputs are fed as they are
     input_shape   tuple (or list of tuples)
     targets       optional, for the loss
-    param_map     optional {this file's parameter name: the other file's parameter name}
+    param_map     optional {this file's parameter name: the other file's parameter name}; a key ``re:PATTERN``
+                  maps every name it matches (``\1`` in the value), ``prefix.*`` a whole subtree
+    layer_map     optional, the same for layers
+    ignore        optional glob or list of globs: layers this side has and the other has not (a dropout)
+    output        optional: the part of a structured output to compare (``"logits"``, or an index)
+    gates         optional {layer: gate order}, for recurrent weights kept per gate or packed: "i f g o"
+    update_in_backward
+                  optional: the learning-rate argument of a ``backward(dout, learning_rate)`` that updates the
+                  weights itself
     layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
     activation_layout
                   optional axis names of the inputs and of every activation of as many dimensions, when not
@@ -28,10 +37,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from layerdiff import declarations as forms
 from layerdiff.adapter import Adapter, Spec, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
-DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout")
+DECLARED = (
+    "loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout",
+    "layer_map", "ignore", "output", "gates", "update_in_backward",
+)
 GLUE = ("params_of", "grads_of", "input_grad_of", "update")
 EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
@@ -49,6 +62,9 @@ class Model:
     targets: np.ndarray | None = None
     param_map: dict[str, str] = field(default_factory=dict)
     activation_layout: str | None = None  # None: not declared, the adapter's convention holds
+    input_names: tuple[str, ...] = ()  # the keywords of dict inputs, in the file's order
+    layer_map: dict[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()  # globs of layers left out of the alignment
 
     @property
     def source(self) -> str:
@@ -72,6 +88,11 @@ def from_object(
     glue: dict[str, Callable[..., Any]] | None = None,
     path: Path | None = None,
     activation_layout: str | None = None,
+    layer_map: dict[str, str] | None = None,
+    ignore: Any = None,
+    output: Any = None,
+    gates: dict[str, str] | None = None,
+    update_in_backward: Any = None,
 ) -> Model:
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
@@ -83,16 +104,27 @@ def from_object(
             else "Give a torch.nn.Module, a NumPy network with forward/backward, a JAX (apply_fn, params) pair or a Flax module"
         )
         raise ModelFileError(f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. {fix}.")
+    names: tuple[str, ...] = ()
+    arrays = None
+    if inputs is not None:
+        names, arrays = forms.inputs(inputs, source)
+    spec = Spec(
+        source, forms.loss(loss, source), dict(layouts or {}), dict(glue or {}), forms.output(output, source),
+        forms.gates(gates, source), forms.update_in_backward(update_in_backward, source),
+    )
     return Model(
         obj=obj,
         adapter=adapter,
-        spec=Spec(source, loss, dict(layouts or {}), dict(glue or {})),
+        spec=spec,
         path=path,
-        inputs=None if inputs is None else _arrays(inputs, source),
+        inputs=arrays,
         input_shapes=None if input_shape is None else _shapes(input_shape, source),
         targets=None if targets is None else np.asarray(targets),
-        param_map=dict(param_map or {}),
+        param_map=forms.mapping(param_map, "param_map", source),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
+        input_names=names,
+        layer_map=forms.mapping(layer_map, "layer_map", source),
+        ignore=forms.globs(ignore, source),
     )
 
 
@@ -182,21 +214,6 @@ def _has_parameters(obj: Any) -> bool:
         return bool(adapter.parameters(adapter.prepare(obj, spec, "native").model, spec))
     except Exception:
         return False
-
-
-def _arrays(value: Any, source: str) -> list[np.ndarray]:
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        return [np.asarray(_numpy(v)) for v in items]
-    except Exception:
-        raise ModelFileError(f"`inputs` in {source} must be an array or a list of arrays.") from None
-
-
-def _numpy(value: Any) -> Any:
-    """Framework tensors declared as inputs become arrays (torch tensors and jax arrays both have these)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    return np.asarray(value)
 
 
 def _shapes(value: Any, source: str) -> list[tuple[int, ...]]:

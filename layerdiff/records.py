@@ -62,6 +62,8 @@ class ParamRecord:
     layout: str
     value: np.ndarray
     grad: np.ndarray | None = None
+    gates: str = ""  # the gate blocks packed along its first axis ("i f g o"), for a recurrent layer's weight
+    note: str = ""  # how the adapter found it, where that was a choice (a gradient paired by shape)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Trace:
     inputs: list[np.ndarray] = field(default_factory=list)
     targets: np.ndarray | None = None
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
+    input_names: tuple[str, ...] = ()  # the inputs' keywords, when the model was called as model(**inputs)
     # In a replay: per layer, the kinds ("output", "grad_output") the adapter substituted forced values for.
     forced: dict[str, set[str]] = field(default_factory=dict)
     failure: Failure | None = None  # the backward raised: the trace holds what was recorded up to it

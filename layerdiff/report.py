@@ -256,7 +256,10 @@ def _weights(console: Console, links: list[WeightLink], weights_from: str, show_
         for w in links:
             console.print(f"  {w.describe()}")
     else:
-        console.print(Text("  (--all lists them)", style="dim"))
+        for w in links:
+            if w.note:  # a guess, or a gradient found by shape: never folded away
+                console.print(f"  {w.describe()}")
+        console.print(Text("  (--all lists them)" if not any(w.note for w in links) else "  (--all lists the others)", style="dim"))
 
 
 def to_json(
@@ -311,7 +314,8 @@ def to_json(
         "weights": {
             "from": weights_from,
             "links": [
-                {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how}
+                {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how,
+                 "note": w.note}
                 for w in links or []
             ],
         },

@@ -19,11 +19,12 @@ import numpy as np
 
 from layerdiff import __version__, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
-from layerdiff.capture import Raised
+from layerdiff.capture import Raised, said
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.layout import canonical, canonical_shape, from_canonical
 from layerdiff.metrics import NOISE_MARGIN, diff, noise_floor
 from layerdiff.modelfile import Model
+from layerdiff.namemaps import resolve
 from layerdiff.progress import Progress, stage
 from layerdiff.records import ParamRecord, Trace, select, snapshot
 from layerdiff.stats import digest, fingerprint
@@ -58,6 +59,12 @@ class Side:
     def load(self, values: dict[str, np.ndarray]) -> None:
         self.adapter.load_parameters(self.handle, self.spec, values)
 
+    def build(self, feed: Feed) -> None:
+        """Let the adapter make the weights a model makes on its first forward (an optional adapter method)."""
+        if hasattr(self.adapter, "build"):
+            own = [from_canonical(x, self.layout) for x in feed.inputs] if self.layout else feed.inputs
+            self.adapter.build(self.handle, self.spec, Feed(own, feed.targets, feed.upstream, feed.names))
+
     def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
 
@@ -71,13 +78,17 @@ class Side:
         def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
             return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
 
-        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream, feed.names)
         if forcing is not None:
             forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
         trace = self.adapter.run(self.handle, self.spec, own, forcing)
         rank = len(layout.split())
         for record in trace.layers:
-            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+            # A layer that changes the rank (a Flatten) takes its input as the model keeps it: a port permutes
+            # before flattening in the same order.
+            flattens = any(v.ndim != rank for k, v in record.tensors.items() if k.startswith("output"))
+            kept = [k for k, v in record.tensors.items() if v.ndim == rank and not (flattens and k.startswith(("input", "grad_input")))]
+            record.layouts.update({k: layout for k in kept if k not in record.layouts})
         trace.upstream = [canonical(u, layout) for u in trace.upstream]
         return trace
 
@@ -116,9 +127,12 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
     """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
     notes = []
     declared = next((s for s in sides if s.model.inputs is not None), None)
+    keywords: tuple[str, ...] = ()
     if declared is not None and declared.model.inputs is not None:
         inputs = [canonical(x, declared.layout) for x in declared.model.inputs]
-        notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
+        keywords = declared.model.input_names
+        shown = ", ".join(f"{n} {tuple(x.shape)} {x.dtype}" for n, x in zip(keywords, inputs)) if keywords else _shapes(inputs)
+        notes.append(f"inputs from {declared.source}: {shown}")
     else:
         shaped = next((s for s in sides if s.model.input_shapes is not None), None)
         if shaped is None:
@@ -138,14 +152,19 @@ def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
         )
     targets = next((s.model.targets for s in sides if s.model.targets is not None), None)
     if with_loss:
-        notes.append(f"upstream: each side's own loss, targets {_shapes([targets]) if targets is not None else 'none'}")
+        own = [s.source for s in sides if isinstance(s.spec.loss, str)]
+        by = f" ({', '.join(own)}: the model's own, loss = \"model\")" if own else ""
+        notes.append(f"upstream: each side's own loss{by}, targets {_shapes([targets]) if targets is not None else 'none'}")
     else:
         notes.append(f"upstream: seeded random gradient on the output (seed {seed}), loss = <output, r>")
 
     def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
         return np.random.default_rng([seed, 1, index]).standard_normal(shape)
 
-    return Feed(inputs, targets, upstream), notes
+    feed = Feed(inputs, targets, upstream, keywords)
+    for side in sides:
+        side.build(feed)
+    return feed, notes
 
 
 def feed_from(recorded: Trace) -> Feed:
@@ -157,7 +176,7 @@ def feed_from(recorded: Trace) -> Feed:
             raise ModelFileError(f"The model's output {index} has shape {shape}; the dump's upstream gradients have {have}.")
         return recorded.upstream[index]
 
-    return Feed(recorded.inputs, recorded.targets, upstream)
+    return Feed(recorded.inputs, recorded.targets, upstream, recorded.input_names)
 
 
 def weights_hash(params: list[ParamRecord]) -> str:
@@ -216,6 +235,7 @@ def capture(
         else "random:" + digest(first.upstream),
     )
     first.inputs = list(feed.inputs)
+    first.input_names = feed.names
     first.targets = feed.targets
     return first
 
@@ -291,6 +311,8 @@ def run_pair(
         tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None, partial=True)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
+    links = sync.annotate(links, ta.params, tb.params, a.source, b.source)
+    notes += said(ta, a.source) + said(tb, b.source)
     reference = None
     if twin is not None and compute_dtype(tb) != "float64":
         twin.load(values)
@@ -304,9 +326,9 @@ def run_pair(
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
     """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
-    src = a.parameters()
-    explicit = {**a.model.param_map, **_inverse(b.model.param_map), **(param_map or {})}
-    return src, sync.link(src, b.parameters(), explicit, a.source, b.source)
+    src, dst = a.parameters(), b.parameters()
+    explicit = resolve({**a.model.param_map, **(param_map or {})}, b.model.param_map, _names(src), _names(dst), "parameter")
+    return src, sync.link(src, dst, explicit, a.source, b.source)
 
 
 def _float64_twin(model: Model) -> Side | None:
@@ -328,13 +350,17 @@ def run_against(
     """Run ``model`` with the weights, inputs and upstream gradient of a recorded dump."""
     dtype, seed = recorded.info.dtype, recorded.info.seed
     side = prepare(model, dtype)
-    explicit = {**_inverse(model.param_map), **(param_map or {})}
-    links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
-    side.load(sync.carry(links, recorded.params))
     feed = feed_from(recorded)
+    side.build(feed)
+    own = side.parameters()
+    explicit = resolve(param_map or {}, model.param_map, _names(recorded.params), _names(own), "parameter")
+    links = sync.link(recorded.params, own, explicit, source, model.source)
+    side.load(sync.carry(links, recorded.params))
     with stage(progress, f"capture {model.source}"):
         trace = capture(side, feed, dtype, seed, weights_hash(recorded.params), twice, partial=True)
-    return Pair(recorded, trace, links, source, [f"weights, inputs and upstream gradient from {source}"], feed, side)
+    links = sync.annotate(links, recorded.params, trace.params, source, model.source)
+    notes = [f"weights, inputs and upstream gradient from {source}", *said(trace, model.source)]
+    return Pair(recorded, trace, links, source, notes, feed, side)
 
 
 def run_one(
@@ -351,7 +377,10 @@ def run_one(
         feed, _ = make_feed([side], seed)
         trace = capture(side, feed, dtype, seed, layers=layers)
     else:
-        links = sync.link(weights.params, side.parameters(), _inverse(model.param_map), weights_source, model.source)
+        side.build(feed_from(weights))
+        own = side.parameters()
+        explicit = resolve({}, model.param_map, _names(weights.params), _names(own), "parameter")
+        links = sync.link(weights.params, own, explicit, weights_source, model.source)
         side.load(sync.carry(links, weights.params))
         trace = capture(side, feed_from(weights), dtype, seed, weights_hash(weights.params), layers=layers)
     if layers:
@@ -374,8 +403,8 @@ def _check_dtype(dtype: str) -> None:
         raise ModelFileError(f"{term('dtype')} must be one of {', '.join(DTYPES)}, not '{dtype}'.")
 
 
-def _inverse(mapping: dict[str, str]) -> dict[str, str]:
-    return {v: k for k, v in mapping.items()}
+def _names(params: list[ParamRecord]) -> list[str]:
+    return [p.name for p in params]
 
 
 def _shapes(arrays: Any) -> str:

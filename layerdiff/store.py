@@ -85,6 +85,8 @@ def write(
             f.attrs.update(_info_attrs(trace.info))
             f.attrs["loss"] = np.nan if trace.loss is None else trace.loss
             _arrays(f.create_group("inputs"), trace.inputs, compression)
+            if trace.input_names:
+                f["inputs"].attrs["names"] = json.dumps(list(trace.input_names))
             _arrays(f.create_group("upstream"), trace.upstream, compression)
             if trace.targets is not None:
                 f.create_dataset("targets", data=trace.targets)
@@ -99,6 +101,8 @@ def write(
             for i, p in enumerate(trace.params):
                 g = params.create_group(_group_name(i, p.name))
                 g.attrs.update(name=p.name, layer=p.layer, layout=p.layout)
+                if p.gates:
+                    g.attrs["gates"] = p.gates
                 keep = full is None or owned(p, full)
                 _dataset(g, "value", p.value, compression, p.layout, keep and values, full is not None or not values)
                 if p.grad is not None:
@@ -251,12 +255,14 @@ class Dump:
                 f"{self.path} holds no value of parameter '{name}', only its hash (written with --skip-copied-weights "
                 "or --stats-only): take the weights from the dump of the other side, or write it again without them."
             )
-        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+        record = ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), np.asarray(g["value"][()]), self.param_grad(name))
+        record.gates = str(g.attrs.get("gates", ""))
+        return record
 
     def spec(self, name: str) -> ParamRecord:
         g = self._params[name]
         value = placeholder(tuple(g["value"].shape), g["value"].dtype)
-        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), value)
+        return ParamRecord(name, str(g.attrs["layer"]), str(g.attrs["layout"]), value, gates=str(g.attrs.get("gates", "")))
 
     def param_grad(self, name: str) -> np.ndarray | None:
         g = self._params[name]
@@ -291,7 +297,10 @@ class Dump:
             LayerRecord(info.name, info.kind, {k: self.tensor(info.index, k) for k in info.tensors}, list(info.params))
             for info in self.layers
         ]
-        return Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
+        trace = Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
+        if "inputs" in self.file and "names" in self.file["inputs"].attrs:
+            trace.input_names = tuple(json.loads(self.file["inputs"].attrs["names"]))
+        return trace
 
     def close(self) -> None:
         self.file.close()

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing, Prepared, Spec
-from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
+from layerdiff.capture import Forcer, finish, loss_record, positional, seeded_upstream
 from layerdiff.errors import LayerdiffError, ModelFileError, raised_in
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
@@ -288,6 +288,7 @@ def _iterate(
     leaves, tree = jax.tree_util.tree_flatten(variables["params"])
     floating = [np.dtype(leaf.dtype) for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)]
     dtype = floating[0] if floating else jnp.result_type(float)
+    positional(feed, spec.source, "JAX")
     inputs = [jnp.asarray(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x) for x in feed.inputs]
     differentiated = [i for i, x in enumerate(inputs) if jnp.issubdtype(x.dtype, jnp.floating)]
     rest = {k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in variables.items() if k != "params"}

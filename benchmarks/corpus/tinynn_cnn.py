@@ -10,9 +10,6 @@ model = Net([
 ])
 input_shape = (4, 8, 8, 3)
 
-model.forward(np.zeros(input_shape))  # glue: tinynn makes its weights on the first forward
-activation_layout = "N H W C"  # glue
-layouts = {"layers.0.w": "H W I O", "layers.3.w": "H W I O"}  # glue
 
 # tinynn's own defect (tinynn/core/layer.py): Conv2D's im2col buffer, MaxPool2D's output and both layers' input
 # gradients are allocated float32 (`empty(...)` defaults to np.float32; `np.zeros(..., dtype=np.float32)`), so a

@@ -7,7 +7,6 @@ np.random.seed(0)
 model = Net([RNN(num_hidden=16), Dense(10)])
 input_shape = (4, 5, 8)
 
-model.forward(np.zeros(input_shape))  # glue: tinynn makes its weights on the first forward
 
 # tinynn's own defect: RNN keeps its pre-activations and hidden states in float32 buffers (`empty(...)`) and
 # allocates its input gradient as float32 (`np.empty_like(X, dtype=np.float32)`).
