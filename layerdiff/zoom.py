@@ -195,7 +195,7 @@ def _laid_out(feed: Feed, layout: str) -> Feed:
     """The feed as a side takes it (channels-last models get their inputs transposed, as ``Side.run`` does)."""
     if not layout:
         return feed
-    return Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, feed.upstream)
+    return Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, feed.upstream, feed.names)
 
 
 def describe(z: Zoom) -> str:

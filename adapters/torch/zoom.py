@@ -11,6 +11,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from layerdiff.adapter import Feed, Op, Ops, Spec
+from layerdiff.adapters.torch import forms
 
 
 class _Recorder(TorchFunctionMode):
@@ -67,26 +68,27 @@ def zoom(net: torch.nn.Module, spec: Spec, feed: Feed, layer: str, inputs: list[
     recorder = _Recorder()
     seen: list[np.ndarray] = []
 
-    def enter(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        given = list(args)
-        floating = [i for i, a in enumerate(given) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    def enter(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Every tensor counts, however nested or passed by keyword (a mask), as the capture records them.
+        given = forms.leaves((args, kwargs))
+        floating = [i for i, a in enumerate(given) if a.is_floating_point()]
         for k, i in enumerate(floating):
             if inputs is not None and k < len(inputs) and tuple(inputs[k].shape) == tuple(given[i].shape):
                 given[i] = torch.as_tensor(np.ascontiguousarray(inputs[k])).to(given[i].dtype)
             seen.append(given[i].detach().cpu().clone().numpy())
             recorder.note_input(given[i], k)
         recorder.__enter__()
-        return tuple(given)
+        return forms.rebuild((args, kwargs), given)
 
-    def leave(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def leave(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         recorder.__exit__(None, None, None)
 
     dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float64)
     xs = [torch.as_tensor(np.ascontiguousarray(x)).to(dtype) if np.issubdtype(x.dtype, np.floating) else torch.as_tensor(x) for x in feed.inputs]
-    handles = [target.register_forward_pre_hook(enter), target.register_forward_hook(leave)]
+    handles = [target.register_forward_pre_hook(enter, with_kwargs=True), target.register_forward_hook(leave, with_kwargs=True)]
     try:
         with torch.no_grad():
-            net(*xs)
+            forms.call(net, xs, feed.names)
     finally:
         for h in handles:
             h.remove()
