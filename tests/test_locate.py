@@ -159,35 +159,58 @@ def test_a_modules_full_backward_hook_is_seen_by_capture():
     assert "all zeros" in result.comparison.culprits[0].hint
 
 
+NCHW_PERMUTED = (
+    "import torch\n"
+    "class Net(torch.nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.same, self.flatten, self.dense = torch.nn.Identity(), torch.nn.Flatten(), torch.nn.Linear(60, 3, bias=False)\n"
+    "    def forward(self, x):\n"
+    "        return self.dense(self.flatten(self.same(x * 1.0).permute(0, 2, 3, 1)))\n"
+    "model = Net()\n"
+)
+LAYERS = (
+    "import numpy as np\n"
+    "class Same:\n    def forward(self, x): return x * 1.0\n    def backward(self, d): return d\n"
+    "class Dense:\n"
+    "    def __init__(self): self.W = np.random.default_rng(0).standard_normal((60, 3))\n"
+    "    def forward(self, x): self.x = x; return x @ self.W\n"
+    "    def backward(self, d): self.dW = self.x.T @ d; return d @ self.W.T\n"
+)
+
+
 def test_an_input_whose_axes_code_reorders_is_a_layout_change_not_a_culprit(tmp_path):
-    a = write(tmp_path, "nhwc.py", (
-        "import numpy as np\n"
-        "class Same:\n    def forward(self, x): return x * 1.0\n    def backward(self, d): return d\n"
+    # A channels-first NumPy network whose Flatten lays its input out channels last itself, against PyTorch code that
+    # permutes before nn.Flatten: the flatten's inputs hold the same values, axes in another order.
+    a = write(tmp_path, "nchw_np.py", LAYERS + (
         "class Flatten:\n"
-        "    def forward(self, x): self.shape = x.shape; return x.reshape(len(x), -1)\n"
-        "    def backward(self, d): return d.reshape(self.shape)\n"
-        "class Dense:\n"
-        "    def __init__(self): self.W = np.random.default_rng(0).standard_normal((60, 3))\n"
-        "    def forward(self, x): self.x = x; return x @ self.W\n"
-        "    def backward(self, d): self.dW = self.x.T @ d; return d @ self.W.T\n"
+        "    def forward(self, x): self.shape = x.shape; return x.transpose(0, 2, 3, 1).reshape(len(x), -1)\n"
+        "    def backward(self, d): n, c, h, w = self.shape; return d.reshape(n, h, w, c).transpose(0, 3, 1, 2)\n"
         "model = [Same(), Flatten(), Dense()]\n"
-        "input_shape = (2, 3, 4, 5)\n"
-        "activation_layout = 'N H W C'\n"
+        "input_shape = (2, 5, 3, 4)\n"
     ))
-    b = write(tmp_path, "nchw.py", (
-        "import torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.same, self.flatten, self.dense = torch.nn.Identity(), torch.nn.Flatten(), torch.nn.Linear(60, 3, bias=False)\n"
-        "    def forward(self, x):\n"
-        "        return self.dense(self.flatten(self.same(x * 1.0).permute(0, 2, 3, 1)))\n"
-        "model = Net()\n"
-    ))
+    b = write(tmp_path, "nchw.py", NCHW_PERMUTED)
     report = layerdiff.run(a, b, out=tmp_path / "out", layer_map={"0": "same", "1": "flatten", "2": "dense"}).json()
     assert report["culprits"] == [], report["culprits"]
     flatten = next(l for l in report["layers"] if l["layer_a"] == "1")
     assert any("axes in another order" in n for n in flatten["notes"])
+
+
+def test_a_channels_last_flatten_meets_code_that_permutes_before_flattening_as_it_is(tmp_path):
+    # A channels-last network's Flatten takes its input as the model holds it (runner.Side.run), which is what the
+    # PyTorch port permutes to before nn.Flatten: the inputs agree as they are.
+    a = write(tmp_path, "nhwc.py", LAYERS + (
+        "class Flatten:\n"
+        "    def forward(self, x): self.shape = x.shape; return x.reshape(len(x), -1)\n"
+        "    def backward(self, d): return d.reshape(self.shape)\n"
+        "model = [Same(), Flatten(), Dense()]\n"
+        "input_shape = (2, 3, 4, 5)\n"
+        "activation_layout = 'N H W C'\n"
+    ))
+    b = write(tmp_path, "nchw.py", NCHW_PERMUTED)
+    report = layerdiff.run(a, b, out=tmp_path / "out", layer_map={"0": "same", "1": "flatten", "2": "dense"}).json()
+    assert report["culprits"] == [], report["culprits"]
+    assert all(layer["verdict"] == "ok" for layer in report["layers"])
 
 
 def test_zoom_on_the_command_line_names_no_operation_on_a_clean_pair(cli):
