@@ -12,7 +12,7 @@ refused (``AdapterError``): culprits from an unforced replay would be wrong laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
@@ -23,14 +23,14 @@ from layerdiff.adapter import Feed, Forcing, Lazy
 from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.capture import Raised
 from layerdiff.flow import Flow, consumers, gap_before, made_by_code, permuted_equal
-from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
+from layerdiff.compare import Reader, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
 from layerdiff.layout import canonical, squeezed
-from layerdiff.metrics import EPS, Tolerance, diff, grad_floor
+from layerdiff.metrics import EPS, Tolerance, grad_floor
 from layerdiff.progress import Progress, stage
 from layerdiff.records import Failure, InMemory, LayerInfo, Recording, Trace, keys_of
-from layerdiff.results import Comparison, Culprit, Gap, LayerDiff, Pass, TensorDiff
+from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
 if TYPE_CHECKING:
