@@ -62,7 +62,7 @@ def _agrees_transposed(
 def _sentence(culprit: Culprit, link: WeightLink, source_a: str, source_b: str) -> str:
     how = "as guessed" if "guessed" in link.note else "as declared or known"
     return (
-        f"{culprit.layer_b} agrees when {link.src} is copied into {link.dst} with its two axes swapped: the layout it was "
-        f"copied by ({how}) is not the one its values follow. Check the layouts = {{...}} of {link.src} in {source_a} "
+        f"{culprit.layer_b} agrees when {link.src} is copied into {link.dst} with its two axes swapped (transposed): "
+        f"the layout it was copied by ({how}) is not the one its values follow. Check the layouts = {{...}} of {link.src} in {source_a} "
         f"(or of {link.dst} in {source_b}), or whether the forward uses the weight the other way round."
     )
