@@ -39,7 +39,7 @@ CORPUS_PAIRS = (
     ("hf_gpt2", "hf_gpt2.py", "hf_gpt2_ref.py", "transformers"),
     ("hf_bert", "hf_bert.py", "hf_bert_ref.py", "transformers"),
 )
-CLEAN = ("mlp", "cnn", "norm", "deep", "gpt", "mlp_jax", "cnn_jax", "mlp_nnx", "cnn_linen")
+CLEAN = ("mlp", "cnn", "norm", "deep", "gpt", "fused", "attn", "mlp_jax", "cnn_jax", "mlp_nnx", "cnn_linen")
 
 
 def declared(path: Path) -> dict:

@@ -35,6 +35,9 @@ class Spec:
     loss: Any = None  # None: the upstream gradient is the feed's seeded one
     layouts: Mapping[str, str] = field(default_factory=dict)  # {parameter: axes} the file declared
     glue: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # params_of, grads_of, input_grad_of, update
+    output: str | int | None = None  # which part of a structured model output is compared ("logits"); None: the first
+    gates: Mapping[str, str] = field(default_factory=dict)  # {layer or parameter prefix: its gate blocks, "i f g o"}
+    update_in_backward: str | None = None  # the learning-rate argument of a backward that applies its own update
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,14 @@ class Prepared:
 class Feed:
     """What both sides receive: the same inputs, targets, and upstream gradient.
 
-    ``upstream(index, shape)`` gives the seeded gradient on output ``index`` when the model has no loss.
+    ``upstream(index, shape)`` gives the seeded gradient on output ``index`` when the model has no loss. ``names``,
+    when given, are the keywords of the inputs (a Hugging Face model's ``input_ids``, ``attention_mask``).
     """
 
     inputs: list[np.ndarray]
     targets: np.ndarray | None
     upstream: Callable[[int, tuple[int, ...]], np.ndarray]
+    names: tuple[str, ...] = ()  # the inputs' keywords, when the model is called as model(**inputs)
 
 
 @dataclass
@@ -97,6 +102,25 @@ class Lazy(Mapping[str, list[np.ndarray]]):
         return len(self._readers)
 
 
+@dataclass(frozen=True)
+class Op:
+    """One operation inside a zoomed module, in the order it ran: its name (``matmul``, ``softmax``, a primitive),
+    its first floating output, and what it read: earlier operations by index, the module's inputs as ``-1 - k``
+    (anything else, a parameter or a constant, is not listed)."""
+
+    name: str
+    output: np.ndarray
+    reads: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ops:
+    """A module run at the level of its operations (``zoom``): the inputs it was called with, and its operations."""
+
+    inputs: list[np.ndarray]
+    ops: list[Op]
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """One framework. ``fallback = True`` (optional) marks an adapter that claims objects by their shape (methods
@@ -131,6 +155,14 @@ class Adapter(Protocol):
 
 
 REQUIRED = ("claims", "version", "prepare", "parameters", "load_parameters", "run")
+# Optional, looked up with getattr so that an adapter without them still loads:
+#     build(model, spec, feed) -> None
+# makes the weights a model makes on its first forward, once the feed exists and before the weights are paired;
+#     zoom(model, spec, feed, layer, inputs) -> Ops | None
+# runs the model's forward once and records every operation inside the module called ``layer`` ("" for the whole
+# model), that module called with ``inputs`` when given (the other side's, so that both run on equal inputs); None
+# when the model has no module of that name.
+OPTIONAL = ("build", "zoom")
 
 
 def verify(adapter: object, origin: str) -> Adapter:

@@ -3,83 +3,24 @@
 from __future__ import annotations
 
 import copy
-import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 
 from layerdiff import dumps, files, modelfile, precision, ranks, runner, store, twins
 from layerdiff import health as _health
 from layerdiff import steps as _steps
-from layerdiff.align import check_map
+from layerdiff import zoom as _zoom
+from layerdiff.align import align
 from layerdiff.api_checks import gradcheck as gradcheck, inspect as inspect, overfit as overfit  # the checks of one network
 from layerdiff.compare import check_same_run, compare
 from layerdiff.errors import DumpError
-from layerdiff.health_report import render_health_summary
+from layerdiff.namemaps import LayerMap
+from layerdiff.outcome import Result as Result  # re-exported: the API returns it
 from layerdiff.progress import Progress, stage
 from layerdiff.records import InMemory, Recording
-from layerdiff.report import plain, render, to_json
-from layerdiff.results import Comparison, Health
-from layerdiff.sides_report import render_sides
 from layerdiff.steps_report import StepsResult
-from layerdiff.sync import WeightLink
-
-
-@dataclass
-class Result:
-    """A comparison with what it was made from; ``str(result)`` is the terminal report."""
-
-    comparison: Comparison
-    links: list[WeightLink] | None = None
-    weights_from: str = ""
-    notes: list[str] = field(default_factory=list)
-    dumps: list[str] = field(default_factory=list)
-    health: list[Health] = field(default_factory=list)  # per side, for ``run``
-
-    @property
-    def match(self) -> bool:
-        return self.comparison.match
-
-    def render(self, console: Console, show_all: bool = False) -> None:
-        """Print the terminal report; long tables are folded to their interesting rows unless ``show_all``."""
-        render(self.comparison, console, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps, show_all=show_all)
-        render_sides(self.comparison, console, show_all)
-        for side in self.health:
-            render_health_summary(side, console)
-
-    def json(self) -> dict[str, Any]:
-        report = to_json(self.comparison, links=self.links, weights_from=self.weights_from, notes=self.notes, dumps=self.dumps)
-        if self.health:
-            report["health"] = dict(zip("ab", (plain(h) for h in self.health)))
-        return report
-
-    def __str__(self) -> str:
-        buffer = io.StringIO()
-        self.render(Console(file=buffer, width=100, color_system=None))
-        return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
-
-    def write_html(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the report as one self-contained HTML file (plots inlined); needs matplotlib.
-
-        Raises:
-            ReportError: ``path`` exists and not ``force``, cannot be written, or matplotlib is missing.
-        """
-        from layerdiff import html
-
-        return html.write(self, path, force=force)
-
-    def write_plot(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Write the plot of error against depth, in the format its suffix names (.png, .svg, .pdf).
-
-        Raises:
-            ReportError: as ``write_html``.
-        """
-        from layerdiff import plots
-
-        return plots.write(plots.depth(self.comparison), path, force=force)
 
 
 def compare_models(
@@ -98,6 +39,8 @@ def compare_models(
     param_map: dict[str, str] | None = None,
     weights: str = "a",
     progress: Progress | None = None,
+    zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """Compare two live networks in-process; nothing is written to disk. Neither model is modified.
 
@@ -107,7 +50,11 @@ def compare_models(
         targets, loss_a, loss_b: a loss for each side, or neither for a seeded random upstream gradient.
         dtype: ``"float64"`` (both sides cast) or ``"native"`` (each in its own, judged against its float64 rerun).
         weights: ``"a"`` (A's copied into B) or ``"own"`` (each keeps its own; they are compared first).
+        layer_map, param_map: names of A's layers (parameters) to B's; a key ``re:PATTERN`` or ``prefix.*`` pairs
+            every name it matches (see ``layerdiff.namemaps``).
+        ignore: globs of layers that one side has and the other has not (a dropout), left out of the alignment.
         progress: called as the long steps go (``layerdiff.progress``).
+        zoom: modules to run operation by operation on both sides, as for ``run``.
 
     Returns:
         A ``Result``; ``result.match`` is True when every layer agrees within tolerance.
@@ -122,8 +69,15 @@ def compare_models(
     a = modelfile.from_object(copy.deepcopy(model_a), source="a", loss=loss_a, inputs=inputs, input_shape=input_shape, targets=targets)
     b = modelfile.from_object(copy.deepcopy(model_b), source="b", loss=loss_b)
     pair = twins.run_pair(a, b, dtype, seed, param_map, progress=progress, weights=weights)
-    result = twins.compared(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, layer_map, rtol, progress)
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
+    result = twins.compared(InMemory(pair.a, "a"), InMemory(pair.b, "b"), pair, _layer_map(a, b, layer_map, ignore), rtol, progress)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes)
+
+
+def _layer_map(a: modelfile.Model, b: modelfile.Model, given: dict[str, str] | None, ignore: list[str] | None) -> LayerMap:
+    """The layer map of both files and the caller together, with every ignore glob."""
+    return LayerMap({**a.layer_map, **(given or {})}, b.layer_map, (*a.ignore, *b.ignore, *(ignore or [])))
 
 
 def run(
@@ -147,6 +101,8 @@ def run(
     steps: int | None = None,
     free_running: bool = False,
     lr: float = 0.01,
+    zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result | StepsResult:
     """``layerdiff run``: capture both model files, write a dump of each to ``out``, and compare them.
 
@@ -162,18 +118,24 @@ def run(
         steps: train ``steps`` steps, each side with its file's optimizer (plain SGD at ``lr`` without one), re-synced
             before each step or ``free_running``, each dumped under ``/steps/k/`` (``layerdiff.steps``). None: one
             iteration, no optimizer.
+        zoom: modules to run operation by operation on both sides (``"h.1.attn"``, or ``"A=B"`` where the sides
+            name it differently), naming the first operation that differs; forward culprits are zoomed into anyway.
+        ignore: globs of layers left out of the alignment (as for ``compare_models``).
     """
     store.check_compression(compression)
     if steps is not None or free_running:
         _steps.check_steps(1 if steps is None else steps, weights)
     a, b = modelfile.load(file_a), modelfile.load(file_b)
+    layer_map = _layer_map(a, b, layer_map, ignore)
     paths = dumps.paths_for(None if out is None else Path(out), Path(file_a), Path(file_b), force)
     if steps is not None or free_running:
         options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
                                  stats_only, skip_copied_weights, compression)
         return _trained(a, b, options, paths, force, progress)
     pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers, weights=weights)
-    check_map(layer_map, (a.source, [r.name for r in pair.a.layers]), (b.source, [r.name for r in pair.b.layers]))
+    layer_map = _layer_map(a, b, layer_map, ignore)
+    align(InMemory(pair.a, a.source), InMemory(pair.b, b.source), layer_map)  # a wrong map is said before any dump
+    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []  # before any dump
     with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
         sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
     with stage(progress, "write dumps"):
@@ -186,6 +148,7 @@ def run(
     with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
         da.source, db.source = a.source, b.source
         result = twins.compared(da, db, pair, layer_map, rtol, progress)
+    _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
     return Result(result, pair.links, pair.weights_from, pair.notes, written, sides)
 
 
@@ -252,29 +215,40 @@ def compare_paths(
     force: bool = False,
     once: bool = False,
     progress: Progress | None = None,
+    zoom: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Result:
     """``layerdiff compare``: each of ``x``, ``y`` a dump, the dumps of every rank of a sharded run (``step.rank*.h5``)
     or a model file; a script runs with the dump's weights and feed (its own, compared with them, when
-    ``weights="own"``)."""
+    ``weights="own"``). ``zoom`` as for ``run``: two model files only (a dump's operations were never recorded)."""
     shards = ranks.expand(x)
     if shards is not None:
         found, links, source, notes = ranks.against(shards, Path(y), rtol=rtol, layer_map=layer_map, param_map=param_map,
                                                     twice=not once, progress=progress)
         return Result(found, links, source, notes)
     x_dump, y_dump = store.is_dump(x), store.is_dump(y)
+    if zoom and (x_dump or y_dump):
+        raise _zoom.refused("a dump")
     if not x_dump and not y_dump:
         a, b = modelfile.load(x), modelfile.load(y)
         pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, weights=weights)
+        asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
+        layer_map = _layer_map(a, b, layer_map, ignore)
         result = twins.compared(InMemory(pair.a, a.source), InMemory(pair.b, b.source), pair, layer_map, rtol, progress)
+        _zoom.attach(result, pair.live_a, pair.live, pair.feed, asked)
         return Result(result, pair.links, pair.weights_from, pair.notes)
     if x_dump and y_dump:
         with store.Dump(x) as da, store.Dump(y) as db:
             if not force:
                 check_same_run(da, db)
             precision.refuse_unjudged(da.info, db.info, rtol, da.source, db.source)
-            return Result(compare(da, db, layer_map=layer_map, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
+            given = LayerMap(layer_map, ignore=ignore or ())
+            return Result(compare(da, db, layer_map=given, rtol=rtol, progress=progress), notes=[f"dumps {x} and {y}"])
     dump_path, script = (x, y) if x_dump else (y, x)
-    return _against_dump(dump_path, modelfile.load(script), x_dump, rtol, layer_map, param_map, not once, progress, weights)
+    model = modelfile.load(script)
+    given = LayerMap({**(layer_map or {}), **(model.layer_map if not x_dump else {})}, model.layer_map if x_dump else {},
+                     (*model.ignore, *(ignore or [])))
+    return _against_dump(dump_path, model, x_dump, rtol, given, param_map, not once, progress, weights)
 
 
 def compare_to_dump(

@@ -62,6 +62,10 @@ def _pairs(option: str) -> Callable[[click.Context, click.Parameter, tuple[str, 
     return parse
 
 
+def _globs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    return list(values)
+
+
 def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
@@ -71,9 +75,12 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--rtol", type=float, default=None, callback=_positive("tolerance", 1.0, "--rtol 1e-6"),
                          help="A fixed tolerance, above 0 and at most 1; by default each layer's noise floor, 64·eps·sqrt(n)."),
             click.option("--map", "layer_map", multiple=True, callback=_pairs("--map"), metavar="A=B",
-                         help="Pair layer A of the first file with layer B of the second."),
+                         help="Pair layer A of the first file with layer B of the second; 're:REGEX=REPLACEMENT' or "
+                              "'prefix.*=other.*' pairs every layer it matches."),
             click.option("--param-map", "param_map", multiple=True, callback=_pairs("--param-map"), metavar="A=B",
-                         help="Copy parameter A of the first file into parameter B of the second."),
+                         help="Copy parameter A of the first file into parameter B of the second (patterns as for --map)."),
+            click.option("--ignore", "ignore", multiple=True, callback=_globs, metavar="GLOB",
+                         help="Leave layers that one side has and the other has not out of the alignment (a dropout)."),
             click.option("--weights", type=click.Choice(["a", "own"]), default="a", show_default=True,
                          help="a: the first file's weights copied into the second. own: each keeps its own, compared first."),
             click.option("--once", is_flag=True,
@@ -86,6 +93,9 @@ def comparison_options(f: Callable[..., Any]) -> Callable[..., Any]:
                          help="Also write the plot of error against depth (.png, .svg or .pdf)."),
             click.option("--force", is_flag=True,
                          help="Replace existing dumps and reports; compare dumps whose hashes differ."),
+            click.option("--zoom", "zoom", multiple=True, metavar="LAYER",
+                         help="Run module LAYER (or A=B) operation by operation on both sides and name the first "
+                              "operation that differs (repeatable; forward culprits are zoomed into anyway)."),
         ]
     ):
         f = decorator(f)
@@ -239,6 +249,7 @@ def run(file_a: str, file_b: str, out: str | None, as_json: bool, show_all: bool
     """Run both model files on the same weights, inputs and upstream gradient; dump and compare them."""
     _outputs(html, plot, kw["force"])
     with _progress_bar() as progress:
+        kw["zoom"] = list(kw["zoom"]) or None
         result = api.run(file_a, file_b, out=out, progress=progress, layers=list(layers) or None, **kw)
     _report(result, as_json, show_all, html, plot, kw["force"])
 
@@ -251,6 +262,7 @@ def compare(x: str, y: str, as_json: bool, show_all: bool, html: str | None, plo
     """Compare X and Y, each a dump or a model file (a script runs with the dump's weights and inputs)."""
     _outputs(html, plot, kw["force"])
     with _progress_bar() as progress:
+        kw["zoom"] = list(kw["zoom"]) or None
         result = api.compare_paths(x, y, progress=progress, **kw)
     _report(result, as_json, show_all, html, plot, kw["force"])
 

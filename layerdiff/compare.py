@@ -7,18 +7,22 @@ Pure NumPy. Tensors are read one pair at a time, so memory does not grow with th
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import permutations
 from pathlib import Path
+
 import numpy as np
 from deepdiff import DeepDiff
 
-from layerdiff import blame, sync
-from layerdiff.align import Alignment, align
+from layerdiff import flow, sync
+from layerdiff.align import Alignment, align, fuse, spanned
+from layerdiff.divergence import first_backward, first_forward, raised
 from layerdiff.errors import DumpError, OptionError, term
 from layerdiff.health import nonfinite_origin
 from layerdiff.metrics import Tolerance, diff, grad_floor, noise_floor, stats_diff
 from layerdiff.progress import Progress
-from layerdiff.records import ParamRecord, Recording, RegionRecord, RunInfo
-from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, Pass, TensorDiff, Verdict
+from layerdiff.layout import canonical_shape, from_canonical, squeezed
+from layerdiff.records import Failure, ParamRecord, Recording, RegionRecord, RunInfo, placeholder
+from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff, Verdict
 from layerdiff.stats import TensorInfo, all_finite, statistics
 
 HASHES = ("weights_sha256", "inputs_sha256", "upstream_sha256")
@@ -57,8 +61,8 @@ def compare(
     Returns:
         A ``Comparison`` with per-layer errors and the first divergence of each pass; ``culprits`` is None.
     """
-    alignment = alignment or align(a, b, layer_map)
-    a, b = Reader(a), Reader(b)
+    alignment = alignment or fuse(a, b, align(a, b, layer_map), tolerance_for(a, b, rtol))
+    a, b = Reader(spanned(a, alignment.fused_a)), Reader(spanned(b, alignment.fused_b))
     tolerance = tolerance_for(a, b, rtol)
     table, unowned = rows(a, b, alignment, links)
     layers = []
@@ -146,13 +150,55 @@ def _stats(info: TensorInfo, r: Recording, index: int, key: str) -> TensorInfo:
 
 
 def param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor: float) -> TensorDiff:
+    """One parameter's gradient on both sides; a gradient that one side never produced, or whose shape is not its
+    weight's, is said so (``note``), never compared as zeros or reshaped."""
     ia, ib = a.param_info(w.src), b.param_info(w.dst)
     key = f"{w.src} ~ {w.dst}"
     if ia is None or ib is None:
-        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient")
+        lacking = [f"{r.source} gives no gradient for {name}" for r, name, i in ((a, w.src, ia), (b, w.dst, ib)) if i is None]
+        return TensorDiff(key, w.src_shape, w.dst_shape, "", "", tol, ok=ia is None and ib is None, problem="missing gradient", note="; ".join(lacking))
+    for r, name, info in ((a, w.src, ia), (b, w.dst, ib)):
+        wrong = _misshapen(r, name, info)
+        if wrong:
+            return TensorDiff(key, w.src_shape, w.dst_shape, ia.dtype, ib.dtype, tol, ok=False, problem="shape", note=wrong)
     if not (ia.stored and ib.stored):
         return stats_diff(key, _grad_stats(ia, a, w.src), _grad_stats(ib, b, w.dst), tol, floor)
     return diff(key, w.view(grad(a, w.src)), grad(b, w.dst), tol, floor)
+
+
+def _misshapen(r: Recording, name: str, info: TensorInfo) -> str:
+    """What is wrong with the shape of a parameter's gradient, in a sentence ("" when it is the weight's)."""
+    spec = r.spec(name)
+    weight = tuple(spec.value.shape)
+    if squeezed(tuple(info.shape)) == squeezed(canonical_shape(weight, spec.layout)):
+        return ""  # (n, 1) or (1, n) for an (n,) bias holds the same numbers, as nnfs and mytorch keep them
+    shape = tuple(from_canonical(placeholder(tuple(info.shape), np.float64), spec.layout).shape)
+    return f"{r.source}: {shape_sentence(name, shape, weight)}"
+
+
+def shape_sentence(name: str, grad: tuple[int, ...], weight: tuple[int, ...]) -> str:
+    """A parameter gradient whose shape is not its weight's, said: never reshaped to fit.
+
+    >>> shape_sentence("fc.W", (24, 5), (5, 24))
+    "fc.W's gradient has shape (24, 5), its weight (5, 24): it is transposed"
+    """
+    said = f"{name}'s gradient has shape {grad}, its weight {weight}"
+    if len(weight) > 1 and len(grad) == len(weight) and any(tuple(weight[k] for k in axes) == grad for axes in permutations(range(len(weight)))):
+        return said + (": it is transposed" if len(weight) == 2 else ": its axes are in another order")
+    return said
+
+
+def checkable_grad(source: str, name: str, grad: np.ndarray | None, value: np.ndarray) -> tuple[np.ndarray, str]:
+    """A parameter's gradient as a gradient check reads it, and what is wrong with it: none checks as zero, one of
+    another shape as NaN (no coordinate of it is the weight's), each said; an (n, 1) one of an (n,) bias is the same
+    numbers."""
+    if grad is not None and grad.shape != value.shape and squeezed(grad.shape) == squeezed(value.shape):
+        return grad.reshape(value.shape), ""
+    if grad is None:
+        return np.zeros_like(value), f"{source} gives no gradient for {name}; checked as zero"
+    if grad.shape != value.shape:
+        return np.full_like(value, np.nan), f"{shape_sentence(name, grad.shape, value.shape)}; checked as not a gradient of it (NaN)"
+    return grad, ""
 
 
 def grad(r: Recording, name: str) -> np.ndarray:
@@ -170,10 +216,17 @@ def specs(r: Recording) -> list[ParamRecord]:
 
 
 def assemble(
-    a: Recording, b: Recording, alignment: Alignment, layers: list[LayerDiff], culprits: list[Culprit] | None, rtol: float | None
+    a: Recording,
+    b: Recording,
+    alignment: Alignment,
+    layers: list[LayerDiff],
+    culprits: list[Culprit] | None,
+    rtol: float | None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
     """The comparison of the rows compared: first divergences, where NaN/Inf start, differences of form, and a
-    compiled side's code against its own eager module tree."""
+    compiled side's code against its own eager module tree; a backward pass that raised is the backward divergence,
+    unless one shows before it."""
     compiled = _compiled(a) + _compiled(b)
     structure = _structure(a, b, alignment)
     if culprits is None:  # two dumps: no replay, but a compiled side is judged against itself all the same
@@ -182,8 +235,8 @@ def assemble(
         a.source,
         b.source,
         layers,
-        _first_forward(layers),
-        _first_backward(layers),
+        first_forward(layers),
+        first_backward(layers, raised(failures, a.source, b.source), flow.plain(a, b, alignment)),
         None if culprits is None else compiled + culprits,
         {"a": nonfinite_origin(a), "b": nonfinite_origin(b)},
         alignment.only_a,
@@ -194,6 +247,8 @@ def assemble(
         a.loss,
         b.loss,
         rtol,
+        fused_a=[a.layers[i].name for i in alignment.fused_a],
+        fused_b=[b.layers[j].name for j in alignment.fused_b],
     )
 
 
@@ -213,52 +268,6 @@ def _compiled(r: Recording) -> list[Culprit]:
             found.append(Culprit(region.name, region.modules, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (compiled, eager)))
             break
     return found
-
-
-def _failing(layer: LayerDiff, prefixes: tuple[str, ...]) -> Divergence | None:
-    for t in layer.tensors:
-        if t.key.split(".")[0] in prefixes and not t.ok:
-            return Divergence(layer.layer_a, layer.layer_b, t.key, t.max_abs, t.max_rel, t.tol, note(t))
-    return None
-
-
-def note(t: TensorDiff) -> str:
-    """What a failing tensor's figures do not say by themselves."""
-    if t.problem == "shape":
-        return f"shape {t.shape_a} against {t.shape_b}"
-    if t.problem == "nonfinite":
-        return f"{t.nonfinite_mismatch} NaN/Inf entries on one side only"
-    if t.problem == "stats":
-        return "from statistics alone (a stats-only dump): the figures are lower bounds"
-    if t.key.startswith("input") or t.key == "grad_output":
-        return "already different where this layer receives it: the cause is in code between captured layers"
-    return ""
-
-
-def _first_forward(layers: list[LayerDiff]) -> Divergence | None:
-    for layer in layers:
-        found = _failing(layer, ("input",)) or _failing(layer, ("output",))
-        if found:
-            return found
-    return None
-
-
-def _first_backward(layers: list[LayerDiff]) -> Divergence | None:
-    for n in range(len(layers) - 1, -1, -1):
-        layer = layers[n]
-        found = _failing(layer, ("grad_output",))
-        maker = blame.gradient_maker(n, len(layers))
-        if found and maker is not None and not any(t.key.startswith("grad_input") for t in layer.tensors):
-            made = layers[maker]
-            why = f"its backward hands '{layer.layer_a}' a wrong gradient"
-            return Divergence(made.layer_a, made.layer_b, f"grad_output of {layer.layer_a}", found.max_abs, found.max_rel, found.tol, why)
-        found = found or _failing(layer, ("grad_input",))
-        if found:
-            return found
-        bad = next((p for p in layer.param_grads if not p.ok), None)
-        if bad:
-            return Divergence(layer.layer_a, layer.layer_b, f"grad of {bad.key}", bad.max_abs, bad.max_rel, bad.tol, note(bad))
-    return None
 
 
 def _structure(a: Recording, b: Recording, alignment: Alignment) -> list[str]:

@@ -79,17 +79,20 @@ def shapes(value: Any, source: str) -> list[tuple[int, ...]]:
 
 
 def mapping(value: Any, name: str, source: str) -> dict[str, str]:
-    """``param_map`` or ``layouts``: a dict from names to names (axes); None for none.
+    """``param_map``, ``layer_map`` or ``layouts``: a dict from names to names (axes); None for none.
 
     >>> mapping({"fc1.W": "fc1.weight"}, "param_map", "a.py")
     {'fc1.W': 'fc1.weight'}
     """
     if value is None:
         return {}
-    example = {"param_map": "{'fc1.W': 'fc1.weight'}", "layouts": "{'fc1.W': 'out in'}"}.get(name, "{'a': 'b'}")
+    examples = {"param_map": "{'fc1.W': 'fc1.weight'}", "layouts": "{'fc1.W': 'out in'}", "layer_map": "{'fc1': 'layers.0'}"}
+    example = examples.get(name, "{'a': 'b'}")
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        patterns = " (a key 're:PATTERN' for every name it matches)" if name != "layouts" else ""
         raise ModelFileError(
-            f"`{name}` in {source} must be a dict from names to names, such as {example}; got {_shown(value)}."
+            f"`{name}` in {source} must be a dict from names to names, such as {example}"
+            f"{patterns}; got {_shown(value)}."
         )
     return dict(value)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import traceback
 from typing import Iterator
 
 
@@ -54,22 +55,34 @@ class OptionError(LayerdiffError):
     pass
 
 
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of an exception raised in the user's code, without layerdiff's or runpy's frames."""
+def _user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
     import os
-    import traceback
 
     here = os.path.dirname(os.path.abspath(__file__))
     adapters = os.path.join(os.path.dirname(here), "adapters")
-    frames = [
+    return [
         f
         for f in traceback.extract_tb(exc.__traceback__)
         if not f.filename.startswith((here, adapters)) and "runpy" not in os.path.basename(f.filename)
     ]
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised in the user's code, without layerdiff's or runpy's frames."""
+    frames = _user_frames(exc)
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(frames)
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip("\n")
+
+
+def raised_line(exc: BaseException) -> str:
+    """An exception of the user's code on one line, with where it was raised: "ValueError: ... (pool.py, line 12)"."""
+    import os
+
+    what = f"{type(exc).__name__}: {str(exc).strip()}" if str(exc).strip() else type(exc).__name__
+    frames = _user_frames(exc)
+    return what + (f" ({os.path.basename(frames[-1].filename)}, line {frames[-1].lineno})" if frames else "")
 
 
 def raised_in(source: str, exc: BaseException, doing: str) -> ModelFileError:
@@ -81,6 +94,7 @@ def raised_in(source: str, exc: BaseException, doing: str) -> ModelFileError:
 # The words for an option in the caller's terms: the CLI speaks its flags, the Python API its keywords.
 _FLAGS = {
     "layer_map": "--map",
+    "ignore": "--ignore",
     "param_map": "--param-map",
     "dtype": "--dtype",
     "seed": "--seed",
@@ -95,6 +109,7 @@ _FLAGS = {
     "steps": "--steps",
     "batch": "--batch",
     "samples": "--samples",
+    "zoom": "--zoom",
 }
 _vocabulary: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("layerdiff_vocabulary", default=None)
 

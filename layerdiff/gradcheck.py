@@ -31,33 +31,20 @@ import numpy as np
 
 from layerdiff import blame, runner
 from layerdiff.adapter import Feed, Forcing
+from layerdiff.compare import checkable_grad
 from layerdiff.errors import ModelFileError, term
-from layerdiff.isolate import Sample, received
+from layerdiff.differences import ACCEPTABLE as ACCEPTABLE  # re-exported: the tests judge errors by it
+from layerdiff.differences import ROUNDING, Estimate, estimate, judge_point
 from layerdiff.layout import canonical
 from layerdiff.modelfile import Model
 from layerdiff.records import LayerRecord, Trace, key_order
-from layerdiff.results import Check, GradCheck, LayerCheck, Point, Status
+from layerdiff.results import Check, GradCheck, LayerCheck, Point
 
-# Relative error bands (cs231n, "Gradient checks": above 1e-2 probably wrong, below 1e-4 fine near kinks, 1e-7 and
-# below for smooth functions; with the step chosen per coordinate, float64 does better than their single h).
-GOOD = 1e-6
-ACCEPTABLE = 1e-4
-STEPS = (1e-5, 1e-3, 1e-4, 1e-6, 1e-7)  # relative to max(1, |θ|)
 EXHAUSTIVE = 32  # tensors this small are checked at every coordinate
 TOP = 4  # largest-gradient coordinates per tensor
 ZEROS = 2  # zero-gradient coordinates per tensor
 SAMPLES = 8  # random coordinates per tensor
-BEND = 0.05  # second difference over first difference that means a kink was crossed
-ROUNDING = 16 * np.finfo(np.float64).eps  # relative rounding error allowed in one loss evaluation
 UNRECORDED = "unrecorded"  # the kind of a layer that owns parameters but records no values (free-form code)
-
-
-@dataclass
-class Estimate:
-    numeric: float
-    step: float
-    spread: float  # the estimate's own uncertainty
-    kink_at: str  # the layer that bent at every step tried; "" when smooth
 
 
 @dataclass
@@ -113,7 +100,7 @@ def gradcheck(
 
     layers = [LayerCheck(r.name, r.kind, "ok", []) for r in base.layers]  # one per record, by index
     unrecorded: list[LayerCheck] = []
-    probes = _param_probes(side, base, feed, run, layers, unrecorded) + _value_probes(base, feed, run, layers, notes)
+    probes = _param_probes(side, base, feed, run, layers, unrecorded, notes) + _value_probes(base, feed, run, layers, notes)
     rng = np.random.default_rng(seed)
     extra = _extra(probes, at or {})
     for probe in probes:
@@ -150,13 +137,15 @@ def _extra(probes: list[_Probe], at: dict[str, list[tuple[int, ...]]]) -> dict[i
 
 
 def _param_probes(
-    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck]
+    side: runner.Side, base: Trace, feed: Feed, run: Callable[..., Trace], layers: list[LayerCheck], unrecorded: list[LayerCheck], notes: list[str]
 ) -> list[_Probe]:
     by_name = {layer.name: layer for layer in layers}
     probes = []
     for p in base.params:
-        if p.grad is None or not np.issubdtype(p.value.dtype, np.floating):
+        if not np.issubdtype(p.value.dtype, np.floating):
             continue
+        grad, said = checkable_grad(side.source, p.name, p.grad, p.value)
+        notes += [said] if said else []
         owner = by_name.get(p.layer)
         if owner is None:
             # Free-form code recorded through taps: its parameters belong to no recorded layer.
@@ -172,7 +161,7 @@ def _param_probes(
         def restore(name: str = p.name, value: np.ndarray = p.value) -> None:
             side.load({name: value})
 
-        probes.append(_Probe(p.name, p.value, load_and_run, [(check, p.grad)], restore))
+        probes.append(_Probe(p.name, p.value, load_and_run, [(check, grad)], restore))
     return probes
 
 
@@ -251,7 +240,7 @@ def _feed_runner(feed: Feed, i: int, run: Callable[..., Trace]) -> Callable[[np.
     def moved(value: np.ndarray, pin: dict[str, list[np.ndarray]]) -> Trace:
         inputs = list(feed.inputs)
         inputs[i] = value
-        return run(Feed(inputs, feed.targets, feed.upstream), Forcing(outputs=pin) if pin else None)
+        return run(Feed(inputs, feed.targets, feed.upstream, feed.names), Forcing(outputs=pin) if pin else None)
 
     return moved
 
@@ -297,9 +286,9 @@ def _check(probe: _Probe, base: Trace, flat: list[int], notes: list[str]) -> Non
             analytic = [(check, float(a.flat[i])) for check, a in probe.analytic]
 
             def needs_more(est: Estimate) -> bool:
-                return any(_judge_point(a, est)[2] != "good" for _, a in analytic)
+                return any(judge_point(a, est)[2] != "good" for _, a in analytic)
 
-            est = _estimate(probe, i, f0, base, needs_more)
+            est = estimate(probe.base, probe.run, probe.seen_by, i, f0, base, needs_more)
             if est is None:
                 notes.append(f"{probe.label}: the forced value never reached the layer after it; not checked")
                 for check, _ in probe.analytic:
@@ -307,80 +296,9 @@ def _check(probe: _Probe, base: Trace, flat: list[int], notes: list[str]) -> Non
                 return
             index = tuple(int(j) for j in np.unravel_index(i, probe.base.shape))
             for check, a in analytic:
-                rel, excess, status = _judge_point(a, est)
+                rel, excess, status = judge_point(a, est)
                 check.points.append(Point(index, a, est.numeric, rel, excess, est.spread, est.step, status, est.kink_at))
     finally:
         probe.done()
 
 
-def _estimate(probe: _Probe, i: int, f0: float, base: Trace, needs_more: Callable[[Estimate], bool]) -> Estimate | None:
-    scale = max(1.0, abs(float(probe.base.flat[i])))
-    tried: dict[float, tuple[float, float, str]] = {}
-
-    def central(step: float) -> tuple[float, float, str] | None:
-        h = step * scale
-        plus, minus = probe.base.copy(), probe.base.copy()
-        plus.flat[i] += h
-        minus.flat[i] -= h
-        tp, tm = probe.run(plus, {}), probe.run(minus, {})
-        if probe.seen_by is not None and received(tp, probe.seen_by, Sample.at_index(plus, i), len(tp.layers)) is not True:
-            return None
-        fp, fm = float(tp.loss or 0.0), float(tm.loss or 0.0)
-        rounding = ROUNDING * max(abs(fp), abs(fm), abs(f0)) / h
-        return (fp - fm) / (2 * h), rounding, _bend(base, tp, tm)
-
-    first = central(STEPS[0])
-    if first is None:
-        return None
-    tried[STEPS[0]] = first
-    n, rounding, bent = first
-    if not bent and not needs_more(Estimate(n, STEPS[0] * scale, rounding, "")):
-        return Estimate(n, STEPS[0] * scale, rounding, "")
-    for step in STEPS[1:]:
-        result = central(step)
-        if result is not None:
-            tried[step] = result
-    smooth = sorted((s for s, r in tried.items() if not r[2]), reverse=True)
-    if not smooth:
-        return Estimate(n, STEPS[0] * scale, rounding, bent)
-    if len(smooth) == 1:
-        s = smooth[0]
-        return Estimate(tried[s][0], s * scale, tried[s][1], "")
-    # Where neighbouring steps agree best, truncation (large h) and rounding (small h) errors are both small.
-    spread, s = min((abs(tried[a][0] - tried[b][0]), b) for a, b in zip(smooth, smooth[1:]))
-    return Estimate(tried[s][0], s * scale, max(spread, tried[s][1]), "")
-
-
-def _bend(base: Trace, plus: Trace, minus: Trace) -> str:
-    """The first layer whose output is not smooth between the two moved runs (a mask flipped), or ""."""
-    for r0, rp, rm in zip(base.layers, plus.layers, minus.layers):
-        for key, o0 in r0.tensors.items():
-            if not key.startswith("output") or o0.size < 2 or key not in rp.tensors or key not in rm.tensors:
-                continue
-            op, om = rp.tensors[key], rm.tensors[key]
-            if op.shape != o0.shape or om.shape != o0.shape:
-                continue
-            first = np.abs(op - om)
-            top = first.max(initial=0.0)
-            if not top > 0:
-                continue
-            second = np.abs(op + om - 2 * o0)
-            # Rounding on the tensor's own scale: a value near zero is often computed from much larger ones.
-            noise = 64 * np.finfo(np.float64).eps * max(np.abs(o0).max(), np.abs(op).max(), np.abs(om).max())
-            bent = (second > BEND * first) & (second > noise) & (first > noise) & (first >= 1e-3 * top)
-            if bent.any():
-                return r0.name
-    return ""
-
-
-def _judge_point(a: float, est: Estimate) -> tuple[float, float, Status]:
-    """The relative error, the part of it beyond the estimate's uncertainty, and the status that part earns."""
-    n = est.numeric
-    scale = max(abs(a), abs(n))
-    if not np.isfinite(a) or not np.isfinite(n):
-        return float("inf"), float("inf"), "kink" if est.kink_at else "wrong"
-    rel = 0.0 if scale == 0 else abs(a - n) / scale
-    excess = 0.0 if scale == 0 else max(abs(a - n) - est.spread, 0.0) / scale
-    if est.kink_at:
-        return rel, excess, "kink"
-    return rel, excess, "good" if excess <= GOOD else "acceptable" if excess <= ACCEPTABLE else "wrong"

@@ -76,7 +76,8 @@ def inspect(
     Returns:
         A ``Health``; ``health.flags`` lists each problem found.
     """
-    params = [_param(rec, name, lr) for name in rec.param_names()]
+    # A parameter without a gradient (its backward raised before reaching it) has no ratio to judge.
+    params = [_param(rec, name, lr) for name in rec.param_names() if rec.param_info(name) is not None]
     layers = [_layer(rec, info.index, activations) for info in rec.layers]
     origin = nonfinite_origin(rec, allow_neg_inf)
     span = [h for h in layers if h.grad_rms is not None and np.isfinite(h.grad_rms)]

@@ -12,7 +12,7 @@ refused (``AdapterError``): culprits from an unforced replay would be wrong laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
@@ -20,14 +20,16 @@ import numpy as np
 
 from layerdiff import blame
 from layerdiff.adapter import Feed, Forcing, Lazy
-from layerdiff.align import Alignment, align
-from layerdiff.compare import Reader, Row, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
+from layerdiff.align import Alignment, align, fuse, spanned
+from layerdiff.capture import Raised
+from layerdiff.flow import Flow, consumers, gap_before, made_by_code, permuted_equal
+from layerdiff.compare import Reader, assemble, compare_row, grad, loose, pair, param_diff, rows, tolerance_for
 from layerdiff.diagnose import Sides, describe
 from layerdiff.errors import AdapterError
-from layerdiff.layout import canonical
+from layerdiff.layout import canonical, squeezed
 from layerdiff.metrics import EPS, Tolerance, grad_floor
 from layerdiff.progress import Progress, stage
-from layerdiff.records import InMemory, Recording, Trace, keys_of
+from layerdiff.records import Failure, InMemory, LayerInfo, Recording, Trace, keys_of
 from layerdiff.results import Comparison, Culprit, LayerDiff, Pass, TensorDiff
 from layerdiff.sync import WeightLink
 
@@ -49,20 +51,22 @@ def isolated(
     rtol: float | None = None,
     live_side: str = "b",
     progress: Progress | None = None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
     """Align ``a`` and ``b``, replay the live side (B, or A when ``live_side == "a"``) forced with the other side's
-    values, and compare all three: per layer the plain errors, the local ones, and the culprits.
+    values, and compare all three: per layer the plain errors, the local ones, and the culprits. ``failures``: each
+    side's backward that raised, if one did (its trace holds what was recorded up to it).
 
     Raises:
         AdapterError: the live side's adapter did not force the replay.
     """
-    alignment = align(a, b, layer_map)
+    alignment = fuse(a, b, align(a, b, layer_map), tolerance_for(a, b, rtol))
     given = forcing_from(b, a, _swapped(alignment)) if live_side == "a" else forcing_from(a, b, alignment)
     with stage(progress, f"replay {live.source}"):
         local = InMemory(replay(live, feed, given), live.source)
     return compare_isolated(
         a, b, local, local_side=live_side, alignment=alignment, links=links if live_side == "b" else None, rtol=rtol,
-        progress=progress,
+        progress=progress, failures=failures,
     )
 
 
@@ -77,8 +81,11 @@ def forcing_from(a: Recording, b: Recording, alignment: Alignment) -> Forcing:
             continue
         for kind, table in tables.items():
             keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
-            alike = all(la.tensors[x].shape == lb.tensors[y].shape and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
-            if keys_a and len(keys_a) == len(keys_b) and alike:
+            # Alike but for axes of length 1 will do: nn.LSTM's h is (1, N, H) where a hand-written cell's is (N, H).
+            alike = all(squeezed(la.tensors[x].shape) == squeezed(lb.tensors[y].shape) and la.tensors[x].stored for x, y in zip(keys_a, keys_b))
+            # A side may return fewer values than the other (a hand-written RNN its outputs, nn.RNN also h_n): the
+            # first ones, which both have, are forced.
+            if keys_a and len(keys_a) <= len(keys_b) and alike:
                 table[lb.name] = partial(_read, a, i, keys_a)
     return Forcing(Lazy(tables["output"]), Lazy(tables["grad_output"]))
 
@@ -88,7 +95,7 @@ def _read(recording: Recording, index: int, keys: list[str]) -> list[np.ndarray]
 
 
 def _swapped(alignment: Alignment) -> Alignment:
-    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a)
+    return Alignment([(j, i) for i, j in alignment.pairs], alignment.only_b, alignment.only_a, alignment.fused_b, alignment.fused_a)
 
 
 def replay(live: Side, feed: Feed, forcing: Forcing) -> Trace:
@@ -99,11 +106,15 @@ def replay(live: Side, feed: Feed, forcing: Forcing) -> Trace:
             or whose next layer received the layer's own output instead of the forced one.
     """
     outputs, grads = _Witness(forcing.outputs), _Witness(forcing.grad_outputs)
-    trace = live.run(feed, Forcing(outputs, grads))
+    try:
+        trace = live.run(feed, Forcing(outputs, grads))
+    except Raised as raised:  # its backward raised again: what it recorded up to there is its local result
+        trace = raised.trace
+    unfinished = set(trace.failure.unfinished if trace.failure is not None else ())
     for kind, witness in (("output", outputs), ("grad_output", grads)):
         for r in trace.layers:
             floating = [k for k in keys_of(r.tensors, kind) if np.issubdtype(r.tensors[k].dtype, np.inexact)]
-            if r.name not in witness or not floating:
+            if r.name not in witness or not floating or (kind == "grad_output" and r.name in unfinished):
                 continue
             if kind not in trace.forced.get(r.name, set()) or r.name not in witness.seen:
                 _refuse(live, r.name, f"it did not take the forced {kind.replace('_', ' ')} for it")
@@ -209,38 +220,62 @@ def compare_isolated(
     links: list[WeightLink] | None,
     rtol: float | None = None,
     progress: Progress | None = None,
+    failures: tuple[Failure | None, Failure | None] = (None, None),
 ) -> Comparison:
     """The plain comparison of ``a`` and ``b``, and the local one of the replay ``local`` (of side ``local_side``)
     against the other side, row by row (each row's tensors of side A are read once for both): culprits, and a
-    verdict per layer.
+    verdict per layer. A layer whose backward raised on either side (``failures``) is a culprit of its own.
     """
-    a, b = Reader(a), Reader(b)
+    a, b = Reader(spanned(a, alignment.fused_a)), Reader(spanned(b, alignment.fused_b))
+    local = spanned(local, alignment.fused_a if local_side == "a" else alignment.fused_b)
     tolerance = tolerance_for(a, b, rtol)
     table, unowned = rows(a, b, alignment, links)
     at = {l.name: l.index for l in local.layers}
     batch = _batch(a)
     layers: list[LayerDiff] = []
-    found: list[tuple[int, Culprit]] = []
+    facts: list[blame.Local | None] = []
     for n, row in enumerate(table):
         if progress is not None:
             progress("compare", n, len(table))
         layer = compare_row(a, b, row, tolerance)
         name = (a.layers[row.i] if local_side == "a" else b.layers[row.j]).name
         forced_from = b.layers[row.j] if local_side == "a" else a.layers[row.i]
+        fact = None
         # A layer the replay could not force (a stats-only dump kept none of its values) has no local result.
         if name in at and all(t.stored for t in forced_from.tensors.values()):
             side_a, side_b = ((local, at[name]), (b, row.j)) if local_side == "a" else ((a, row.i), (local, at[name]))
-            for c in local_row(side_a, side_b, row.links, tolerance, layer, batch):
-                found.append(_blamed(c, n, table, a, b) if c.tensor.startswith("grad_output") else (n, c))
-        layer.verdict = "culprit" if not all(t.ok for t in layer.local) else ("ok" if layer.ok else "inherited")
+            fact = local_row(side_a, side_b, row.links, tolerance, layer, batch)
+        _unfinished(fact, layer, failures, a.source, b.source)
+        facts.append(fact)
         layers.append(layer)
     if progress is not None:
         progress("compare", len(table), len(table))
-    found = _one_each(found)
-    forward = sorted((n, c) for n, c in found if c.pass_ == "forward")
-    backward = sorted(((n, c) for n, c in found if c.pass_ != "forward"), key=lambda x: (-x[0], x[1].pass_))
-    culprits = [c for _, c in forward + backward]
-    return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol)
+    live = [(local, at.get((a.layers[r.i] if local_side == "a" else b.layers[r.j]).name)) for r in table]
+    other: list[tuple[Recording, int]] = [(b, r.j) if local_side == "a" else (a, r.i) for r in table]
+    values = Flow(partial(gap_before, a, b, alignment), partial(consumers, live, other), partial(made_by_code, live, other), len(table))
+    placed = blame.place(facts, layers, values)
+    for layer in layers:
+        judged = set(layer.judged.values())
+        layer.verdict = "culprit" if "culprit" in judged else ("ok" if layer.ok else "inherited")
+    culprits = placed.culprits()
+    return assemble(a, b, alignment, layers + loose(a, b, unowned, tolerance, "inherited"), culprits, rtol, failures)
+
+
+def _unfinished(fact: blame.Local | None, layer: LayerDiff, failures: tuple[Failure | None, Failure | None], *sources: str) -> None:
+    """A layer whose backward never ran on one side (it raised there, or in a layer after it) has no gradients to
+    judge there: the one that raised is said, with its exception, and none is missing a gradient."""
+    for failure, name, source in zip(failures, (layer.layer_a, layer.layer_b), sources):
+        if failure is None or name.split("+")[0] not in failure.unfinished and name not in failure.unfinished:
+            continue
+        layer.param_grads = [t for t in layer.param_grads if t.problem != "missing gradient"]
+        layer.local = [t for t in layer.local if t.problem != "missing gradient"]
+        if fact is not None:
+            fact.grad_input = fact.grad_output = None
+            fact.params = []
+            fact.raised = f"raised in {source}: {failure.message}" if failure.layer in (name, *name.split("+")) else ""
+            fact.unfinished = True
+        if fact is None or not fact.raised:
+            layer.notes.append(f"its backward never ran in {source}: {failure.layer} raised before it")
 
 
 def local_row(
@@ -250,53 +285,47 @@ def local_row(
     tolerance: Tolerance,
     layer: LayerDiff,
     batch: int | None,
-) -> list[Culprit]:
-    """Local errors of one layer (appended to ``layer.local``): one side's replayed result against the other
-    side's recorded one; the culprits among them, the first wrong tensor of each pass."""
+) -> blame.Local:
+    """What the replay says of one layer: one side's replayed result against the other side's recorded one (each
+    local error of its own appended to ``layer.local``), the first wrong tensor of each kind as a culprit."""
     (ra, i), (rb, k) = a, b
     la, lb = ra.layers[i], rb.layers[k]
-    both_have = keys_of(la.tensors, "grad_input") and keys_of(lb.tensors, "grad_input")
-    found = []
-    passes: tuple[tuple[Pass, str], ...] = (("forward", "output"), ("backward", "grad_input" if both_have else "grad_output"))
-    for pass_, kind in passes:
+    both = {kind: bool(keys_of(la.tensors, kind) and keys_of(lb.tensors, kind)) for kind in ("grad_input", "grad_output")}
+    fact = blame.Local(has_grad_input=both["grad_input"], grad_forced=_alike(la, lb, "grad_output"), output_forced=_alike(la, lb, "output"))
+    own = ("output", "grad_input" if both["grad_input"] else "grad_output")
+    for kind in ("input", "output", "grad_input", "grad_output"):
         for key in keys_of(la.tensors, kind):
             if key not in lb.tensors:
                 continue
             d = pair(key, ra, i, rb, k, tolerance.of(la, key))
-            layer.local.append(d)
-            if not d.ok:
-                values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
-                found.append(_culprit(layer, pass_, key, d, values, ra.source, rb.source, batch))
-                break
+            if kind in own:
+                layer.local.append(d)
+            if d.ok:
+                continue
+            pass_: Pass = "forward" if kind in ("input", "output") else "backward"
+            values = None if d.problem == "stats" else (ra.tensor(i, key), rb.tensor(k, key))
+            named = f"{key} of {layer.layer_a}" if kind == "input" else key
+            setattr(fact, {"input": "received"}.get(kind, kind), _culprit(layer, pass_, key, d, values, ra.source, rb.source, batch, named))
+            if kind == "input":
+                fact.layout_only = values is not None and permuted_equal(*values, d.tol)
+            break
     for link in links:
-        if ra.param_info(link.src) is None or rb.param_info(link.dst) is None:
+        if ra.param_info(link.src) is None and rb.param_info(link.dst) is None:
             continue
         d = param_diff(ra, rb, link, tolerance.of(la, "param"), grad_floor(la, int(np.prod(link.src_shape))))
         layer.local.append(d)
-        if not d.ok and not any(c.pass_ == "backward" for c in found):
-            values = None if d.problem == "stats" else (link.view(grad(ra, link.src)), grad(rb, link.dst))
-            found.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
-    return found
+        if not d.ok and not fact.params:
+            values = None if d.problem in ("stats", "shape", "missing gradient") else (link.view(grad(ra, link.src)), grad(rb, link.dst))
+            fact.params.append(_culprit(layer, "param_grad", f"grad of {link.src}", d, values, ra.source, rb.source, batch))
+    return fact
 
 
-def _one_each(found: list[tuple[int, Culprit]]) -> list[tuple[int, Culprit]]:
-    """One culprit per row and pass, its own where a blamed one (moved there from the value it feeds) says the same."""
-    kept: dict[tuple[int, str, str], tuple[int, Culprit]] = {}
-    for n, c in found:
-        key = (n, c.pass_, c.tensor if c.pass_ == "param_grad" else "")
-        if key not in kept or (" of " in kept[key][1].tensor and " of " not in c.tensor):
-            kept[key] = (n, c)
-    return list(kept.values())
-
-
-def _blamed(c: Culprit, row: int, table: list[Row], a: Recording, b: Recording) -> tuple[int, Culprit]:
-    """A culprit seen in the gradient arriving at a value with no input gradient of its own, moved to the layer
-    whose backward made it (``blame``)."""
-    maker = blame.gradient_maker(row, len(table))
-    if maker is None:
-        return row, c
-    made = table[maker]
-    return maker, replace(c, layer_a=a.layers[made.i].name, layer_b=b.layers[made.j].name, tensor=f"{c.tensor} of {c.layer_a}")
+def _alike(la: LayerInfo, lb: LayerInfo, kind: str) -> bool:
+    """Whether a value of this kind could be forced from one side into the other: the same shapes (or none)."""
+    keys_a, keys_b = keys_of(la.tensors, kind), keys_of(lb.tensors, kind)
+    if not keys_a or not keys_b:
+        return True
+    return len(keys_a) == len(keys_b) and all(la.tensors[x].shape == lb.tensors[y].shape for x, y in zip(keys_a, keys_b))
 
 
 def _culprit(
@@ -308,16 +337,20 @@ def _culprit(
     src_a: str,
     src_b: str,
     batch: int | None,
+    tensor: str | None = None,
 ) -> Culprit:
-    """A culprit, with a hint from its values (none when only statistics were kept)."""
-    if values is None:
-        return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, None)
+    """A culprit, with a hint from its values (none when only statistics were kept); ``tensor`` names what
+    differs where its key does not say it (``input of fc2``)."""
+    tensor = tensor or key
+    note = d.note or (f"{tensor} has shape {d.shape_a} in {src_a}, {d.shape_b} in {src_b}" if d.problem == "shape" else "")
+    if values is None or d.problem == "shape":
+        return Culprit(layer.layer_a, layer.layer_b, pass_, tensor, d.max_abs, d.max_rel, d.tol, None, note=note, problem=d.problem)
     va, vb = values
     what = key.replace("grad of ", "gradient of ").replace("grad_input", "input gradient").replace("grad_output", "output gradient")
     spatial = () if pass_ == "param_grad" else (2,) if va.ndim == 3 and {layer.kind_a, layer.kind_b} & ONE_D else None
     sides = Sides(f"{src_a}'s {layer.layer_a} {what}", f"{src_b}'s", batch, spatial)
     hint = describe(va, vb.reshape(va.shape) if vb.size == va.size else vb, sides, d.tol)
-    return Culprit(layer.layer_a, layer.layer_b, pass_, key, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
+    return Culprit(layer.layer_a, layer.layer_b, pass_, tensor, d.max_abs, d.max_rel, d.tol, hint, (va, vb))
 
 
 def _batch(a: Recording) -> int | None:

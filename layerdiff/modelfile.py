@@ -4,10 +4,19 @@ run through an adapter here: ``runner.prepare`` does that.
 A model file defines, at module level:
     model         the network (found automatically when it is the only one)
     loss          optional; without it the upstream gradient is a seeded random array
-    inputs        optional array (or list of arrays); else ``input_shape`` gives seeded inputs
+    inputs        optional array, list of arrays, or dict of arrays by keyword (``model(**inputs)``); else
+                  ``input_shape`` gives seeded inputs. Integer and boolean inputs are fed as they are
     input_shape   tuple (or list of tuples)
     targets       optional, for the loss
-    param_map     optional {this file's parameter name: the other file's parameter name}
+    param_map     optional {this file's parameter name: the other file's parameter name}; a key ``re:PATTERN``
+                  maps every name it matches (``\1`` in the value), ``prefix.*`` a whole subtree
+    layer_map     optional, the same for layers
+    ignore        optional glob or list of globs: layers this side has and the other has not (a dropout)
+    output        optional: the part of a structured output to compare (``"logits"``, or an index)
+    gates         optional {layer: gate order}, for recurrent weights kept per gate or packed: "i f g o"
+    update_in_backward
+                  optional: the learning-rate argument of a ``backward(dout, learning_rate)`` that updates the
+                  weights itself
     layouts       optional {parameter name: axis names, e.g. "out in"}, for hand-written parameters
     activation_layout
                   optional axis names of the inputs and of every activation of as many dimensions, when not
@@ -32,11 +41,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from layerdiff import declarations as forms
 from layerdiff import declared
 from layerdiff.adapter import Adapter, Spec, adapter_for, available
 from layerdiff.errors import ModelFileError, raised_in
 
-DECLARED = ("loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout", "optimizer", "scheduler", "opt_state")
+DECLARED = (
+    "loss", "inputs", "input_shape", "targets", "param_map", "layouts", "activation_layout",
+    "layer_map", "ignore", "output", "gates", "update_in_backward", "optimizer", "scheduler", "opt_state",
+)
 GLUE = ("params_of", "grads_of", "input_grad_of", "update")
 EXTRAS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "flax": "jax"}  # a framework's module -> its extra
 
@@ -57,6 +70,9 @@ class Model:
     optimizer: Any = None  # the file's own, for training steps; None: plain SGD (``layerdiff.optimizer``)
     scheduler: Any = None
     opt_state: Any = None  # an optax transformation's state, when the file made it
+    input_names: tuple[str, ...] = ()  # the keywords of dict inputs, in the file's order
+    layer_map: dict[str, str] = field(default_factory=dict)
+    ignore: tuple[str, ...] = ()  # globs of layers left out of the alignment
 
     @property
     def source(self) -> str:
@@ -83,6 +99,11 @@ def from_object(
     optimizer: Any = None,
     scheduler: Any = None,
     opt_state: Any = None,
+    layer_map: dict[str, str] | None = None,
+    ignore: Any = None,
+    output: Any = None,
+    gates: dict[str, str] | None = None,
+    update_in_backward: Any = None,
 ) -> Model:
     """Wrap a live network object (the Python API's entry; model files come through ``load``)."""
     adapter = adapter_for(obj)
@@ -94,16 +115,27 @@ def from_object(
             else "Give a torch.nn.Module, a NumPy network with forward/backward, a JAX (apply_fn, params) pair or a Flax module"
         )
         raise ModelFileError(f"No adapter handles {_type_name(obj)} from {source}. Installed: {', '.join(available())}. {fix}.")
+    names: tuple[str, ...] = ()
+    arrays = None
+    if inputs is not None:
+        names, arrays = forms.inputs(inputs, source)
+    spec = Spec(
+        source, forms.loss(loss, source), declared.mapping(layouts, "layouts", source), dict(glue or {}), forms.output(output, source),
+        forms.gates(gates, source), forms.update_in_backward(update_in_backward, source),
+    )
     return Model(
         obj=obj,
         adapter=adapter,
-        spec=Spec(source, loss, declared.mapping(layouts, "layouts", source), dict(glue or {})),
+        spec=spec,
         path=path,
-        inputs=None if inputs is None else declared.arrays(inputs, source),
+        inputs=None if arrays is None else declared.arrays(arrays, source),
         input_shapes=None if input_shape is None else declared.shapes(input_shape, source),
         targets=None if targets is None else declared.targets(targets, source),
         param_map=declared.mapping(param_map, "param_map", source),
         activation_layout=None if activation_layout is None else _layout(activation_layout, source),
+        input_names=names,
+        layer_map=declared.mapping(layer_map, "layer_map", source),
+        ignore=forms.globs(ignore, source),
         optimizer=optimizer,
         scheduler=scheduler,
         opt_state=opt_state,

@@ -63,7 +63,7 @@ def overfit(
 def _first(feed: Feed, batch: int) -> Feed:
     """The first ``batch`` examples of the inputs and targets."""
     targets = None if feed.targets is None or np.ndim(feed.targets) == 0 else feed.targets[:batch]
-    return Feed([x[:batch] if np.ndim(x) else x for x in feed.inputs], targets, feed.upstream)
+    return Feed([x[:batch] if np.ndim(x) else x for x in feed.inputs], targets, feed.upstream, feed.names)
 
 
 def _train(side: runner.Side, feed: Feed, steps: int, lr: float, dtype: str, seed: int) -> Curve:

@@ -66,6 +66,8 @@ class ParamRecord:
     value: np.ndarray
     grad: np.ndarray | None = None
     placement: str = ""  # in one rank's recording: how the parameter is spread over the ranks, when known
+    gates: str = ""  # the gate blocks packed along its first axis ("i f g o"), for a recurrent layer's weight
+    note: str = ""  # how the adapter found it, where that was a choice (a gradient paired by shape)
 
 
 @dataclass
@@ -106,6 +108,16 @@ class RunInfo:
         return self.upstream_sha256.startswith("random:")
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A backward pass that raised: in which layer, the exception on one line ("ValueError: ... (pool.py, line 12)"),
+    and the layers whose backward never ran (that one and those before it), whose gradients the trace does not hold."""
+
+    layer: str
+    message: str
+    unfinished: tuple[str, ...]
+
+
 @dataclass
 class Trace:
     """One iteration of one implementation, in execution order."""
@@ -117,9 +129,11 @@ class Trace:
     inputs: list[np.ndarray] = field(default_factory=list)
     targets: np.ndarray | None = None
     upstream: list[np.ndarray] = field(default_factory=list)  # empty when the model has a loss
+    input_names: tuple[str, ...] = ()  # the inputs' keywords, when the model was called as model(**inputs)
     # In a replay: per layer, the kinds ("output", "grad_output") the adapter substituted forced values for.
     forced: dict[str, set[str]] = field(default_factory=dict)
     regions: list[RegionRecord] = field(default_factory=list)  # a compiled model's code against its eager tree
+    failure: Failure | None = None  # the backward raised: the trace holds what was recorded up to it
 
 
 def owned(p: ParamRecord, layers: Callable[[str], bool]) -> bool:

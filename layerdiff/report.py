@@ -17,15 +17,17 @@ from rich.text import Text
 
 from layerdiff import precision
 from layerdiff.records import RunInfo
-from layerdiff.results import Comparison, Culprit, Divergence, LayerDiff, Precision, Rounding, TensorDiff
+from layerdiff.results import Comparison, Culprit, Divergence, Gap, LayerDiff, Precision, Rounding, TensorDiff
 from layerdiff.sync import WeightLink
 from layerdiff.weights import describe
+from layerdiff.zoom import describe as describe_zoom
 
 JSON_SCHEMA = 1
 STYLE = {"culprit": "bold red", "inherited": "yellow", "differs": "bold red", "ok": "green"}
 FOLD_OVER = 12  # longer tables are folded to their interesting rows unless show_all
 PASS_NAMES = {"forward": "forward", "backward": "backward", "param_grad": "parameter gradient"}
 DIRECTIONS = {"forward": "counted from the input", "backward": "counted from the output"}
+SAID = ("shape", "missing gradient", "raised")  # problems a culprit's note says whole: no figures to print
 
 
 def number(x: float | None) -> str:
@@ -102,12 +104,27 @@ def divergence(d: Divergence | None, pass_: str) -> str:
     if d is None:
         return "no divergence"
     text = f"first divergence at {where(d.layer_a, d.layer_b)} ({DIRECTIONS[pass_]}): {d.tensor}, "
+    if d.problem in SAID and d.note:
+        return text + d.note
     text += f"max abs {number(d.max_abs)}, max rel {number(d.max_rel)}"
     return text + (f" ({d.note})" if d.note else "")
 
 
 def culprit_line(c: Culprit) -> str:
-    return f"{where(c.layer_a, c.layer_b)} [{PASS_NAMES[c.pass_]}] {c.tensor}: max rel {number(c.max_rel)} > tolerance {number(c.tol)}"
+    place = where(c.layer_a, c.layer_b)
+    if c.gap is not None:  # a gap named by its module says where in it; one named "between" says it whole
+        place = between(c.gap) if c.layer_a.startswith("between ") else f"{place} ({between(c.gap)})"
+    if c.problem in SAID and c.note:
+        return f"{place} [{PASS_NAMES[c.pass_]}] {c.note}"
+    return f"{place} [{PASS_NAMES[c.pass_]}] {c.tensor}: max rel {number(c.max_rel)} > tolerance {number(c.tol)}"
+
+
+def between(gap: Gap) -> str:
+    """Code between captured layers, with the layers only one side records there: "between fc1 and fc2 (b: act)"."""
+    unmatched = "; ".join(f"{s}: {', '.join(names)}" for s, names in (("a", gap.only_a), ("b", gap.only_b)) if names)
+    if gap.after[0] == gap.after[1] and gap.before[0] == gap.before[1]:
+        return f"between {gap.after[0]} and {gap.before[0]}" + (f" ({unmatched})" if unmatched else "")
+    return f"between {where(*gap.after)} and {where(*gap.before)}" + (f"; there only {unmatched}" if unmatched else "")
 
 
 def warnings(result: Comparison, findings: bool = True) -> list[str]:
@@ -124,6 +141,17 @@ def warnings(result: Comparison, findings: bool = True) -> list[str]:
                 source = result.source_a if side_ == "a" else result.source_b
                 lines.append(f"NaN/Inf: first produced in {source} by '{layer}' ({direction}: finite in, non-finite out)")
     return lines + [f"structure: {line}" for line in result.structure]
+
+
+def fused(result: Comparison) -> list[str]:
+    """The runs of layers aligned as one, each said once: what the other side computes in one layer."""
+    lines = []
+    for side, runs, source, other in (("a", result.fused_a, result.source_a, result.source_b), ("b", result.fused_b, result.source_b, result.source_a)):
+        for run in runs:
+            partner = next((l.layer_b if side == "a" else l.layer_a for l in result.layers if (l.layer_a if side == "a" else l.layer_b) == run), "?")
+            names = run.split("+")
+            lines.append(f"fused: {source}'s {', '.join(names)} are {other}'s {partner}, one layer (its output equals {names[-1]}'s)")
+    return lines
 
 
 def tolerance(result: Comparison) -> str:
@@ -158,9 +186,16 @@ def _summary(result: Comparison) -> Table:
         grid.add_row(Text("culprit", style="bold red"), text)
         if c.hint:
             grid.add_row("  hint", c.hint)
-    for p, layer, t in rounding_culprits(result):
-        grid.add_row(Text("culprit", style="bold red"), Text(f"{layer} ({p.side}) [precision] {t.key}: lost {number(t.lost)} > explained {number(t.explained)}", style="bold"))
-        grid.add_row("  hint", rounding_line(p, layer, t))
+        if c.note and c.problem not in SAID:
+            grid.add_row("  note", c.note)
+    for p, name, t in rounding_culprits(result):
+        grid.add_row(Text("culprit", style="bold red"), Text(f"{name} ({p.side}) [precision] {t.key}: lost {number(t.lost)} > explained {number(t.explained)}", style="bold"))
+        grid.add_row("  hint", rounding_line(p, name, t))
+    for z in result.zooms:
+        grid.add_row(Text("zoom", style="bold"), describe_zoom(z))
+    for layer in result.layers:
+        for line in layer.notes:
+            grid.add_row("note", f"{where(layer.layer_a, layer.layer_b)}: {line}")
     for pass_, d in (("forward", result.forward), ("backward", result.backward)):
         grid.add_row(pass_, Text(divergence(d, pass_), style="green" if d is None else ""))
     return grid
@@ -258,6 +293,8 @@ def render(
         console.print(f"only in {result.source_a}: {', '.join(result.only_a)}")
     if result.only_b:
         console.print(f"only in {result.source_b}: {', '.join(result.only_b)}")
+    for line in fused(result):
+        console.print(line)
     if links is not None and result.weights is None:  # each side's own weights: sides_report lists their check
         _weights(console, links, weights_from, show_all)
     for note in notes:
@@ -274,7 +311,10 @@ def _weights(console: Console, links: list[WeightLink], weights_from: str, show_
         for w in links:
             console.print(f"  {w.describe()}")
     else:
-        console.print(Text("  (--all lists them)", style="dim"))
+        for w in links:
+            if w.note:  # a guess, or a gradient found by shape: never folded away
+                console.print(f"  {w.describe()}")
+        console.print(Text("  (--all lists them)" if not any(w.note for w in links) else "  (--all lists the others)", style="dim"))
 
 
 def to_json(
@@ -317,16 +357,20 @@ def to_json(
                 "tensors": [plain(t) for t in layer.tensors],
                 "param_grads": [plain(t) for t in layer.param_grads],
                 "local": [plain(t) for t in layer.local],
+                "notes": layer.notes,
             }
             for layer in result.layers
         ],
         "only_a": result.only_a,
         "only_b": result.only_b,
+        "fused": {"a": result.fused_a, "b": result.fused_b},
+        "zooms": [plain(z) for z in result.zooms],
         "structure": result.structure,
         "weights": {
             "from": weights_from,
             "links": [
-                {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how}
+                {"a": w.src, "b": w.dst, "a_shape": w.src_shape, "b_shape": w.dst_shape, "transpose": w.axes, "by": w.how,
+                 "note": w.note}
                 for w in links or []
             ],
             "check": None if result.weights is None else [{"ok": p.ok, **plain(p)} for p in result.weights.params],

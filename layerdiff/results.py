@@ -38,6 +38,7 @@ class TensorDiff:
     nonfinite_mismatch: int = 0
     ok: bool = True
     problem: str = ""  # "shape", "nonfinite", "stats" (figures from statistics) or "missing gradient"
+    note: str = ""  # the problem said in a sentence, where the figures say nothing ("a.py gives no gradient for fc3.W")
 
 
 @dataclass
@@ -50,6 +51,10 @@ class LayerDiff:
     param_grads: list[TensorDiff] = field(default_factory=list)  # key: "<a's parameter> ~ <b's parameter>"
     local: list[TensorDiff] = field(default_factory=list)  # the teacher-forced replay against the other side
     verdict: Verdict = "ok"
+    # The replay's verdict per pass ("forward", "backward"), where its rules gave one: a layer that received a
+    # different value than the other side's is no culprit, whatever its local error.
+    judged: dict[str, Verdict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the replay could not tell about this layer, and why
 
     @property
     def ok(self) -> bool:
@@ -73,6 +78,8 @@ class LayerDiff:
     def verdict_in(self, pass_: str) -> Verdict:
         """The verdict of one pass, ``"forward"`` or ``"backward"`` (parameter gradients included): a layer that is
         a culprit backward only has its forward values right."""
+        if pass_ in self.judged:
+            return self.judged[pass_]
         whats = ("forward",) if pass_ == "forward" else ("backward", "params")
         if any(t is not None and not t.ok for t in (self.worst(w, local=True) for w in whats)):
             return "culprit"
@@ -90,11 +97,41 @@ class Divergence:
     max_rel: float
     tol: float
     note: str = ""
+    problem: str = ""  # as the tensor's: with "shape" or "missing gradient" the note says it, the figures are none
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Code between two captured layers, ``after`` one and ``before`` the next (each as side A and side B name
+    it), with the layers that one side records there and the other does not."""
+
+    after: tuple[str, str]
+    before: tuple[str, str]
+    only_a: tuple[str, ...] = ()
+    only_b: tuple[str, ...] = ()
+
+
+@dataclass
+class Zoom:
+    """A module (``layer_a`` on side A, ``layer_b`` on B; "" the whole model) run operation by operation on both
+    sides, on equal inputs: the first operation whose output differs (``op``, its index on side A, and ``name``; the
+    operation that reads it, ``consumer``), or ``said``, why none is named."""
+
+    layer_a: str
+    layer_b: str
+    op: int | None = None
+    name: str = ""
+    consumer: str = ""
+    max_rel: float = 0.0
+    tol: float = 0.0
+    shape: tuple[int, ...] = ()
+    ops: int = 0  # operations recorded on side A
+    said: str = ""
 
 
 @dataclass
 class Culprit:
-    """A layer wrong given correct inputs."""
+    """A layer wrong given correct inputs; or, with ``gap``, code between captured layers."""
 
     layer_a: str
     layer_b: str
@@ -106,6 +143,10 @@ class Culprit:
     hint: str | None
     # Side A's value and side B's, as compared (B's from the replay): what pictures of the culprit are drawn from.
     values: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    gap: Gap | None = None
+    note: str = ""  # what the figures do not say: whose contributions a gradient sums, what raised
+    problem: str = ""  # as the tensor's (``TensorDiff.problem``): with "shape", "missing gradient" or "raised"
+    # the note says it all and the figures are none
 
 
 @dataclass
@@ -127,6 +168,10 @@ class Comparison:
     fixed_tol: float | None
     precision: list[Precision] = field(default_factory=list)  # --dtype native: each side that computed below float64
     weights: WeightCheck | None = None  # --weights own: each side's own weights, compared before the run
+    # Runs of layers aligned as one layer of the other side, by the names of their layers joined with "+".
+    fused_a: list[str] = field(default_factory=list)
+    fused_b: list[str] = field(default_factory=list)
+    zooms: list[Zoom] = field(default_factory=list)  # modules run operation by operation: culprits' and those asked for
 
     @property
     def match(self) -> bool:

@@ -1,7 +1,7 @@
 """Run both sides on identical weights, inputs and upstream gradient, and return their traces.
 
 The weights come from the first side (or from a dump, when one side is a dump); the inputs, targets and upstream
-gradient are made once, in PyTorch's axis order, and fed to both (``Side.run`` lays them out for a channels-last
+gradient are made once (``feeds``), in PyTorch's axis order, and fed to both (``Side.run`` lays them out for a channels-last
 model). Each side runs twice: a side whose two runs differ has randomness left on, and comparing it would be
 comparing noise.
 """
@@ -18,10 +18,14 @@ import numpy as np
 
 from layerdiff import __version__, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
+from layerdiff.capture import Raised, said
 from layerdiff.errors import AlignmentError, ModelFileError, term
+from layerdiff.feeds import feed_from as feed_from
+from layerdiff.feeds import make_feed as make_feed  # re-exported: gradcheck, overfit and the benchmarks make feeds here
 from layerdiff.layout import canonical, canonical_shape, from_canonical
 from layerdiff.metrics import diff, noise_floor
 from layerdiff.modelfile import Model
+from layerdiff.namemaps import resolve
 from layerdiff.progress import Progress, stage
 from layerdiff.records import ParamRecord, Trace, select, snapshot
 from layerdiff.stats import digest, fingerprint
@@ -63,6 +67,12 @@ class Side:
     def load(self, values: dict[str, np.ndarray]) -> None:
         self.adapter.load_parameters(self.handle, self.spec, values)
 
+    def build(self, feed: Feed) -> None:
+        """Let the adapter make the weights a model makes on its first forward (an optional adapter method)."""
+        if hasattr(self.adapter, "build"):
+            own = [from_canonical(x, self.layout) for x in feed.inputs] if self.layout else feed.inputs
+            self.adapter.build(self.handle, self.spec, Feed(own, feed.targets, feed.upstream, feed.names))
+
     def run(self, feed: Feed, forcing: Forcing | None = None) -> Trace:
         """One iteration through the adapter, on a feed (and forced values) held in PyTorch's axis order.
 
@@ -76,13 +86,17 @@ class Side:
         def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
             return from_canonical(feed.upstream(index, canonical_shape(shape, layout)), layout)
 
-        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream)
+        own = Feed([from_canonical(x, layout) for x in feed.inputs], feed.targets, upstream, feed.names)
         if forcing is not None:
             forcing = Forcing(*(_laid_out(table, layout) for table in (forcing.outputs, forcing.grad_outputs)))
         trace = self.adapter.run(self.handle, self.spec, own, forcing)
         rank = len(layout.split())
         for record in trace.layers:
-            record.layouts.update({k: layout for k, v in record.tensors.items() if v.ndim == rank and k not in record.layouts})
+            # A layer that changes the rank (a Flatten) takes its input as the model keeps it: a port permutes
+            # before flattening in the same order.
+            flattens = any(v.ndim != rank for k, v in record.tensors.items() if k.startswith("output"))
+            kept = [k for k, v in record.tensors.items() if v.ndim == rank and not (flattens and k.startswith(("input", "grad_input")))]
+            record.layouts.update({k: layout for k in kept if k not in record.layouts})
         trace.upstream = [canonical(u, layout) for u in trace.upstream]
         return trace
 
@@ -115,54 +129,7 @@ class Pair:
     live: Side  # side B, as it ran: what a replay runs again
     twins: Twins | None = None  # --dtype native: each side rerun in float64, and the rounded sides' precision
     weights: WeightCheck | None = None  # --weights own: each side's own weights, compared
-
-
-def make_feed(sides: list[Side], seed: int) -> tuple[Feed, list[str]]:
-    """Inputs, targets and upstream gradient for both sides, from whichever file declares them first."""
-    notes = []
-    declared = next((s for s in sides if s.model.inputs is not None), None)
-    if declared is not None and declared.model.inputs is not None:
-        inputs = [canonical(x, declared.layout) for x in declared.model.inputs]
-        notes.append(f"inputs from {declared.source}: {_shapes(inputs)}")
-    else:
-        shaped = next((s for s in sides if s.model.input_shapes is not None), None)
-        if shaped is None:
-            names = " nor ".join(s.source for s in sides)
-            raise ModelFileError(
-                f"Neither {names} declares its inputs. Add `input_shape = (batch, features)` (or `inputs = ...`) to one of them."
-            )
-        rng = np.random.default_rng(seed)
-        inputs = [rng.standard_normal(canonical_shape(s, shaped.layout)) for s in shaped.model.input_shapes or []]
-        notes.append(f"inputs: seeded normal {_shapes(inputs)} (seed {seed}, shape from {shaped.source})")
-    with_loss = [s for s in sides if s.spec.loss is not None]
-    if with_loss and len(with_loss) != len(sides):
-        lacking = next(s for s in sides if s.spec.loss is None)
-        raise ModelFileError(
-            f"{with_loss[0].source} defines a loss but {lacking.source} does not. Define `loss` in {lacking.source} "
-            f"too, or remove it from {with_loss[0].source} to compare with a seeded random upstream gradient."
-        )
-    targets = next((s.model.targets for s in sides if s.model.targets is not None), None)
-    if with_loss:
-        notes.append(f"upstream: each side's own loss, targets {_shapes([targets]) if targets is not None else 'none'}")
-    else:
-        notes.append(f"upstream: seeded random gradient on the output (seed {seed}), loss = <output, r>")
-
-    def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
-        return np.random.default_rng([seed, 1, index]).standard_normal(shape)
-
-    return Feed(inputs, targets, upstream), notes
-
-
-def feed_from(recorded: Trace) -> Feed:
-    """The feed a dump was made with, so that a script can be compared against it."""
-
-    def upstream(index: int, shape: tuple[int, ...]) -> np.ndarray:
-        if index >= len(recorded.upstream) or recorded.upstream[index].shape != shape:
-            have = [u.shape for u in recorded.upstream]
-            raise ModelFileError(f"The model's output {index} has shape {shape}; the dump's upstream gradients have {have}.")
-        return recorded.upstream[index]
-
-    return Feed(recorded.inputs, recorded.targets, upstream)
+    live_a: Side | None = None  # side A, as it ran, when it is a model file: what a zoom runs again
 
 
 def weights_hash(params: list[ParamRecord]) -> str:
@@ -179,6 +146,7 @@ def capture(
     twice: bool = True,
     layers: list[str] | None = None,
     values: dict[str, np.ndarray] | None = None,
+    partial: bool = False,
 ) -> Trace:
     """Run ``side`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
@@ -186,8 +154,14 @@ def capture(
     ``layers``: globs of the layers to keep (the others are dropped as each run ends; their parameters too).
     ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
     (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
+    ``partial``: a backward pass that raises gives the trace recorded up to it (``Trace.failure``), run once.
     """
-    whole = side.run(feed)
+    try:
+        whole = side.run(feed)
+    except Raised as raised:
+        if not partial:
+            raise
+        whole, twice = raised.trace, False
     for p in whole.params:
         p.value = values[p.name] if values is not None and p.name in values else snapshot(p.value)
     weights_sha256 = weights_sha256 or weights_hash(whole.params)
@@ -214,6 +188,7 @@ def capture(
         else "random:" + digest(first.upstream),
     )
     first.inputs = list(feed.inputs)
+    first.input_names = feed.names
     first.targets = feed.targets
     return first
 
@@ -284,22 +259,24 @@ def run_pair(
     weights_sha256 = weights_hash(src)
     # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src})
+        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src}, partial=True)
     del src
     with stage(progress, f"capture {b.source}"):
         # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
         exact = dtype == "float64" and check is None
-        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None)
+        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None, partial=True)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
-    return Pair(ta, tb, links, a.source if check is None else "", notes, feed, sb, weights=check)
+    links = sync.annotate(links, ta.params, tb.params, a.source, b.source)
+    notes += said(ta, a.source) + said(tb, b.source)
+    return Pair(ta, tb, links, a.source if check is None else "", notes, feed, sb, weights=check, live_a=sa)
 
 
 def weight_links(a: Side, b: Side, param_map: dict[str, str] | None = None) -> tuple[list[ParamRecord], list[sync.WeightLink]]:
     """``a``'s parameters and the parameter of ``b`` each one goes to: explicit map, then names, then order."""
-    src = a.parameters()
-    explicit = {**a.model.param_map, **_inverse(b.model.param_map), **(param_map or {})}
-    return src, sync.link(src, b.parameters(), explicit, a.source, b.source)
+    src, dst = a.parameters(), b.parameters()
+    explicit = resolve({**a.model.param_map, **(param_map or {})}, b.model.param_map, _names(src), _names(dst), "parameter")
+    return src, sync.link(src, dst, explicit, a.source, b.source)
 
 
 def run_against(
@@ -321,17 +298,21 @@ def run_against(
         model = replace(model, spec=replace(model.spec, loss=None))
         notes.append(f"the gradient {source} recorded at the output stands for the loss: {model.source}'s is not used")
     side = prepare(model, dtype)
-    explicit = {**_inverse(model.param_map), **(param_map or {})}
-    links = sync.link(recorded.params, side.parameters(), explicit, source, model.source)
-    check = None if weights == "a" else weight_check(recorded.params, side.parameters(), links, source, model.source)
-    side.load(sync.carry(links if check is None else equal_links(links, check), recorded.params))
     feed = feed_from(recorded)
+    side.build(feed)
+    own = side.parameters()
+    explicit = resolve(param_map or {}, model.param_map, _names(recorded.params), _names(own), "parameter")
+    links = sync.link(recorded.params, own, explicit, source, model.source)
+    check = None if weights == "a" else weight_check(recorded.params, own, links, source, model.source)
+    side.load(sync.carry(links if check is None else equal_links(links, check), recorded.params))
     with stage(progress, f"capture {model.source}"):
-        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params) if check is None else None, twice)
+        trace = capture(side, feed, dtype, seed, weights_hash(recorded.params) if check is None else None, twice, partial=True)
     if recorded.info.upstream_sha256.startswith(RECORDED):
         trace.info = replace(trace.info, upstream_sha256=RECORDED + digest(trace.upstream))
+    links = sync.annotate(links, recorded.params, trace.params, source, model.source)
     if check is not None:
         notes[0] = f"inputs and upstream gradient from {source}"
+    notes += said(trace, model.source)
     return Pair(recorded, trace, links, source if check is None else "", notes, feed, side, weights=check)
 
 
@@ -349,7 +330,10 @@ def run_one(
         feed, _ = make_feed([side], seed)
         trace = capture(side, feed, dtype, seed, layers=layers)
     else:
-        links = sync.link(weights.params, side.parameters(), _inverse(model.param_map), weights_source, model.source)
+        side.build(feed_from(weights))
+        own = side.parameters()
+        explicit = resolve({}, model.param_map, _names(weights.params), _names(own), "parameter")
+        links = sync.link(weights.params, own, explicit, weights_source, model.source)
         side.load(sync.carry(links, weights.params))
         trace = capture(side, feed_from(weights), dtype, seed, weights_hash(weights.params), layers=layers)
     if layers:
@@ -377,9 +361,6 @@ def _check_dtype(dtype: str) -> None:
         raise ModelFileError(f"{term('dtype')} must be one of {', '.join(DTYPES)}, not '{dtype}'.")
 
 
-def _inverse(mapping: dict[str, str]) -> dict[str, str]:
-    return {v: k for k, v in mapping.items()}
+def _names(params: list[ParamRecord]) -> list[str]:
+    return [p.name for p in params]
 
-
-def _shapes(arrays: Any) -> str:
-    return ", ".join(str(tuple(np.shape(a))) for a in arrays)

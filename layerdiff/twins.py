@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from layerdiff import modelfile, precision, runner, sync
+from layerdiff import contradiction, modelfile, precision, runner, sync
 from layerdiff.align import align
 from layerdiff.errors import ModelFileError, term
 from layerdiff.isolate import forcing_from, isolated, replay
@@ -122,16 +122,21 @@ def compared(
     stands beside them; with each side's own weights, their check, and the culprits that hold a differing one say so.
     """
     twins = pair.twins
+    failures = (pair.a.failure, pair.b.failure) if live_side == "b" else (pair.b.failure, pair.a.failure)
     if twins is None:
         precision.refuse_unjudged(a.info, b.info, rtol, a.source, b.source)
         result = isolated(
-            a, b, pair.live, pair.feed, links=pair.links, layer_map=layer_map, rtol=rtol, live_side=live_side, progress=progress
+            a, b, pair.live, pair.feed, links=pair.links, layer_map=layer_map, rtol=rtol, live_side=live_side,
+            progress=progress, failures=failures,
         )
+        if live_side == "b":
+            contradiction.check(result, a, b, pair.live, pair.feed, pair.links, layer_map, rtol)
     else:
         # A side that computed in float64 is its own twin: read from its recording (a dump, in ``run``).
         ta = a if twins.a is None else InMemory(twins.a, a.source)
         tb = b if twins.b is None else InMemory(twins.b, b.source)
-        found = isolated(ta, tb, twins.live, pair.feed, links=pair.links, layer_map=layer_map, rtol=rtol, progress=progress)
+        found = isolated(ta, tb, twins.live, pair.feed, links=pair.links, layer_map=layer_map, rtol=rtol, progress=progress,
+                         failures=failures)
         judged = [precision.with_excess(p, found) for p in twins.precision]
         result = replace(found, info_a=a.info, info_b=b.info, loss_a=a.loss, loss_b=b.loss, precision=judged)
     if pair.weights is None:

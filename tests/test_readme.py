@@ -52,6 +52,14 @@ def test_readme_model_file_examples_run_against_their_reference(cli, tmp_path):
     assert cli("dump", "conv.py", "-o", "conv.h5")[0] == 0
 
 
+def test_readme_update_in_backward_example_runs_against_its_reference(cli, tmp_path):
+    (tmp_path / "mine.py").write_text(code_after("A NumPy layer whose backward updates its weights", "python"))
+    (tmp_path / "ref.py").write_text("import torch.nn as nn\nmodel = nn.Sequential(nn.Linear(6, 12), nn.Linear(12, 3))\n")
+    code, out, err = cli("run", "mine.py", "ref.py", "--json")
+    assert code == 0, out + err
+    assert all("change of backward(dout, learning_rate=1)" in w["note"] for w in json.loads(out)["weights"]["links"])
+
+
 def test_readme_demo_output_is_what_the_demo_prints(cli):
     demo = README.split("The demo prints:\n\n```\n", 1)[1].split("```", 1)[0]
     code, out, _ = cli("run", FIXTURES / "bug_maxpool_grad_wrong_position.py", FIXTURES / "cnn_torch.py")
@@ -100,3 +108,20 @@ def test_readme_weights_example_is_what_it_prints(cli):
     assert code == 1
     segments = shown_segments("--weights own     # exit 1\n```\n")
     assert_shown([segments[0][2:]] + segments[1:], out)
+def test_readme_placement_examples_are_what_the_runs_print(cli):
+    # Each example of where culprits are placed, entry by entry (a culprit, note, zoom or hint with its wrapped
+    # lines): the same words as a real run prints, whatever the width it wraps at.
+    section = README.split("A layer's local error is its own only", 1)[1].split("## The model file", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```\n$ layerdiff run ")[1:]]
+    assert len(blocks) >= 5
+    for block in blocks:
+        command, *lines = block.splitlines()
+        _, out, _ = cli("run", *(ROOT / f for f in command.split()))
+        printed = " ".join(out.split())
+        entries = [[]]
+        for line in lines:
+            if not line.startswith(" ") and entries[-1]:
+                entries.append([])
+            entries[-1].append(line)
+        for entry in entries:
+            assert " ".join(" ".join(entry).split()) in printed, entry

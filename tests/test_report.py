@@ -120,7 +120,7 @@ def test_every_number_the_terminal_prints_is_in_the_json(cli):
     assert re.search(r"^\s*3  sig2 .* culprit\s*$", out.split("backward, from the output")[1], re.M)
     for c in report["culprits"]:
         assert c["hint"] is None or " ".join(c["hint"].split()[:4]) in " ".join(out.split())
-    assert {"a", "b", "a_shape", "b_shape", "transpose", "by"} == set(report["weights"]["links"][0])
+    assert {"a", "b", "a_shape", "b_shape", "transpose", "by", "note"} == set(report["weights"]["links"][0])
     assert all(note in " ".join(out.split()) for note in report["feed"])
 
 

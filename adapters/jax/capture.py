@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing, Prepared, Spec
-from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
+from layerdiff.capture import Forcer, finish, loss_record, positional, seeded_upstream
 from layerdiff.errors import LayerdiffError, ModelFileError, raised_in
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
 from layerdiff.tap import tapping
@@ -269,6 +269,11 @@ class JaxAdapter:
         params = _in_order(form, obj, [_param(form, spec, name, v, g) for (name, v), g in zip(named, grads)])
         return finish(session.records, params, loss, upstream, forcer, settings)
 
+    def zoom(self, model: Any, spec: Spec, feed: Feed, layer: str, inputs: list[np.ndarray] | None) -> Any:
+        from layerdiff.adapters.jax.zoom import zoom
+
+        return zoom(model, spec, feed, layer, inputs)
+
 
 def _settings(forced: bool) -> dict[str, str]:
     """JAX's settings for the run, recorded in the dump."""
@@ -303,6 +308,7 @@ def _iterate(
     leaves, tree = jax.tree_util.tree_flatten(variables["params"])
     floating = [np.dtype(leaf.dtype) for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)]
     dtype = floating[0] if floating else jnp.result_type(float)
+    positional(feed, spec.source, "JAX")
     inputs = [jnp.asarray(x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x) for x in feed.inputs]
     differentiated = [i for i, x in enumerate(inputs) if jnp.issubdtype(x.dtype, jnp.floating)]
     rest = {k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in variables.items() if k != "params"}

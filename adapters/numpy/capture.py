@@ -1,196 +1,38 @@
 """Drive a hand-written NumPy network layer by layer, however its author laid out parameters and gradients.
 
 Forms taken without changes to the user's layers:
-- a network object with ``layers`` (list or dict) of objects with ``forward``/``backward``; a bare list of them;
-  or one object with ``forward``/``backward`` whose inside is marked with ``tap``/``tap_grad``;
+- a network object with ``layers`` (list or dict) of objects with ``forward``/``backward``; a bare list or dict of
+  them; or one object with ``forward``/``backward`` whose inside is marked with ``tap``/``tap_grad``;
 - ``forward(x)`` returning its output or storing ``self.output``, with an optional training flag;
-- ``backward(dout)`` returning the input gradient or storing it as ``dinputs``/``dX``/``dx``;
-- parameters in a dict (``params``/``parameters``) or as attributes (``W``, ``weights``, ``gamma``…), gradients in a
-  dict (``grads``/``gradients``) or as attributes (``dW``, ``dweights``, ``grad_W``…).
+- ``backward(dout)`` returning the input gradient or storing it as ``dinputs``/``dX``/``dx``; a
+  ``backward(dout, learning_rate)`` that updates the weights itself (``backward.py``);
+- parameters and gradients wherever ``network.py`` finds them; weights made on the first forward (``build``).
+Each run starts from a fresh copy of the model as its file built it (with the weights it was given), so that
+layers keeping state between calls (inputs appended to a list, gradients accumulated) run the same every time;
+except in a file that gives its own ``update(model, lr)``, which reads what the run left in the layers.
 A model file can say where things are for anything else (``params_of``, ``grads_of``, ``input_grad_of``).
 """
 
 from __future__ import annotations
 
-import inspect
+import copy
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from layerdiff.adapter import Feed, Forcing, Prepared, Spec
-from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
-from layerdiff.errors import ModelFileError, raised_in
-from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
+from layerdiff.adapters.numpy import backward, gates, losses
+from layerdiff.adapters.numpy.layouts import channels_last
+from layerdiff.adapters.numpy.network import Network, Param, all_layers, is_layer
+from layerdiff.adapters.numpy.taps import Copies, NumpyTapper, forced
+from layerdiff.capture import Forcer, Raised, finish, loss_record, positional, seeded_upstream
+from layerdiff.errors import ModelFileError, raised_in, raised_line
+from layerdiff.records import Failure, LayerRecord, ParamRecord, Trace, snapshot, tensor_key
 from layerdiff.tap import tapping
 
-PARAM_DICTS = ("params", "parameters")
-GRAD_DICTS = ("grads", "gradients")
-PARAM_ATTRS = ("W", "b", "weights", "biases", "weight", "bias", "kernel", "gamma", "beta", "scale")
-GRAD_PATTERNS = ("d{}", "d_{}", "grad_{}", "{}_grad", "grad{}")
 INPUT_GRAD_ATTRS = ("dinputs", "dinput", "dX", "dx", "grad_input", "dout_prev")
 TRAINING_FLAGS = ("training", "train", "is_training", "train_mode")
-
-
-def _is_layer(obj: Any) -> bool:
-    return callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))
-
-
-@dataclass
-class Slot:
-    """Where a parameter lives, so that it can be read and replaced."""
-
-    holder: Any  # a dict or the layer object
-    key: str
-
-    def get(self) -> Any:
-        return self.holder[self.key] if isinstance(self.holder, dict) else getattr(self.holder, self.key)
-
-    def set(self, value: np.ndarray) -> None:
-        if isinstance(self.holder, dict):
-            self.holder[self.key] = value
-        else:
-            setattr(self.holder, self.key, value)
-
-
-@dataclass
-class Layer:
-    name: str
-    obj: Any
-
-
-class Network:
-    """The layers of one NumPy model, named, with their parameter slots found."""
-
-    def __init__(self, obj: Any, spec: Spec) -> None:
-        self.spec = spec
-        if isinstance(obj, (list, tuple)):
-            self.layers = [Layer(str(i), layer) for i, layer in enumerate(obj)]
-            self.whole = None
-        elif isinstance(getattr(obj, "layers", None), (list, tuple, dict)) and _all_layers(obj.layers):
-            self.layers = _named_layers(obj)
-            self.whole = None
-        else:
-            self.layers = [Layer("model", obj)]
-            self.whole = obj
-
-    def slots(self, layer: Layer) -> dict[str, Slot]:
-        glue = self.spec.glue.get("params_of")
-        if glue is not None:
-            found = glue(layer.obj)
-            if found is not None:
-                return {k: Slot(found, k) for k in found}
-        for attr in PARAM_DICTS:
-            d = getattr(layer.obj, attr, None)
-            if isinstance(d, dict) and d and all(isinstance(v, np.ndarray) for v in d.values()):
-                return {k: Slot(d, k) for k in d}
-        return {a: Slot(layer.obj, a) for a in PARAM_ATTRS if isinstance(getattr(layer.obj, a, None), np.ndarray)}
-
-    def grad(self, layer: Layer, pname: str) -> np.ndarray | None:
-        glue = self.spec.glue.get("grads_of")
-        if glue is not None:
-            found = glue(layer.obj)
-            if found is not None:
-                return found.get(pname)
-        for attr in GRAD_DICTS:
-            d = getattr(layer.obj, attr, None)
-            if isinstance(d, dict) and pname in d:
-                return np.asarray(d[pname])
-        for pattern in GRAD_PATTERNS:
-            g = getattr(layer.obj, pattern.format(pname), None)
-            if isinstance(g, np.ndarray):
-                return g
-        return None
-
-    def params(self) -> list[tuple[str, Layer, str, Slot]]:
-        """(full name, owner, key, slot). A whole network's own parameters keep their keys as names; one that holds
-        its layers as attributes (``self.fc1 = Dense(...)``) has theirs, named ``fc1.W``."""
-        if self.whole is None:
-            return [(f"{layer.name}.{k}", layer, k, slot) for layer in self.layers for k, slot in self.slots(layer).items()]
-        own = self.slots(self.layers[0])
-        if own:
-            return [(k, self.layers[0], k, slot) for k, slot in own.items()]
-        parts = [Layer(k, v) for k, v in vars(self.whole).items() if not k.startswith("_") and hasattr(v, "__dict__")]
-        return [(f"{part.name}.{k}", part, k, slot) for part in parts for k, slot in self.slots(part).items()]
-
-
-def _all_layers(layers: Any) -> bool:
-    items = list(layers.values()) if isinstance(layers, dict) else list(layers)
-    return bool(items) and all(_is_layer(layer) for layer in items)
-
-
-def _named_layers(obj: Any) -> list[Layer]:
-    if isinstance(obj.layers, dict):
-        return [Layer(str(k), v) for k, v in obj.layers.items()]
-    attr_names = {id(v): k for k, v in vars(obj).items() if _is_layer(v) and not k.startswith("_")}
-    return [Layer(attr_names.get(id(layer), f"layers.{i}"), layer) for i, layer in enumerate(obj.layers)]
-
-
-def _layout(name: str, value: np.ndarray, spec: Spec) -> str:
-    if name in spec.layouts:
-        return spec.layouts[name]
-    if value.ndim == 2 and value.shape[0] == 1:
-        return ""  # nnfs's (1, out) bias: matched to (out,) by shape
-    # The x @ W convention of from-scratch code (cs231n, nnfs, d2l); NCHW convolutions as cs231n writes them.
-    # Guesses ("?"): where only the shapes as they are fit the other side, the shapes win.
-    return {1: "out", 2: "in out?", 4: "O I H W?"}.get(value.ndim, "")
-
-
-class _Copies:
-    """Snapshots of what one step hands to the next: a layer's input is the array the layer before it returned,
-    untouched in between, so it is copied once for both records."""
-
-    def __init__(self) -> None:
-        self.last: dict[int, tuple[Any, np.ndarray]] = {}  # the value itself is held, so that its id stays its own
-        self.now: dict[int, tuple[Any, np.ndarray]] = {}
-
-    def received(self, value: Any) -> np.ndarray:
-        """A value a step receives: the copy of what the step before handed on, when it is that very array."""
-        hit = self.last.get(id(value))
-        return hit[1] if hit is not None and hit[0] is value else snapshot(value)
-
-    def handed_on(self, value: Any) -> np.ndarray:
-        """A value a step hands on, copied always: it may be the input, changed in place and returned."""
-        copy = snapshot(value)
-        self.now[id(value)] = (value, copy)
-        return copy
-
-    def step(self) -> None:
-        self.last, self.now = self.now, {}
-
-
-class NumpyTapper:
-    """Collects ``tap``/``tap_grad`` calls made inside the user's code; in a replay, hands back forced values."""
-
-    def __init__(self, trace_layers: list[LayerRecord], forcer: Forcer) -> None:
-        self.layers = trace_layers
-        self.by_name: dict[str, LayerRecord] = {}
-        self.forcer = forcer
-
-    def tap(self, name: str, value: Any) -> Any:
-        record = LayerRecord(unique_name(name, self.by_name), "tap", {"output": snapshot(value)})
-        self.by_name[record.name] = record
-        self.layers.append(record)
-        return _forced(self.forcer, "output", record.name, [value])[0]
-
-    def tap_grad(self, name: str, grad: Any) -> Any:
-        # A name tapped n times gets its gradients in reverse order, as backward visits them.
-        candidates = [r for r in self.layers if r.kind == "tap" and r.name.split("#")[0] == name]
-        pending = [r for r in candidates if "grad_output" not in r.tensors]
-        if not candidates:
-            return grad
-        record = pending[-1] if pending else candidates[-1]
-        record.tensors["grad_output"] = snapshot(grad)
-        return _forced(self.forcer, "grad_output", record.name, [grad])[0]
-
-
-def _forced(forcer: Forcer, kind: str, name: str, values: list[Any]) -> list[Any]:
-    """The forced values for a layer, in its own dtype, or its own values when it is not forced (or not alike)."""
-    forced = forcer.values(kind, name, [np.shape(v) for v in values])
-    if forced is None:
-        return values
-    return [np.array(f, dtype=np.asarray(v).dtype) for f, v in zip(forced, values)]
 
 
 class NumpyAdapter:
@@ -198,36 +40,56 @@ class NumpyAdapter:
     fallback = True  # claims any object with forward and backward: the frameworks' adapters are asked first
 
     def claims(self, obj: Any) -> bool:
-        if isinstance(obj, (list, tuple)):
-            return _all_layers(obj)
+        if isinstance(obj, (list, tuple, dict)):
+            return all_layers(obj)
         layers = getattr(obj, "layers", None)
-        return _is_layer(obj) or (isinstance(layers, (list, tuple, dict)) and _all_layers(layers))
+        return is_layer(obj) or (isinstance(layers, (list, tuple, dict)) and all_layers(layers))
 
     def version(self) -> str:
         return np.__version__
 
     def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
+        net = Network(obj, spec)
         if dtype == "float64":
-            for _, layer, _, slot in Network(obj, spec).params():
-                value = slot.get()
-                if value.dtype != np.float64:
-                    _replace(layer.obj, slot, value, value.astype(np.float64))
-        return Prepared(obj)
+            _cast(net)
+        layout = "N H W C" if any(channels_last(layer.obj) for layer in net.layers) else ""
+        return Prepared(obj, layout)
+
+    def build(self, model: Any, spec: Spec, feed: Feed) -> None:
+        """Make the weights of layers that make them on their first forward (tinynn's, numpy-ml's): when a forward
+        on a copy finds more parameters than the model has, one forward on the feed's inputs, after which what
+        that forward left in lists and counters is put back as it was."""
+        if not feed.inputs:
+            return
+        try:
+            probe, pristine = copy.deepcopy(model), copy.deepcopy(model)
+        except Exception:
+            return  # cannot be copied: its weights are taken as the file made them
+        before = len(Network(model, spec).params())
+        _first_forward(Network(probe, spec), feed, spec)
+        if len(Network(probe, spec).params()) <= before:
+            return
+        net = Network(model, spec)
+        _first_forward(net, feed, spec)
+        for layer, untouched in zip(net.layers, Network(pristine, spec).layers):
+            _restore_state(layer.obj, untouched.obj)
+        _cast(Network(model, spec), like=feed.inputs)
 
     def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
-        return [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), snapshot(slot.get()))
-            for full, layer, _, slot in Network(model, spec).params()
-        ]
+        net = Network(model, spec)
+        return gates.packed(spec, [ParamRecord(p.name, p.owner, net.layout(p), snapshot(p.slot.get())) for p in net.params()])
 
     def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
-        for full, layer, _, slot in Network(model, spec).params():
-            if full in values:
-                current = slot.get()
-                if current.shape == values[full].shape:
-                    current[...] = values[full]  # in place: the layer may hold the array under two names
+        net = Network(model, spec)
+        own = [ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get())) for p in net.params()]
+        values = gates.unpacked(spec, values, own)
+        for p in net.params():
+            if p.name in values:
+                current = p.slot.get()
+                if current.shape == values[p.name].shape:
+                    current[...] = values[p.name]  # in place: the layer may hold the array under two names
                 else:
-                    _replace(layer.obj, slot, current, values[full].astype(current.dtype))
+                    p.slot.set(values[p.name].astype(current.dtype))
 
     def attach(self, model: Any, spec: Spec, placements: dict[str, str] | None = None) -> Any:
         """Record one iteration of the user's own loop (``layerdiff.record``)."""
@@ -236,33 +98,68 @@ class NumpyAdapter:
         return Attachment(model, spec, placements)
 
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
-        net = Network(model, spec)
+        positional(feed, spec.source, "NumPy")
+        # A file's own update(model, lr) reads the gradients the run left in the layers: it runs the model itself.
+        fresh = model if "update" in spec.glue else _fresh(model)
+        net = Network(fresh, spec)
         records: list[LayerRecord] = []
         forcer = Forcer(forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
-        with tapping(NumpyTapper(records, forcer)), warnings.catch_warnings():
+        notes: dict[str, str] = {}
+        with _tapping(records, forcer), warnings.catch_warnings():
             # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
             # not a reason to stop, even where warnings are errors (pytest -W error).
             warnings.simplefilter("default", RuntimeWarning)
-            copies = _Copies()
+            copies = Copies()
             outputs, layer_records = _forward(net, inputs, records, forcer, copies)
-            loss, douts = _loss(spec, outputs, feed, records, copies)
-            _backward(net, layer_records, douts, forcer, copies)
+            loss, douts = _loss(spec, outputs, feed, records, copies, notes)
+            found, failed = _backward(net, layer_records, douts, forcer, copies)
+        if fresh is not model:
+            _check_unchanged(net, Network(model, spec), spec)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
-        # Values as they are (forward and backward do not change them); gradients copied, since hand-written layers
-        # accumulate into and zero their gradient arrays in place on the next run.
-        params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), spec), np.asarray(slot.get()), _snap(net.grad(layer, k)))
-            for full, layer, k, slot in net.params()
-        ]
-        return finish(records, params, loss, [] if spec.loss is not None else douts, forcer)
+        unfinished = failed[0].unfinished if failed is not None else ()  # their gradients are not this run's
+        params = [_record(net, p, found, p.layer.name in unfinished) for p in net.params()]
+        notes.update({f"gradient of {p.name}": p.note for p in params if p.note})
+        settings = {f"note.{k}": v for k, v in notes.items()}
+        trace = finish(records, gates.packed(spec, params), loss, [] if spec.loss is not None else douts, forcer, settings)
+        if failed is not None:
+            trace.failure = failed[0]
+            raise Raised(failed[1], trace)
+        return trace
+
+
+def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinished: bool = False) -> ParamRecord:
+    """A parameter after the run: its value as it is (forward and backward do not change it) and its gradient,
+    copied, since hand-written layers accumulate into and zero their gradient arrays in place on the next run; none
+    for a layer whose backward never ran (what it holds is not this run's)."""
+    if unfinished:
+        return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), None)
+    grad = net.grad(p)
+    note = ""
+    stepped = found.get(p.layer.name)
+    if grad is None and stepped is not None and p.key in stepped.grads:
+        grad, note = stepped.grads[p.key], stepped.notes[p.key]
+    return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), None if grad is None else snapshot(grad), note=note)
+
+
+def _tapping(records: list[LayerRecord], forcer: Forcer) -> Any:
+    return tapping(NumpyTapper(records, forcer))
+
+
+def _fresh(model: Any) -> Any:
+    """A copy to run, so that what a run leaves in the layers never reaches the next; the model itself when it
+    cannot be copied (then layers that keep state between calls are the file's to reset)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:
+        return model
 
 
 def _forward(
-    net: Network, inputs: list[np.ndarray], records: list[LayerRecord], forcer: Forcer, copies: _Copies
+    net: Network, inputs: list[np.ndarray], records: list[LayerRecord], forcer: Forcer, copies: Copies
 ) -> tuple[list[np.ndarray], list[LayerRecord]]:
     layer_records = []
     values: Any = inputs if net.whole is not None else inputs[:1]
@@ -289,40 +186,60 @@ def _forward(
         copies.step()
         records.append(record)
         layer_records.append(record)
-        values = _forced(forcer, "output", layer.name, values)
+        values = forced(forcer, "output", layer.name, values)
     return [np.asarray(v) for v in values], layer_records
 
 
 def _loss(
-    spec: Spec, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord], copies: _Copies
+    spec: Spec, outputs: list[np.ndarray], feed: Feed, records: list[LayerRecord], copies: Copies, notes: dict[str, str]
 ) -> tuple[float, list[np.ndarray]]:
     if spec.loss is None:
         return seeded_upstream(feed, outputs)
+    if isinstance(spec.loss, str):
+        raise ModelFileError(f"loss = {spec.loss!r} in {spec.source}: only a PyTorch model returns its own loss; give a loss function.")
     logits = outputs[0]
     recorded = copies.received(logits)  # before the loss runs: losses often shift their input in place
     try:
-        value, dlogits = _call_loss(spec.loss, logits, feed.targets)
+        value, dlogits, value_of = losses.call(spec.loss, logits, feed.targets, spec.source)
     except ModelFileError:
         raise
     except Exception as exc:
         raise raised_in(spec.source, exc, "in its loss") from None
     records.append(loss_record(type(spec.loss).__name__, recorded, np.asarray(value, dtype=logits.dtype), copies.handed_on(dlogits)))
     copies.step()
+    said = losses.reduction(value_of, recorded, dlogits)
+    if said:
+        notes["loss"] = f"its loss ({type(spec.loss).__name__}): {said}"
     return value, [np.asarray(dlogits)]
 
 
-def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: _Copies) -> None:
+def _backward(
+    net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: Copies
+) -> tuple[dict[str, backward.Stepped], tuple[Failure, ModelFileError] | None]:
+    """Every layer's backward, from the last: what each step found of its gradients; when one raises, the failure,
+    and the error a command stops with."""
     grads: list[np.ndarray] = douts
     glue = net.spec.glue.get("input_grad_of")
+    by_layer: dict[str, dict[str, Param]] = {}
+    for p in net.params():
+        by_layer.setdefault(p.layer.name, {})[p.key] = p
+    found = {}
     for layer, record in zip(reversed(net.layers), reversed(layer_records)):
         for i, g in enumerate(grads):
             record.tensors[tensor_key("grad_output", i)] = copies.received(g)
-        grads = _forced(forcer, "grad_output", layer.name, grads)
+        grads = forced(forcer, "grad_output", layer.name, grads)
+        where = f"layer '{layer.name}' ({type(layer.obj).__name__}) of {net.spec.source}"
+        own = by_layer.get(layer.name, {})
+        lr = backward.learning_rate_argument(layer.obj.backward, net.spec.update_in_backward, where)
         try:
-            returned = layer.obj.backward(*grads)
+            stepped = backward.step(layer.obj, grads, net.held, lambda k: _named(net, own, k), lr, where)
+        except ModelFileError:
+            raise
         except Exception as exc:
-            raise raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'") from None
-        dx = glue(layer.obj, returned) if glue is not None else _input_grad(layer.obj, returned)
+            unfinished = tuple(l.name for l in net.layers[: net.layers.index(layer) + 1])
+            return found, (Failure(layer.name, raised_line(exc), unfinished), raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'"))
+        found[layer.name] = stepped
+        dx = _glued_input_grad(glue, layer.obj, stepped.returned, net.spec.source) if glue is not None else _input_grad(layer.obj, stepped.returned)
         if dx is None:
             if layer is net.layers[0]:
                 break  # some first layers skip the input gradient nobody needs
@@ -335,32 +252,53 @@ def _backward(net: Network, layer_records: list[LayerRecord], douts: list[np.nda
         for i, g in enumerate(grads):
             record.tensors[tensor_key("grad_input", i)] = copies.handed_on(g)
         copies.step()
+    return found, None
+
+
+def _named(net: Network, own: dict[str, Param], key: str) -> bool:
+    """Whether a name gives the gradient of parameter ``key`` (the file's grads_of always does: it is asked after)."""
+    return "grads_of" in net.spec.glue or (key in own and net.grad(own[key]) is not None)
+
+
+def _check_unchanged(ran: Network, given: Network, spec: Spec) -> None:
+    """Refuse a run that moved the weights: an optimizer step inside backward that layerdiff was not told of."""
+    for p, q in zip(ran.params(), given.params()):
+        a, b = np.asarray(p.slot.get()), np.asarray(q.slot.get())
+        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+            raise ModelFileError(
+                f"{spec.source} changes its parameters during an iteration: '{p.name}' (layer '{p.layer.name}') differs "
+                "after backward (an optimizer step inside backward?). layerdiff compares one iteration on fixed weights: "
+                "if backward takes the learning rate as an argument, name it with update_in_backward = \"learning_rate\" "
+                "in the model file (layerdiff then takes the weight change at a rate of 1 as the gradient); otherwise "
+                "move the update out of backward."
+            )
+
+
+def _first_forward(net: Network, feed: Feed, spec: Spec) -> None:
+    values: list[Any] = list(feed.inputs) if net.whole is not None else list(feed.inputs[:1])
+    for layer in net.layers:
+        try:
+            out = _call_forward(layer.obj, values)
+        except Exception as exc:
+            raise raised_in(spec.source, exc, f"in the forward pass of layer '{layer.name}' (the one that builds its weights)") from None
+        out = getattr(layer.obj, "output", None) if out is None else out
+        values = list(out) if isinstance(out, tuple) else [out]
 
 
 def _call_forward(layer: Any, values: list[Any]) -> Any:
     kwargs = {}
-    params = inspect.signature(layer.forward).parameters
+    params = backward.argument_names(layer.forward) or []
     for flag in TRAINING_FLAGS:
         if flag in params:
             kwargs[flag] = True
     return layer.forward(*values, **kwargs)
 
 
-def _call_loss(loss: Any, logits: np.ndarray, targets: Any) -> tuple[float, np.ndarray]:
-    if not hasattr(loss, "forward"):
-        value, dlogits = loss(logits, targets)  # cs231n: softmax_loss(x, y) -> (loss, dx)
-        return float(value), np.asarray(dlogits)
-    value = np.asarray(loss.forward(logits, targets))
-    if value.ndim:
-        value = value.mean()  # per-sample losses, which nnfs averages in Loss.calculate
-    n_args = len([p for p in inspect.signature(loss.backward).parameters.values() if p.default is p.empty])
-    if n_args == 0:
-        returned = loss.backward()
-    else:
-        # nnfs: backward(dvalues, y_true), dvalues being the fused softmax's output when it keeps one.
-        returned = loss.backward(getattr(loss, "output", logits), targets)
-    dlogits = _input_grad(loss, returned)
-    return float(value), np.asarray(dlogits)
+def _glued_input_grad(glue: Any, obj: Any, returned: Any, source: str) -> Any:
+    try:
+        return glue(obj, returned)
+    except Exception as exc:
+        raise raised_in(source, exc, f"in its input_grad_of({type(obj).__name__})") from None
 
 
 def _input_grad(obj: Any, returned: Any) -> Any:
@@ -375,22 +313,39 @@ def _input_grad(obj: Any, returned: Any) -> Any:
     return None
 
 
-def _replace(layer: Any, slot: Slot, old: np.ndarray, new: np.ndarray) -> None:
-    """Swap an array everywhere the layer refers to it, so that aliases stay aliases."""
-    slot.set(new)
-    for holder in [layer.__dict__, *[v for v in vars(layer).values() if isinstance(v, dict)]]:
-        for k, v in list(holder.items()):
-            if v is old:
-                holder[k] = new
+def _cast(net: Network, like: list[np.ndarray] | None = None) -> None:
+    """Every floating parameter in float64 (after ``build``: only when the feed is float64, as the run will be)."""
+    if like is not None and not any(x.dtype == np.float64 for x in like):
+        return
+    for p in net.params():
+        value = p.slot.get()
+        if value.dtype != np.float64 and np.issubdtype(value.dtype, np.floating):
+            p.slot.set(value.astype(np.float64))
+
+
+def _restore_state(obj: Any, before: Any, depth: int = 2) -> None:
+    """Put back what a forward left in an object's lists and counters (numpy-ml appends every input to a list)."""
+    if not hasattr(obj, "__dict__") or not hasattr(before, "__dict__") or depth < 0:
+        return
+    for attr, old in vars(before).items():
+        new = getattr(obj, attr, None)
+        if isinstance(old, list) and isinstance(new, list) or _counter(old) and _counter(new):
+            setattr(obj, attr, copy.deepcopy(old))
+        elif isinstance(old, dict) and isinstance(new, dict):
+            for k, v in old.items():
+                if isinstance(v, list) and isinstance(new.get(k), list) or _counter(v) and _counter(new.get(k)):
+                    new[k] = copy.deepcopy(v)
+        elif hasattr(old, "__dict__") and not isinstance(old, np.ndarray):
+            _restore_state(new, old, depth - 1)
+
+
+def _counter(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _dtype_of(net: Network) -> Any:
-    for _, _, _, slot in net.params():
-        value = slot.get()
+    for p in net.params():
+        value = p.slot.get()
         if np.issubdtype(value.dtype, np.floating):
             return value.dtype
     return np.float64
-
-
-def _snap(value: Any) -> np.ndarray | None:
-    return None if value is None else snapshot(value)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from layerdiff.adapter import Feed, Forcing, Prepared, Spec
+from layerdiff.adapters.torch import forms
+from layerdiff.adapters.torch.layouts import gates_of, layout_of
 from layerdiff.capture import Forcer, finish, loss_record, seeded_upstream
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.records import LayerRecord, ParamRecord, Trace, tensor_key, unique_name
@@ -46,16 +48,6 @@ def _shared(t: torch.Tensor) -> np.ndarray:
     return _array(t) if t.dtype == torch.bfloat16 else t.detach().cpu().numpy()
 
 
-def _layout(module: torch.nn.Module, pname: str, ndim: int) -> str:
-    if pname == "bias":
-        return "out"
-    if pname == "weight" and isinstance(module, torch.nn.Linear):
-        return "out in"
-    if pname == "weight" and isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
-        return {3: "O I W", 4: "O I H W", 5: "O I D H W"}[ndim]
-    return ""
-
-
 class Recorder:
     """Hooks and taps writing into one list of layer records, in the order the forward pass runs.
 
@@ -68,6 +60,7 @@ class Recorder:
         self.records: list[LayerRecord] = []
         self.by_name: dict[str, LayerRecord] = {}
         self.inputs: dict[int, list[list[np.ndarray]]] = {}  # per module, a stack of calls in progress
+        self.given: dict[int, list[list[torch.Tensor]]] = {}  # the tensors each of those calls was handed
         self.outputs: dict[str, Any] = {}
         self.handed: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent outputs handed on, with their copy
 
@@ -91,46 +84,58 @@ class Recorder:
         self.records.append(record)
         return record
 
-    def pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        # Recorded before the module runs: a module may modify its input in place.
-        self.inputs.setdefault(id(module), []).append([self.copy(a) for a in args if isinstance(a, torch.Tensor)])
-        return tuple(a.clone() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+    def pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Recorded before the module runs: a module may modify its input in place. Every tensor counts, however
+        # nested (nn.LSTM's (x, (h, c))) or passed by keyword (a mask).
+        given = forms.leaves((args, kwargs))
+        self.inputs.setdefault(id(module), []).append([self.copy(t) for t in given])
+        cloned = [t.clone() if t.requires_grad else t for t in given]
+        # The input gradient is read on these clones, upstream of the module's own full backward hooks (which
+        # wrap its inputs after every pre-hook): what they make of it is what flows on, and what is recorded.
+        self.given.setdefault(id(module), []).append(cloned)
+        if all(a is b for a, b in zip(cloned, given)):
+            return None
+        return forms.rebuild((args, kwargs), cloned)
 
     def forward_hook(self, name: str) -> Any:
-        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
             record = self.add(name, type(module).__name__)
             for i, value in enumerate(self.inputs[id(module)].pop()):
                 record.tensors[tensor_key("input", i)] = value
-            for i, t in enumerate(a for a in args if isinstance(a, torch.Tensor)):
+            given = self.given[id(module)].pop()
+            for i, t in enumerate(given):
                 if t.requires_grad:
                     t.register_hook(self._recorder(record, tensor_key("grad_input", i)))
-            outs = output if isinstance(output, tuple) else (output,)
-            forced = self._forced(record.name, outs)
+            outs = forms.leaves(output)
+            forced = self._forced(record.name, tuple(outs))
             passed = []
             for i, o in enumerate(outs):
-                if not isinstance(o, torch.Tensor):
-                    passed.append(o)
-                    continue
+                if any(o is t for t in (*given, *forms.leaves((args, kwargs)))):
+                    # A module that returns its input (an eval-mode Dropout, an Identity): its output gets a tensor
+                    # of its own, so that the forced output gradient reaches the input's hook, not beside it.
+                    o = o.clone()
                 value = record.tensors[tensor_key("output", i)] = _array(o)
+                force = None if forced is None else forced[i]
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
-                    o_passed = o.clone() if forced is None else o + (forced[i] - o).detach()
+                    o_passed = o.clone() if force is None else o + (force - o).detach()
                 else:
-                    o_passed = o if forced is None else forced[i]
-                if forced is None:
+                    o_passed = o if force is None else force
+                if force is None:
                     self.hand_on(o_passed, value)
                 passed.append(o_passed)
-            result = tuple(passed) if isinstance(output, tuple) else passed[0]
+            result = forms.rebuild(output, passed)
             self.outputs[record.name] = result
             return result
 
         return hook
 
-    def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor] | None:
-        """The forced outputs of a layer, as tensors like its own, or None when it is not forced (or not alike)."""
+    def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor | None] | None:
+        """The forced outputs of a layer, as tensors like its own (None for one the other side lacks), or None when
+        it is not forced (or not alike)."""
         tensors = [t for t in like if isinstance(t, torch.Tensor)]
-        values = self.forcer.values("output", name, [tuple(t.shape) for t in tensors])
-        return None if values is None else [_from(v).to(t) for v, t in zip(values, tensors)]
+        values = self.forcer.some("output", name, [tuple(t.shape) for t in tensors])
+        return None if values is None else [None if v is None else _from(v).to(t) for v, t in zip(values, tensors)]
 
     def _recorder(self, record: LayerRecord, key: str, forced_index: int | None = None) -> Any:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
@@ -153,11 +158,12 @@ class Recorder:
         record = self.add(name, "tap")
         record.tensors["output"] = _array(value)
         forced = self._forced(record.name, (value,))
+        given = None if forced is None else forced[0]
         if isinstance(value, torch.Tensor) and value.requires_grad:
             value.register_hook(self._recorder(record, "grad_output", 0))
-            value = value.clone() if forced is None else value + (forced[0] - value).detach()
-        elif forced is not None:
-            value = forced[0]
+            value = value.clone() if given is None else value + (given - value).detach()
+        elif given is not None:
+            value = given
         return value
 
     def tap_grad(self, name: str, grad: Any) -> Any:
@@ -183,6 +189,14 @@ class TorchAdapter:
         return str(torch.__version__)
 
     def prepare(self, obj: Any, spec: Spec, dtype: str) -> Prepared:
+        dropouts = forms.uses_dropout(obj)
+        if dropouts:
+            shown = ", ".join(dropouts[:4]) + (f" and {len(dropouts) - 4} more" if len(dropouts) > 4 else "")
+            raise ModelFileError(
+                f"The model in {spec.source} is in training mode with dropout active ({shown}): two runs would differ. "
+                "Call model.eval() in the model file (a model built from a config, as Hugging Face's are, starts in "
+                "training mode)."
+            )
         if dtype == "float64":
             obj.double()
             if isinstance(spec.loss, torch.nn.Module):
@@ -190,7 +204,7 @@ class TorchAdapter:
         return Prepared(obj)
 
     def parameters(self, model: Any, spec: Spec) -> list[ParamRecord]:
-        return _param_records(_eager(model), copies=True)
+        return _param_records(_eager(model), spec, copies=True)
 
     def load_parameters(self, model: Any, spec: Spec, values: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
@@ -213,8 +227,8 @@ class TorchAdapter:
         handles = []
         inplace = []
         for name, module in _captured_modules(net):
-            handles.append(module.register_forward_pre_hook(recorder.pre_hook))
-            handles.append(module.register_forward_hook(recorder.forward_hook(name)))
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
+            handles.append(module.register_forward_hook(recorder.forward_hook(name), with_kwargs=True))
             if getattr(module, "inplace", False) is True:
                 inplace.append(module)
                 module.inplace = False
@@ -231,7 +245,7 @@ class TorchAdapter:
             # storage, which Python's collector does not see. Let go of them, or each run keeps its records.
             recorder.outputs.clear()
             recorder.handed.clear()
-        trace = finish(recorder.records, _param_records(net, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
+        trace = finish(recorder.records, _param_records(net, spec, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
         if compiled.is_compiled(model) and forcing is None:
             try:
                 trace.regions = compiled.check(model, _step(spec, feed, dtype))
@@ -239,6 +253,10 @@ class TorchAdapter:
                 raise raised_in(spec.source, exc, "while its compiled code ran beside its eager module tree") from None
         return trace
 
+    def zoom(self, model: Any, spec: Spec, feed: Feed, layer: str, inputs: list[np.ndarray] | None) -> Any:
+        from layerdiff.adapters.torch.zoom import zoom
+
+        return zoom(model, spec, feed, layer, inputs)
 
 def _eager(model: Any) -> torch.nn.Module:
     """The module whose calls are captured: a compiled model's eager module tree (``adapters.torch.compiled``)."""
@@ -285,33 +303,37 @@ def _iterate(
     spec: Spec, net: torch.nn.Module, inputs: list[torch.Tensor], feed: Feed, dtype: torch.dtype, recorder: Recorder
 ) -> tuple[float, list[np.ndarray]]:
     try:
-        out = net(*inputs)
+        out = forms.call(net, inputs, feed.names)
     except Exception as exc:
         raise raised_in(spec.source, exc, "in its forward pass") from None
-    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-    if not all(isinstance(o, torch.Tensor) for o in outputs):
-        raise ModelFileError(f"The model in {spec.source} returned {type(out).__name__}; return a tensor or a tuple of tensors.")
+    outputs = forms.compared(out, spec.output, spec.source, own_loss=spec.loss == "model")
     try:
         if spec.loss is None:
             value, upstream = seeded_upstream(feed, [_array(o) for o in outputs])
             torch.autograd.backward(outputs, [_from(u).to(o) for u, o in zip(upstream, outputs)])
             return value, upstream
         logits = outputs[0]
-        logits.retain_grad()
+        if logits.requires_grad:
+            logits.retain_grad()
         recorded = _array(logits)
-        targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False).to(logits.device)
-        loss = spec.loss(logits, targets)
+        if spec.loss == "model":
+            loss, kind = forms.own_loss(out, spec.source), f"{type(net).__name__}.loss"
+        else:
+            targets = None if feed.targets is None else _tensor(feed.targets, dtype, grad=False).to(logits.device)
+            loss, kind = spec.loss(logits, targets), type(spec.loss).__name__
         if loss.ndim:
             loss = loss.mean()  # per-sample losses (reduction="none"), averaged as for the other frameworks
         loss.backward()
+    except ModelFileError:
+        raise
     except Exception as exc:
         raise raised_in(spec.source, exc, "in its loss or backward pass") from None
     grad = None if logits.grad is None else _array(logits.grad)
-    recorder.records.append(loss_record(type(spec.loss).__name__, recorded, _array(loss), grad))
+    recorder.records.append(loss_record(kind, recorded, _array(loss), grad))
     return float(loss.detach()), []
 
 
-def _param_records(net: torch.nn.Module, copies: bool) -> list[ParamRecord]:
+def _param_records(net: torch.nn.Module, spec: Spec, copies: bool) -> list[ParamRecord]:
     """Parameters with their gradients; values copied when ``copies`` (what ``parameters()`` hands out may be
     kept while the model moves on), shared after a run (the runner snapshots or replaces them)."""
     # A tied parameter belongs to the first module that holds it (the embedding, not the output head).
@@ -323,7 +345,9 @@ def _param_records(net: torch.nn.Module, copies: bool) -> list[ParamRecord]:
     for full, p in net.named_parameters():
         path, module, pname = owners[id(p)]
         grad = None if p.grad is None else _shared(p.grad)
-        records.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), _array(p) if copies else _shared(p), grad))
+        layout = spec.layouts.get(full) or layout_of(module, pname, p.ndim)
+        value = _array(p) if copies else _shared(p)
+        records.append(ParamRecord(full, path or "model", layout, value, grad, gates=gates_of(module, pname)))
     return records
 
 

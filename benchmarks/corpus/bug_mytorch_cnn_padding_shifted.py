@@ -1,7 +1,7 @@
 """Bug: the first convolution pads 2 rows and columns before and none after, instead of 1 on each side."""
 import numpy as np
 
-from mytorch_cnn import grads_of, input_shape, loss, make_model, params_of, targets  # noqa: F401
+from mytorch_cnn import input_shape, loss, make_model, targets  # noqa: F401
 
 np.random.seed(0)
 model = make_model()

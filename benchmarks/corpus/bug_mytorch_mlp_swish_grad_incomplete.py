@@ -2,7 +2,7 @@
 import numpy as np
 import mytorch.nn as nn
 
-from mytorch_mlp import grads_of, input_shape, layouts, loss, make_model, targets  # noqa: F401
+from mytorch_mlp import input_shape, loss, make_model, targets  # noqa: F401
 
 
 class HalfSwish(nn.Swish):

@@ -3,7 +3,7 @@ its backward then raises (``flush_gradients`` leaves ``dLdA_accumulator = []``, 
 broadcast). The layer whose backward raises is the network's only layer."""
 import numpy as np
 
-from npml_rnn import SequenceRNN, input_shape, param_map  # noqa: F401
+from npml_rnn import SequenceRNN, input_shape  # noqa: F401
 
 
 class FlushedRNN(SequenceRNN):

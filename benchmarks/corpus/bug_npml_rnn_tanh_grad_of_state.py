@@ -1,7 +1,7 @@
 """Bug: the RNN cell's backward takes tanh' of the hidden state instead of its pre-activation: 1 - tanh(a)^2 with a = tanh(z)."""
 import numpy as np
 
-from npml_rnn import SequenceRNN, input_shape, param_map  # noqa: F401
+from npml_rnn import SequenceRNN, input_shape  # noqa: F401
 
 np.random.seed(0)
 model = SequenceRNN(8, 16)

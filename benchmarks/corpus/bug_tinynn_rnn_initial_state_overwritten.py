@@ -16,7 +16,6 @@ class ReusedStateRNN(RNN):
 
 np.random.seed(0)
 model = Net([ReusedStateRNN(num_hidden=16), Dense(10)])
-model.forward(np.zeros(input_shape))  # glue
 
 # layers.0 forward and backward (input gradient) also carry the float32 defect declared with the clean pair.
 EXPECTED = {"reference": "tinynn_rnn_torch.py", "culprits": [{"layer": "layers.0", "pass": "param_grad"}], "hint": None}

@@ -11,7 +11,6 @@ from transformers import GPT2Config, GPT2Model
 
 torch.manual_seed(0)
 config = GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=32, vocab_size=96, bos_token_id=0, eos_token_id=0)
-config.update({"return_dict": False, "use_cache": False})  # glue: layerdiff takes a tensor or tuple of tensors, not a ModelOutput
 model = GPT2Model(config)
 model.eval()  # glue: dropout off (a model built from a config is in training mode)
 inputs = np.random.default_rng(0).integers(0, 96, size=(2, 12))

@@ -25,8 +25,6 @@ input_shape = (4, 3, 10, 10)
 targets = np.eye(10)[np.random.default_rng(1).integers(0, 10, size=4)]  # one-hot, as mytorch's loss takes them
 
 
-def params_of(layer): return {k: getattr(c, k) for c in [getattr(layer, "conv2d_stride1", layer)] for k in ("W", "b") if hasattr(c, k)}  # glue
-def grads_of(layer): return {k: getattr(c, "dLd" + k) for c in [getattr(layer, "conv2d_stride1", layer)] for k in ("W", "b") if hasattr(c, "dLd" + k)}  # glue
 
 # custom-cnn's own defect: Conv2d.backward unpads its input gradient with [pad:-pad], which is empty for padding=0:
 # the strided convolution (layer 3) returns an input gradient of shape (4, 8, 0, 0).

@@ -17,5 +17,3 @@ loss = nn.CrossEntropyLoss()
 input_shape = (16, 20)
 targets = np.eye(10)[np.random.default_rng(1).integers(0, 10, size=16)]
 
-def grads_of(layer): return {k: getattr(layer, "dLd" + k) for k in ("W", "b") if hasattr(layer, "dLd" + k)}  # glue
-layouts = {"2.W": "out in"}  # glue: a square weight, (out, in) as torch's

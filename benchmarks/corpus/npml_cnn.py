@@ -22,7 +22,3 @@ class CNN:
 model = CNN()
 input_shape = (4, 8, 8, 3)
 
-x0 = np.zeros(input_shape)  # glue: numpy-ml builds its weights on the first forward
-for layer in model.layers: x0 = layer.forward(x0); layer.flush_gradients()  # glue
-activation_layout = "N H W C"  # glue
-layouts = {"conv1.W": "H W I O"}  # glue

@@ -26,6 +26,3 @@ class MLP:
 
 model = MLP()
 input_shape = (16, 20)
-x0 = np.zeros(input_shape)  # glue: numpy-ml builds its weights on the first forward
-for layer in model.layers: x0 = layer.forward(x0); layer.flush_gradients()  # glue
-def params_of(layer): return {k: v for k, v in layer.parameters.items() if not k.startswith("running_")}  # glue: BatchNorm1D keeps its running statistics among its parameters

@@ -32,4 +32,3 @@ class SequenceRNN:
 
 model = SequenceRNN(8, 16)
 input_shape = (4, 8, 5)  # (batch, features, time)
-param_map = {"cell.Wax": "rnn.weight_ih_l0", "cell.Waa": "rnn.weight_hh_l0", "cell.bx": "rnn.bias_ih_l0", "cell.ba": "rnn.bias_hh_l0"}  # glue

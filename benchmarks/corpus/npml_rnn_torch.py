@@ -16,4 +16,3 @@ class Net(nn.Module):
 
 
 model = Net()
-layouts = {"rnn.weight_ih_l0": "out in", "rnn.weight_hh_l0": "out in"}  # glue: layerdiff knows the layout of Linear and Conv weights only

@@ -196,13 +196,14 @@ class Dump:
                 "or --stats-only): take the weights from the dump of the other side, or write it again without them."
             )
         value = w.read(f"{g.path}/value")
-        placement = w.text(g, "placement", "")
-        return ParamRecord(name, w.text(g, "layer"), w.text(g, "layout"), value, self.param_grad(name), placement)
+        placement, gates = w.text(g, "placement", ""), w.text(g, "gates", "")
+        return ParamRecord(name, w.text(g, "layer"), w.text(g, "layout"), value, self.param_grad(name), placement, gates)
 
     def spec(self, name: str) -> ParamRecord:
         w, g = self._walk, self._params[name]
         node = w.nodes[f"{g.path}/value"]
-        return ParamRecord(name, w.text(g, "layer"), w.text(g, "layout"), placeholder(node.shape, node.dtype))
+        return ParamRecord(name, w.text(g, "layer"), w.text(g, "layout"), placeholder(node.shape, node.dtype),
+                           gates=w.text(g, "gates", ""))
 
     def param_grad(self, name: str) -> np.ndarray | None:
         w, g = self._walk, self._params[name]
@@ -296,6 +297,12 @@ class Dump:
         ]
         trace = Trace(layers, list(self.params()), self.loss, self.info, self.arrays("inputs"), self.targets, self.arrays("upstream"))
         trace.regions = self.regions()
+        inputs = self._walk.nodes.get(f"{self._root}/inputs")
+        if inputs is not None and "names" in inputs.attrs:
+            names = self._walk.plain(inputs.attrs["names"], f"{inputs.path} attribute 'names'")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise self._walk.damaged(f"attribute 'names' is {shown(names)}, not a JSON list of names", inputs.path)
+            trace.input_names = tuple(names)
         return trace
 
     def close(self) -> None:

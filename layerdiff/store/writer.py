@@ -55,6 +55,8 @@ def write(
             f.attrs.update(info_attrs(trace.info))
             f.attrs["loss"] = np.nan if trace.loss is None else trace.loss
             _arrays(f.create_group("inputs"), trace.inputs, compression)
+            if trace.input_names:
+                f["inputs"].attrs["names"] = json.dumps(list(trace.input_names))
             _arrays(f.create_group("upstream"), trace.upstream, compression)
             if trace.targets is not None:
                 f.create_dataset("targets", data=trace.targets)
@@ -75,6 +77,8 @@ def write(
                 signals.checkpoint()
                 g = params.create_group(_group_name(i, p.name))
                 g.attrs.update(name=p.name, layer=p.layer, layout=p.layout)
+                if p.gates:
+                    g.attrs["gates"] = p.gates
                 if p.placement:
                     g.attrs["placement"] = p.placement
                 keep = full is None or owned(p, full)
