@@ -35,7 +35,8 @@ def _array(value: Any, source: str, what: str) -> np.ndarray:
         array = np.asarray(None)
     if array.dtype.kind not in "biuf":
         raise ModelFileError(
-            f"`{what}` in {source} must be an array of numbers (or a list or dict of them), not {type(value).__name__}."
+            f"`{what}` in {source} holds {array.dtype} values, not numbers: give an array of numbers (or a list or "
+            "dict of them)."
         )
     return array
 

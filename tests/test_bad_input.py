@@ -57,7 +57,7 @@ CASES = [
     ("inputs_second_nan", "inputs = [np.ones((2, 4)), np.array([np.nan])]", RUN, "`inputs[1]` in bad.py holds 1 NaN"),
     ("inputs_text", 'inputs = "hello"', RUN, "holds <U5 values, not numbers"),
     ("inputs_objects", "inputs = np.array([object()])", RUN, "holds object values, not numbers"),
-    ("inputs_dict", "inputs = {'x': 1}", RUN, "not numbers"),
+    ("inputs_dict", "inputs = {'x': 'one'}", RUN, "`inputs['x']` in bad.py holds <U3 values, not numbers"),
     ("targets_nan", "input_shape = (2, 4)" + LOSS + "targets = np.array([0.0, np.nan])", ("run", "bad.py", "bad.py"), "`targets` in bad.py holds 1 NaN"),
     ("targets_text", "input_shape = (2, 4)" + LOSS + 'targets = "ab"', ("run", "bad.py", "bad.py"), "`targets` in bad.py holds <U2 values"),
     ("param_map_text", 'input_shape = (2, 4)\nparam_map = "fc1.W"', RUN, "`param_map` in bad.py must be a dict from names to names"),

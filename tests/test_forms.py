@@ -255,7 +255,7 @@ def test_integer_inputs_are_fed_as_they_are_and_never_differentiated():
 
 
 @pytest.mark.parametrize("line,says", [
-    ("inputs = {'ids': object()}", "`inputs['ids']` in m.py must be an array of numbers"),
+    ("inputs = {'ids': object()}", "`inputs['ids']` in m.py holds object values, not numbers"),
     ("inputs = {'not a keyword': [1]}", "is a dict whose keys are not all keywords"),
     ("output = True", "`output` in m.py must name the part of the model's output"),
     ("gates = {'lstm': 'i f'}", "`gates` in m.py must map a layer to its gate order"),

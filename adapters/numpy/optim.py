@@ -20,7 +20,7 @@ from layerdiff.adapter import Spec
 from layerdiff.errors import ModelFileError, raised_in
 from layerdiff.optimizer import Buffer, State, Training, buffer_name, entry_name, setting_name
 
-from layerdiff.adapters.numpy.capture import GRAD_DICTS, GRAD_PATTERNS, PARAM_DICTS, Layer, Network
+from layerdiff.adapters.numpy.network import GRAD_DICTS, GRAD_PATTERNS, PARAM_DICTS, Layer, Network, Param
 
 DEPTH = 2  # objects held by the optimizer that are searched for its state, below the optimizer itself
 SKIP = ("params", "parameters", "grads", "gradients", "model", "net", "network", "layers")
@@ -69,7 +69,7 @@ def _holders(net: Network) -> list[Layer]:
 
 def _buffer_slots(net: Network) -> Iterator[tuple[str, str, Slot]]:
     """(name, layer, slot) of each buffer: an attribute of a layer, or a key of its parameter dict, named as one."""
-    params = {id(slot.get()) for _, _, _, slot in net.params()}
+    params = {id(p.slot.get()) for p in net.params()}
     for layer in _holders(net):
         places: list[Any] = [layer.obj, *(d for a in PARAM_DICTS if isinstance(d := getattr(layer.obj, a, None), dict))]
         for holder in places:
@@ -95,7 +95,7 @@ class NumpyStepper:
         self.checked = False
 
     def _params(self) -> list[tuple[str, np.ndarray]]:
-        return [(full, slot.get()) for full, _, _, slot in Network(self.model, self.spec).params()]
+        return [(p.name, p.slot.get()) for p in Network(self.model, self.spec).params()]
 
     def settings(self) -> dict[str, Any]:
         if self.optimizer is None:
@@ -113,9 +113,9 @@ class NumpyStepper:
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         net = Network(self.model, self.spec)
-        for full, layer, key, _ in net.params():
-            if full in grads:
-                _give_grad(net, layer, key, grads[full])
+        for p in net.params():
+            if p.name in grads:
+                _give_grad(net, p, grads[p.name])
         before = None if self.checked else [np.array(v, copy=True) for _, v in self._params()]
         try:
             if self.optimizer is not None:
@@ -158,9 +158,10 @@ class NumpyStepper:
                 e.slot.set(given[0])
 
 
-def _give_grad(net: Network, layer: Layer, key: str, value: np.ndarray) -> None:
+def _give_grad(net: Network, p: Param, value: np.ndarray) -> None:
     """Write a gradient where the network's optimizer reads it: where layerdiff found it."""
-    current = net.grad(layer, key)
+    layer, key = p.layer, p.key
+    current = net.grad(p)
     if isinstance(current, np.ndarray) and current.shape == value.shape and current.flags.writeable:
         current[...] = value
         return
