@@ -164,9 +164,9 @@ def _backward(n: int, f: Local, layers: list[LayerDiff], placed: Placed) -> bool
 
 def _arriving(n: int, f: Local, facts: list[Local | None], layers: list[LayerDiff], flow: Flow, made_after: bool, placed: Placed) -> bool:
     """A wrong gradient arriving at row ``n``'s output, placed with the backward that made it: a consumer recorded
-    without an input gradient of its own (a tap), or the code that consumes it; none where a consumer is a culprit
-    already, where several share it unseparated, or where a culprit after it may reach it through code. Whether a
-    culprit was placed."""
+    without an input gradient of its own (a tap), even one that is a culprit already, or the code that consumes it;
+    none where one of several consumers is a culprit already, where several share it unseparated, or where a culprit
+    after it may reach it through code. Whether a culprit was placed."""
     c = f.grad_output
     assert c is not None
     readers = flow.consumers(n)
@@ -174,10 +174,12 @@ def _arriving(n: int, f: Local, facts: list[Local | None], layers: list[LayerDif
         maker = gradient_maker(n, len(facts))
         return maker is not None and not f.has_grad_input and _blame(maker, c, layers, placed)
     taps = [k for k in readers if not _records_grad_input(facts[k])]
+    if len(taps) == 1 and len(readers) == 1:
+        # Its one reader made it, a culprit already or not (for a parameter's gradient): its input gradient is
+        # wrong too, as a layer recording its own would be named for both.
+        return _blame(taps[0], c, layers, placed)
     if any(layers[k].judged.get("backward") == "culprit" for k in readers):
         return False
-    if len(taps) == 1 and len(readers) == 1:
-        return _blame(taps[0], c, layers, placed)
     if taps:
         names = ", ".join(layers[k].layer_a for k in readers)
         note = (f"{names} all read {c.layer_a}'s output, and one side records only the sum of their input gradients: "
