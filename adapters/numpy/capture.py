@@ -117,6 +117,7 @@ class NumpyAdapter:
             found, failed = _backward(net, layer_records, douts, forcer, copies)
         if fresh is not model:
             _check_unchanged(net, Network(model, spec), spec)
+            _keep_buffers(fresh, model, spec)
         for r in list(records):
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
@@ -147,6 +148,15 @@ def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinish
 
 def _tapping(records: list[LayerRecord], forcer: Forcer) -> Any:
     return tapping(NumpyTapper(records, forcer))
+
+
+def _keep_buffers(ran: Any, model: Any, spec: Spec) -> None:
+    """The running statistics the run moved, handed to the model itself: a training step reads them from it, as
+    the model's own loop would (``run`` starts each run anew from them only where the steps say so)."""
+    from layerdiff.adapters.numpy.optim import Stepping
+
+    held = Stepping()
+    held.load_buffers(model, spec, {b.name: b.value for b in held.buffers(ran, spec)})
 
 
 def _fresh(model: Any) -> Any:

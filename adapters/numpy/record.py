@@ -16,7 +16,8 @@ import numpy as np
 from layerdiff.adapter import Spec
 from layerdiff.records import LayerRecord, ParamRecord, Trace, snapshot, tensor_key, unique_name
 
-from layerdiff.adapters.numpy.capture import Network, _input_grad, _layout
+from layerdiff.adapters.numpy.capture import _input_grad
+from layerdiff.adapters.numpy.network import Network
 
 
 class Attachment:
@@ -28,7 +29,7 @@ class Attachment:
     def __init__(self, obj: Any, spec: Spec, placements: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.net = Network(obj, spec)
-        self.values = {full: snapshot(slot.get()) for full, _, _, slot in self.net.params()}
+        self.values = {p.name: snapshot(p.slot.get()) for p in self.net.params()}
         self.records: list[LayerRecord] = []
         self.open: dict[str, list[LayerRecord]] = {}  # per layer, its calls whose backward has not come yet
         self.taken: dict[str, None] = {}
@@ -86,8 +87,8 @@ class Attachment:
             else:
                 setattr(obj, method, before)
         params = [
-            ParamRecord(full, layer.name, _layout(full, slot.get(), self.spec), self.values[full], _copy(self.net.grad(layer, k)))
-            for full, layer, k, slot in self.net.params()
+            ParamRecord(p.name, p.owner, self.net.layout(p), self.values[p.name], _copy(self.net.grad(p)))
+            for p in self.net.params()
         ]
         for r in self.records:
             r.params = [p.name for p in params if p.layer == r.name]

@@ -22,7 +22,8 @@ from layerdiff.capture import Forcer
 from layerdiff.records import ParamRecord, Trace
 from layerdiff.tap import tapping
 
-from layerdiff.adapters.torch.capture import Recorder, _array, _captured_modules, _layout
+from layerdiff.adapters.torch.capture import Recorder, _array, _captured_modules
+from layerdiff.adapters.torch.layouts import gates_of, layout_of
 
 BATCH = "shard(0)"  # a data-parallel rank's activations: its slice of the batch
 
@@ -47,8 +48,8 @@ class Attachment:
         ]
         self.inplace = []
         for name, module in _captured_modules(self.root):
-            self.handles.append(module.register_forward_pre_hook(self.recorder.pre_hook))
-            self.handles.append(module.register_forward_hook(self.recorder.forward_hook(name)))
+            self.handles.append(module.register_forward_pre_hook(self.recorder.pre_hook, with_kwargs=True))
+            self.handles.append(module.register_forward_hook(self.recorder.forward_hook(name), with_kwargs=True))
             if getattr(module, "inplace", False) is True:
                 self.inplace.append(module)
                 module.inplace = False  # the same values; an in-place module would overwrite what was recorded
@@ -101,7 +102,8 @@ class Attachment:
             path, module, pname = owners[id(p)]
             grad = None if p.grad is None else _array(_local(p.grad))
             placement = self.declared.get(full) or _placement(p) or ("replicate" if self.data_parallel else "")
-            found.append(ParamRecord(full, path or "model", _layout(module, pname, p.ndim), self.values[full], grad, placement))
+            layout = layout_of(module, pname, p.ndim)
+            found.append(ParamRecord(full, path or "model", layout, self.values[full], grad, placement, gates_of(module, pname)))
         return found
 
 

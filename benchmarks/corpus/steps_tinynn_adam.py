@@ -7,7 +7,7 @@ one count; layerdiff finds them on the optimizer by name and shape, with no glue
 from tinynn.core.optimizer import Adam
 from tinynn.utils.structured_param import StructuredParam
 
-from tinynn_mlp import cross_entropy, input_shape, loss, model, targets  # noqa: F401
+from tinynn_mlp import input_shape, loss, model, targets  # noqa: F401
 
 
 class TinynnStep:  # glue: tinynn's optimizer takes the gradients and parameters as arguments
