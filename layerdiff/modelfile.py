@@ -162,6 +162,14 @@ def load(path: str | os.PathLike[str]) -> Model:
 def _execute(path: Path) -> dict[str, Any]:
     """Run the script as ``python path`` would (its folder first on sys.path), isolated from the other side."""
     folder = str(path.resolve().parent)
+    # A module of the same name imported from elsewhere (another fixture's lstm_numpy.py) must not stand in for
+    # this folder's: set aside while the file runs, put back after.
+    shadowed = {
+        name: sys.modules.pop(name)
+        for name in [n for n, m in sys.modules.items() if "." not in n and os.path.isfile(os.path.join(folder, n + ".py"))]
+        if getattr(sys.modules[name], "__file__", None)
+        and os.path.dirname(os.path.abspath(sys.modules[name].__file__ or "")) != folder
+    }
     before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
@@ -180,6 +188,7 @@ def _execute(path: Path) -> dict[str, Any]:
             module_file = getattr(sys.modules[name], "__file__", None) or ""
             if module_file.startswith(folder + os.sep):
                 del sys.modules[name]
+        sys.modules.update(shadowed)
 
 
 def _find_model(namespace: dict[str, Any], source: str) -> Any:

@@ -1,7 +1,5 @@
 import json
 import os
-import runpy
-import sys
 import warnings
 from pathlib import Path
 
@@ -34,11 +32,10 @@ def bug_variants() -> list[Path]:
 
 
 def expected(path: Path) -> dict:
-    sys.path.insert(0, str(path.parent))
-    try:
-        return runpy.run_path(str(path))["EXPECTED"]
-    finally:
-        sys.path.remove(str(path.parent))
+    """A fixture's declared ground truth, read as layerdiff reads the file (its own folder's helper modules first)."""
+    from layerdiff.modelfile import _execute
+
+    return _execute(path)["EXPECTED"]
 
 
 @pytest.fixture
