@@ -132,15 +132,21 @@ def run(
         options = _steps.Options(steps or 1, free_running, dtype, seed, lr, param_map, layer_map, rtol, once, layers,
                                  stats_only, skip_copied_weights, compression)
         return _trained(a, b, options, paths, force, progress)
-    pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers, weights=weights)
-    layer_map = _layer_map(a, b, layer_map, ignore)
-    align(InMemory(pair.a, a.source), InMemory(pair.b, b.source), layer_map)  # a wrong map is said before any dump
-    asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []  # before any dump
-    with stage(progress, "health"):  # from the traces in memory: the dumps need not be read for it
-        sides = [_health.inspect(InMemory(t, m.source)) for t, m in ((pair.a, a), (pair.b, b))]
-    with stage(progress, "write dumps"):
-        dumps.write_pair((pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
-                         skip_copied_weights=skip_copied_weights, layer_map=layer_map)
+    # Each side's dump is written as its first run ends (not in stats-only, whose second pass needs the values, nor
+    # with --dtype native, whose twins are judged in memory): no two whole runs are held at once.
+    spill = None if stats_only or dtype != "float64" else dumps.spills(paths, force, compression, skip_copied_weights)
+    with files.together(paths):  # a failure at any point leaves neither dump
+        pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers,
+                              weights=weights, spill=spill)
+        with dumps.recordings(pair, paths if spill else None, a.source, b.source) as (ra, rb):
+            align(ra, rb, layer_map)  # a wrong map is said before any comparison
+            asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
+            with stage(progress, "health"):
+                sides = [_health.inspect(r) for r in (ra, rb)]
+        if spill is None:
+            with stage(progress, "write dumps"):
+                dumps.write_pair((pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
+                                 skip_copied_weights=skip_copied_weights, layer_map=layer_map)
     written = [str(p) for p in paths]
     for trace in (pair.a, pair.b):  # in the dumps now, and read from there one tensor at a time
         trace.layers.clear()

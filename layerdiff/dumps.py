@@ -6,13 +6,16 @@ divergences that those statistics place). And the one a ``dump`` writes.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 from layerdiff import files, runner, store
 from layerdiff.compare import compare
 from layerdiff.errors import DumpError, term
 from layerdiff.modelfile import Model
-from layerdiff.records import Trace
+from layerdiff.records import InMemory, Recording, Trace
 
 ROOT = Path("layerdiff-out")
 
@@ -35,6 +38,31 @@ def _next_run_folder(root: Path) -> Path:
     while (root / f"run-{n}").exists():
         n += 1
     return root / f"run-{n}"
+
+
+def spills(paths: tuple[Path, Path], force: bool, compression: str | None, skip_copied_weights: bool) -> tuple[runner.Spill, runner.Spill]:
+    """Each side's writer of its whole dump, called as its first run ends (``runner.capture``); B's without the
+    parameter values copied from A's, with ``skip_copied_weights``."""
+    return (
+        partial(_spill, path=paths[0], force=force, compression=compression, values=True),
+        partial(_spill, path=paths[1], force=force, compression=compression, values=not skip_copied_weights),
+    )
+
+
+def _spill(trace: Trace, *, path: Path, force: bool, compression: str | None, values: bool) -> Path:
+    return store.write(trace, path, force, compression, values=values)
+
+
+@contextmanager
+def recordings(pair: runner.Pair, paths: tuple[Path, Path] | None, source_a: str, source_b: str) -> Iterator[tuple[Recording, Recording]]:
+    """The pair's two recordings: its dumps, when its runs were written as they ended (``paths``), else its traces
+    in memory."""
+    if paths is None:
+        yield InMemory(pair.a, source_a), InMemory(pair.b, source_b)
+        return
+    with store.Dump(paths[0]) as da, store.Dump(paths[1]) as db:
+        da.source, db.source = source_a, source_b
+        yield da, db
 
 
 def write_pair(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
@@ -188,7 +189,9 @@ class Recording(Protocol):
     """What compare reads, from a dump on disk (``store.Dump``) or a trace in memory (``InMemory``)."""
 
     source: str
-    layers: list[LayerInfo]
+
+    @property
+    def layers(self) -> list[LayerInfo]: ...
 
     @property
     def info(self) -> RunInfo: ...
@@ -225,11 +228,15 @@ class InMemory:
     def __init__(self, trace: Trace, source: str) -> None:
         self.trace = trace
         self.source = source
-        self.layers = [
-            LayerInfo(i, r.name, r.kind, {k: summarize(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}, tuple(r.params))
-            for i, r in enumerate(trace.layers)
-        ]
         self._params = {p.name: p for p in trace.params}
+
+    @cached_property
+    def layers(self) -> list[LayerInfo]:
+        """Summarised when first asked for (every entry read): reading a tensor alone needs none of it."""
+        return [
+            LayerInfo(i, r.name, r.kind, {k: summarize(v, r.layouts.get(k, "")) for k, v in r.tensors.items()}, tuple(r.params))
+            for i, r in enumerate(self.trace.layers)
+        ]
 
     @property
     def info(self) -> RunInfo:

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from layerdiff import __version__, sync
+from layerdiff import __version__, store, sync
 from layerdiff.adapter import Adapter, Feed, Forcing, Lazy, Spec
 from layerdiff.capture import Raised, said
+from layerdiff.determinism import run_to_run
 from layerdiff.errors import AlignmentError, ModelFileError, term
 from layerdiff.feeds import feed_from as feed_from
 from layerdiff.feeds import make_feed as make_feed  # re-exported: gradcheck, overfit and the benchmarks make feeds here
 from layerdiff.layout import canonical, canonical_shape, from_canonical
-from layerdiff.metrics import diff, noise_floor
 from layerdiff.modelfile import Model
 from layerdiff.namemaps import resolve
 from layerdiff.progress import Progress, stage
-from layerdiff.records import ParamRecord, Trace, select, snapshot
+from layerdiff.records import InMemory, ParamRecord, Trace, placeholder, select, snapshot
 from layerdiff.stats import digest, fingerprint
 from layerdiff.weights import equal_links, weight_check
 
@@ -137,6 +139,9 @@ def weights_hash(params: list[ParamRecord]) -> str:
     return fingerprint((p.value, p.layout) for p in params)
 
 
+Spill = Callable[[Trace], Path]  # writes a side's first run to its dump, as soon as it ends; returns the dump's path
+
+
 def capture(
     side: Side,
     feed: Feed,
@@ -147,6 +152,7 @@ def capture(
     layers: list[str] | None = None,
     values: dict[str, np.ndarray] | None = None,
     partial: bool = False,
+    spill: Spill | None = None,
 ) -> Trace:
     """Run ``side`` on ``feed``; run it again and measure its run-to-run noise, unless ``twice`` is false.
 
@@ -155,6 +161,8 @@ def capture(
     ``values``: snapshots of the parameter values the model was given, recorded instead of copying them again
     (an adapter may hand out the model's own arrays, which a gradient check or an SGD step later moves).
     ``partial``: a backward pass that raises gives the trace recorded up to it (``Trace.failure``), run once.
+    ``spill``: the first run goes to its dump as soon as it ends, and the trace returned keeps only its form
+    (names, shapes, notes): the second run is checked against the dump, so two runs are never held at once.
     """
     try:
         whole = side.run(feed)
@@ -167,63 +175,59 @@ def capture(
     weights_sha256 = weights_sha256 or weights_hash(whole.params)
     first = select(whole, layers) if layers else whole
     del whole
-    noise = _run_to_run(side, first, select(side.run(feed), layers) if layers else side.run(feed)) if twice else None
+    _describe(first, side, feed, dtype, seed, weights_sha256)
+    path = spill(first) if spill is not None else None
+    if path is not None:
+        _forget(first, values=False)
+    if twice:
+        second = select(side.run(feed), layers) if layers else side.run(feed)
+        with nullcontext(InMemory(first, side.source)) if path is None else store.Dump(path) as kept:
+            noise = run_to_run(side.source, compute_dtype(first), kept, first.params, second)
+        del second
+        first.info = replace(first.info, run_to_run=noise)
+        if path is not None:
+            store.update_info(path, first.info)
+    if path is not None:
+        _forget(first, values=True)
+    return first
+
+
+def _describe(trace: Trace, side: Side, feed: Feed, dtype: str, seed: int, weights_sha256: str) -> None:
+    """What a dump says of the run besides its values: versions, dtypes, the hashes of weights, inputs, upstream."""
     model = side.model
-    first.info = replace(
-        first.info,  # the adapter's own settings (JAX's precision flags)
+    trace.info = replace(
+        trace.info,  # the adapter's own settings (JAX's precision flags)
         framework=side.adapter.name,
         framework_version=side.adapter.version(),
         layerdiff_version=__version__,
         python=platform.python_version(),
         dtype=dtype,
-        compute_dtype=compute_dtype(first),
+        compute_dtype=compute_dtype(trace),
         seed=seed,
         script=str(model.path or model.source),
         script_sha256=hashlib.sha256(model.path.read_bytes()).hexdigest() if model.path else "",
         weights_sha256=weights_sha256,
         inputs_sha256=digest(feed.inputs),
-        run_to_run=noise,
+        run_to_run=None,
         upstream_sha256=("loss:" + digest([feed.targets] if feed.targets is not None else []))
         if model.loss is not None
-        else "random:" + digest(first.upstream),
+        else "random:" + digest(trace.upstream),
     )
-    first.inputs = list(feed.inputs)
-    first.input_names = feed.names
-    first.targets = feed.targets
-    return first
+    trace.inputs = list(feed.inputs)
+    trace.input_names = feed.names
+    trace.targets = feed.targets
 
 
-def _run_to_run(side: Side, first: Trace, second: Trace) -> float:
-    """The largest relative difference between two identical runs; an error past what rounding explains.
-
-    Nondeterministic kernels stay under the noise floor and widen the tolerances; dropout left on does not.
-    Forward values are checked in order first, then gradients from the output, so the layer named is the source.
-    """
-    for p1, p2 in zip(first.params, second.params):
-        if p1.value.shape != p2.value.shape or not np.array_equal(p1.value, p2.value, equal_nan=True):
-            raise ModelFileError(
-                f"{side.source} changes its parameters during an iteration: '{p1.name}' (layer '{p1.layer}') differs "
-                "after a second run (an optimizer step inside backward?). layerdiff compares one iteration on fixed "
-                "weights: move the update out of the layers' backward."
-            )
-    dtype = compute_dtype(first)
-    pairs = list(zip(first.layers, second.layers))
-    forward = [(r1, r2, k) for r1, r2 in pairs for k in r1.tensors if not k.startswith("grad")]
-    backward = [(r1, r2, k) for r1, r2 in reversed(pairs) for k in r1.tensors if k.startswith("grad")]
-    worst = 0.0
-    for r1, r2, key in forward + backward:
-        v1, v2 = r1.tensors[key], r2.tensors.get(key)
-        if v2 is not None and v1.shape == v2.shape and np.array_equal(v1, v2, equal_nan=True):
-            continue
-        d = None if v2 is None else diff(key, v1, v2, noise_floor(dtype, v1.size))
-        if d is None or not d.ok:
-            raise ModelFileError(
-                f"{side.source} is not deterministic: layer '{r1.name}' gives a different {key} on two runs with the "
-                "same weights and inputs (dropout or other randomness left on). Turn it off (dropout p=0, or eval() "
-                "for a torch module) and run again."
-            )
-        worst = max(worst, d.max_rel)
-    return worst
+def _forget(trace: Trace, values: bool) -> None:
+    """Drop what a spilled trace's dump now holds: its layers' tensors and its parameters' gradients, and with
+    ``values`` the parameter values too (kept until the second run, which must not have moved them). Names,
+    shapes and notes stay, for the checks of the pair that read no value."""
+    for r in trace.layers:
+        r.tensors.clear()
+    for p in trace.params:
+        p.grad = None if p.grad is None else placeholder(p.grad.shape, p.grad.dtype)
+        if values:
+            p.value = placeholder(p.value.shape, p.value.dtype)
 
 
 def compute_dtype(trace: Trace) -> str:
@@ -246,9 +250,11 @@ def run_pair(
     progress: Progress | None = None,
     layers: list[str] | None = None,
     weights: str = "a",
+    spill: tuple[Spill, Spill] | None = None,
 ) -> Pair:
     """Sync ``b``'s weights to ``a``'s (``weights="a"``), or let each keep its own and compare them first (``"own"``);
-    feed both the same, and capture one iteration of each (only the layers ``layers`` names by glob, when given)."""
+    feed both the same, and capture one iteration of each (only the layers ``layers`` names by glob, when given).
+    ``spill``: each side's writer of its dump (``capture``); the pair's traces then keep only their form."""
     _check_weights(weights)
     sa, sb = prepare(a, dtype), prepare(b, dtype)
     feed, notes = make_feed([sa, sb], seed)
@@ -259,12 +265,14 @@ def run_pair(
     weights_sha256 = weights_hash(src)
     # The snapshots already made (A's parameters, B's copies of them) are what the traces record: no third copy.
     with stage(progress, f"capture {a.source}"):
-        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src}, partial=True)
+        ta = capture(sa, feed, dtype, seed, weights_sha256, twice, layers, {p.name: p.value for p in src}, partial=True,
+                     spill=spill[0] if spill else None)
     del src
     with stage(progress, f"capture {b.source}"):
         # In float64 B holds exactly the copies it was given; in its own precision, what it holds is recorded.
         exact = dtype == "float64" and check is None
-        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None, partial=True)
+        tb = capture(sb, feed, dtype, seed, weights_sha256 if exact else None, twice, layers, values if exact else None, partial=True,
+                     spill=spill[1] if spill else None)
     if layers:
         _check_globs(layers, {a.source: ta, b.source: tb})
     links = sync.annotate(links, ta.params, tb.params, a.source, b.source)

@@ -44,16 +44,18 @@ def run_pair(
     progress: Progress | None = None,
     layers: list[str] | None = None,
     weights: str = "a",
+    spill: tuple[runner.Spill, runner.Spill] | None = None,
 ) -> runner.Pair:
     """``runner.run_pair``; with ``dtype="native"``, each side that computed below float64 runs again as its float64
-    twin, and is judged against it (``Pair.twins``).
+    twin, and is judged against it (``Pair.twins``). The twins are judged against the sides' traces in memory: a
+    ``spill`` is taken only in float64.
 
     Raises:
         ModelFileError: a side that computed below float64 whose model can be neither copied nor loaded again.
     """
     # Copied before either side runs: what the file built, not what the run left behind.
     copies = [_copy(m) for m in (a, b)] if dtype == "native" else []
-    pair = runner.run_pair(a, b, dtype, seed, param_map, twice, progress, layers, weights)
+    pair = runner.run_pair(a, b, dtype, seed, param_map, twice, progress, layers, weights, spill if dtype == "float64" else None)
     rounded = [runner.compute_dtype(t) != "float64" for t in (pair.a, pair.b)]
     if copies and any(rounded):
         pair.twins = _twins(pair, copies, rounded, seed, twice, progress, layers)

@@ -27,14 +27,14 @@ refused on one line, naming where, before any value is read. Values are read one
 method, where whatever HDF5 raises for damaged data is said as such; inputs, upstream gradient and weights are
 checked against the hashes the dump records when they are read to run a model on.
 
-Three modules, one job each: ``writer`` writes a dump (``write``, and ``fill`` for a stats-only dump's second
-pass); ``walk`` opens one and checks every link and attribute before a value is read, and reads each value through
+Three modules, one job each: ``writer`` writes a dump (``write``, ``fill`` for a stats-only dump's second
+pass, ``update_info`` for what is known only after it is written); ``walk`` opens one and checks every link and attribute before a value is read, and reads each value through
 one method; ``reader`` is ``Dump``, the ``Recording`` the rest of layerdiff reads, on a walk.
 """
 
 from layerdiff.errors import DumpError
 from layerdiff.store.reader import READS, Dump
 from layerdiff.store.walk import is_dump
-from layerdiff.store.writer import COMPRESSIONS, SCHEMA, check_compression, fill, write
+from layerdiff.store.writer import COMPRESSIONS, SCHEMA, check_compression, fill, update_info, write
 
-__all__ = ["COMPRESSIONS", "READS", "SCHEMA", "Dump", "DumpError", "check_compression", "fill", "is_dump", "write"]
+__all__ = ["COMPRESSIONS", "READS", "SCHEMA", "Dump", "DumpError", "check_compression", "fill", "is_dump", "update_info", "write"]

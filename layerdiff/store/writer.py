@@ -130,6 +130,17 @@ def fill(trace: Trace, path: str | os.PathLike[str], full: Callable[[str], bool]
         raise
 
 
+def update_info(path: str | os.PathLike[str], info: RunInfo) -> None:
+    """Rewrite a dump's run attributes: a dump written as the first run ended learns the second run's noise."""
+    try:
+        with _writable(Path(path), create=False) as f:
+            f.attrs.update(info_attrs(info))
+    except (OSError, RuntimeError) as exc:
+        if files.disk_error(exc):
+            raise DumpError(files.disk_message(Path(path), exc)) from None
+        raise
+
+
 def _writable(path: Path, create: bool) -> h5py.File:
     """A file to write, opened so that a full disk is an exception and nothing worse.
 
