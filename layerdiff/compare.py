@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import permutations
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from deepdiff import DeepDiff
@@ -18,7 +19,7 @@ from layerdiff.align import Alignment, align, fuse, spanned
 from layerdiff.divergence import first_backward, first_forward, raised
 from layerdiff.errors import DumpError, OptionError, term
 from layerdiff.health import nonfinite_origin
-from layerdiff.metrics import Tolerance, diff, grad_floor, noise_floor, stats_diff
+from layerdiff.metrics import Tolerance, beside, diff, grad_floor, noise_floor, stats_diff
 from layerdiff.progress import Progress
 from layerdiff.layout import canonical_shape, from_canonical, squeezed
 from layerdiff.records import Failure, ParamRecord, Recording, RegionRecord, RunInfo, placeholder
@@ -140,7 +141,7 @@ def pair(key: str, a: Recording, i: int, b: Recording, j: int, tol: float) -> Te
     stored, from statistics when either is not."""
     ia, ib = a.layers[i].tensors[key], b.layers[j].tensors[key]
     if ia.stored and ib.stored:
-        return diff(key, a.tensor(i, key), b.tensor(j, key), tol)
+        return diff(key, *both(lambda: a.tensor(i, key), lambda: b.tensor(j, key)), tol)
     return stats_diff(key, _stats(ia, a, i, key), _stats(ib, b, j, key), tol)
 
 
@@ -163,7 +164,19 @@ def param_diff(a: Recording, b: Recording, w: sync.WeightLink, tol: float, floor
             return TensorDiff(key, w.src_shape, w.dst_shape, ia.dtype, ib.dtype, tol, ok=False, problem="shape", note=wrong)
     if not (ia.stored and ib.stored):
         return stats_diff(key, _grad_stats(ia, a, w.src), _grad_stats(ib, b, w.dst), tol, floor)
-    return diff(key, w.view(grad(a, w.src)), grad(b, w.dst), tol, floor)
+    value_a, value_b = both(lambda: grad(a, w.src), lambda: grad(b, w.dst))
+    return diff(key, w.view(value_a), value_b, tol, floor)
+
+
+def both(read_a: Callable[[], np.ndarray], read_b: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The two sides' values of a pair, B's read on the other core while this thread reads A's (each side's
+    ``Reader`` is touched by one thread only)."""
+    b = beside(read_b)
+    try:
+        a = read_a()
+    finally:
+        value_b = b.result()  # waited for even when A's read failed: no read of B left running behind
+    return a, value_b
 
 
 def _misshapen(r: Recording, name: str, info: TensorInfo) -> str:

@@ -13,7 +13,8 @@ side's rounding against its own twin (``twins``, ``precision``).
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -81,6 +82,9 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0)
 
     Two passes over blocks of ``BLOCK`` entries (the first for the RMS of ``b``) in two scratch buffers, so that the
     memory it takes does not grow with the tensor, and no large temporary is allocated (and page-faulted) per call.
+    A tensor of many blocks has its second half of them compared on the other core (``beside``) while this thread
+    compares the first; each block's figures are summed in block order all the same, so that the result is the one
+    a single thread gives, to the last bit.
 
     >>> d = diff("output", np.array([1.0, 2.0]), np.array([1.0, 2.2]), 1e-8)
     >>> d.ok, round(d.max_abs, 3)
@@ -94,27 +98,19 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0)
         a = a.reshape(b.shape)  # (1, n) against (n,): nnfs biases
     if a.size == 0:
         return result
-    scratch = np.empty((2, min(a.size, BLOCK)))
+    blocks = list(_blocks(a, b))
+    halves = [blocks] if len(blocks) < SPLIT else [blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]]
+    sums = [s for part in _on_both(_sums, halves) for s in part]
     sum_ref = sum_err = 0.0
-    for x, y in _blocks(a, b):
-        err, ref, agree = _block_pair(x, y, scratch[0])
-        sum_err += _sum_squares(err, scratch[1])
-        sum_ref += _sum_squares(ref, scratch[1])
-        if agree is not None:
-            result.nonfinite_mismatch += int(agree.size - np.count_nonzero(agree))
+    for err_k, ref_k, nonfinite_k in sums:  # in block order: the same float sums as one pass gives
+        sum_err += err_k
+        sum_ref += ref_k
+        result.nonfinite_mismatch += nonfinite_k
     rms = max(math.sqrt(sum_ref / a.size), floor)
     bad = 0
-    for x, y in _blocks(a, b):
-        err, ref, agree = _block_pair(x, y, scratch[0])
-        result.max_abs = max(result.max_abs, float(err.max()))
-        if rms > 0:
-            rel = np.abs(ref, out=scratch[1][: ref.size].reshape(ref.shape))
-            rel += rms
-            np.divide(err, rel, out=rel)
-        else:
-            rel = np.where(err > 0, np.inf, 0.0)
-        result.max_rel = max(result.max_rel, float(rel.max()))
-        bad += int(np.count_nonzero(rel > tol if agree is None else (rel > tol) | ~agree))
+    for max_abs, max_rel, bad_k in _on_both(lambda part: _errors(part, rms, tol), halves):
+        result.max_abs, result.max_rel = max(result.max_abs, max_abs), max(result.max_rel, max_rel)
+        bad += bad_k
     norm_b = math.sqrt(sum_ref)
     result.rel_l2 = math.sqrt(sum_err) / norm_b if norm_b > 0 else (0.0 if result.max_abs == 0 else math.inf)
     result.mismatch_fraction = bad / a.size
@@ -123,6 +119,60 @@ def diff(key: str, a: np.ndarray, b: np.ndarray, tol: float, floor: float = 0.0)
         result.problem = "nonfinite"
         result.max_rel = math.inf  # no tolerance passes a NaN against a number
     return result
+
+
+SPLIT = 4  # blocks from which a tensor is compared on both cores: below, handing half over costs more than it saves
+T = TypeVar("T")
+_BESIDE: list[ThreadPoolExecutor] = []
+
+
+def beside(work: Callable[[], T]) -> Future[T]:
+    """``work`` started on a thread of its own (one for the process, made when first asked), so that the two cores
+    a comparison has both work: NumPy and HDF5's reads release the GIL. Whatever waits for it must not be ``work``
+    of its own."""
+    if not _BESIDE:
+        _BESIDE.append(ThreadPoolExecutor(1, thread_name_prefix="layerdiff-beside"))
+    return _BESIDE[0].submit(work)
+
+
+def _on_both(work: Callable[[list[T]], Any], halves: list[list[T]]) -> list[Any]:
+    """``work`` of each half, the second one beside this thread; the results in the halves' order."""
+    if len(halves) == 1:
+        return [work(halves[0])]
+    second = beside(lambda: work(halves[1]))
+    first = work(halves[0])
+    return [first, second.result()]
+
+
+def _sums(blocks: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, float, int]]:
+    """Per block: the sum of squared errors, of squared reference values, and the entries whose NaN or infinity
+    the other side does not hold."""
+    scratch = np.empty((2, min(max(x.size for x, _ in blocks), BLOCK)))
+    found = []
+    for x, y in blocks:
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        nonfinite = 0 if agree is None else int(agree.size - np.count_nonzero(agree))
+        found.append((_sum_squares(err, scratch[1]), _sum_squares(ref, scratch[1]), nonfinite))
+    return found
+
+
+def _errors(blocks: list[tuple[np.ndarray, np.ndarray]], rms: float, tol: float) -> tuple[float, float, int]:
+    """Over the blocks: the largest error and relative error, and the entries past ``tol``."""
+    scratch = np.empty((2, min(max(x.size for x, _ in blocks), BLOCK)))
+    max_abs = max_rel = 0.0
+    bad = 0
+    for x, y in blocks:
+        err, ref, agree = _block_pair(x, y, scratch[0])
+        max_abs = max(max_abs, float(err.max()))
+        if rms > 0:
+            rel = np.abs(ref, out=scratch[1][: ref.size].reshape(ref.shape))
+            rel += rms
+            np.divide(err, rel, out=rel)
+        else:
+            rel = np.where(err > 0, np.inf, 0.0)
+        max_rel = max(max_rel, float(rel.max()))
+        bad += int(np.count_nonzero(rel > tol if agree is None else (rel > tol) | ~agree))
+    return max_abs, max_rel, bad
 
 
 def _sum_squares(x: np.ndarray, scratch: np.ndarray) -> float:

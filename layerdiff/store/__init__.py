@@ -16,6 +16,10 @@ A tensor a stats-only dump (``--stats-only``, ``--skip-copied-weights``) does no
 and dtype but no storage, and attrs stored=0, sha256, sketch and finite (``records.statistics``); schema 1 is
 schema 2 with every tensor stored, and is read as well.
 
+An uncompressed tensor is a contiguous dataset whose space is allocated when it is made (no fill value written):
+the writer puts its bytes at that offset from a thread of its own while HDF5 makes the next objects, so that a dump
+is written at the speed of the disk; to h5py it is an ordinary dataset. A compressed one is chunked, as HDF5 writes it.
+
 Data only: no pickled objects, so opening a dump never runs code. A dump is written to a temporary file beside
 its destination and renamed when whole; an existing dump is only replaced when asked.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
@@ -50,16 +52,16 @@ def write(
     path = Path(path)
     check_compression(compression)
     with files.replacing(path, overwrite, DumpError, "write elsewhere with -o") as tmp:
-        with _writable(tmp, create=True) as f:
+        with _writable(tmp, create=True) as f, _Values(tmp) as out:
             f.attrs["layerdiff_schema"] = SCHEMA
             f.attrs.update(info_attrs(trace.info))
             f.attrs["loss"] = np.nan if trace.loss is None else trace.loss
-            _arrays(f.create_group("inputs"), trace.inputs, compression)
+            _arrays(f.create_group("inputs"), trace.inputs, compression, out)
             if trace.input_names:
                 f["inputs"].attrs["names"] = json.dumps(list(trace.input_names))
-            _arrays(f.create_group("upstream"), trace.upstream, compression)
+            _arrays(f.create_group("upstream"), trace.upstream, compression, out)
             if trace.targets is not None:
-                f.create_dataset("targets", data=trace.targets)
+                _values(f, "targets", trace.targets, None, out)
             layers = f.create_group("layers")
             for i, layer in enumerate(trace.layers):
                 signals.checkpoint()  # a Ctrl-C swallowed by a cleanup inside h5py stops the write here
@@ -67,7 +69,7 @@ def write(
                 g.attrs.update(name=layer.name, kind=layer.kind, params=json.dumps(layer.params))
                 keep = full is None or full(layer.name)
                 for key, value in layer.tensors.items():
-                    _dataset(g, key, value, compression, layer.layouts.get(key, ""), keep, full is not None)
+                    _dataset(g, key, value, compression, layer.layouts.get(key, ""), keep, full is not None, out)
                     if key in layer.placements:
                         g[key].attrs["placement"] = layer.placements[key]
             if trace.regions:
@@ -82,9 +84,9 @@ def write(
                 if p.placement:
                     g.attrs["placement"] = p.placement
                 keep = full is None or owned(p, full)
-                _dataset(g, "value", p.value, compression, p.layout, keep and values, full is not None or not values)
+                _dataset(g, "value", p.value, compression, p.layout, keep and values, full is not None or not values, out)
                 if p.grad is not None:
-                    _dataset(g, "grad", p.grad, compression, p.layout, keep, full is not None)
+                    _dataset(g, "grad", p.grad, compression, p.layout, keep, full is not None, out)
     return path
 
 
@@ -163,19 +165,19 @@ def _store(ds: h5py.Dataset, value: np.ndarray) -> None:
 
 
 def _dataset(
-    group: h5py.Group, key: str, value: np.ndarray, compression: str | None, layout: str, keep: bool, stats: bool
+    group: h5py.Group, key: str, value: np.ndarray, compression: str | None, layout: str, keep: bool, stats: bool,
+    out: _Values | None = None,
 ) -> None:
     """One tensor, or (not ``keep``) only its shape, dtype and statistics: HDF5 allocates no storage for a dataset
-    never written. ``stats``: the full statistics, for a dump that is (partly) stats-only."""
-    info = statistics(value, layout) if stats else summarize(value)
-    options: dict[str, Any] = {}
-    if compression is not None and value.size > 1:
-        options = {"compression": compression, "shuffle": True}
+    never written. ``stats``: the full statistics, for a dump that is (partly) stats-only. ``out``: the thread that
+    writes the values (``_Values``); without it they are written here."""
     if keep:
-        ds = group.create_dataset(key, data=value, **options)
+        ds = _values(group, key, value, compression, out)
     else:
+        options: dict[str, Any] = {"compression": compression, "shuffle": True} if compression and value.size > 1 else {}
         ds = group.create_dataset(key, shape=value.shape, dtype=value.dtype, **options)
         ds.attrs["stored"] = 0
+    info = statistics(value, layout) if stats else summarize(value)  # while ``out`` writes the values
     ds.attrs.update(norm=info.norm, mean=info.mean)
     if stats:  # what a comparison that cannot read the tensor goes by
         ds.attrs.update(sha256=info.sha256, sketch=np.array(info.sketch), finite=info.finite)
@@ -183,10 +185,88 @@ def _dataset(
         ds.attrs["layout"] = layout
 
 
-def _arrays(group: h5py.Group, arrays: list[np.ndarray], compression: str | None) -> None:
+def _arrays(group: h5py.Group, arrays: list[np.ndarray], compression: str | None, out: _Values | None = None) -> None:
     for i, a in enumerate(arrays):
-        options: dict[str, Any] = {"compression": compression, "shuffle": True} if compression and a.size > 1 else {}
-        group.create_dataset(str(i), data=a, **options)
+        _values(group, str(i), a, compression, out)
+
+
+RAW_KINDS = "biufc"  # dtypes whose HDF5 type (as h5py makes it) holds the array's own bytes: bool is an int8 enum
+
+
+def _values(group: h5py.Group, key: str, value: np.ndarray, compression: str | None, out: _Values | None) -> h5py.Dataset:
+    """A dataset holding ``value``: compressed by HDF5; else allocated in the file at once (contiguous, no fill) and
+    handed to ``out``, which writes its bytes where HDF5 put them while this thread goes on with the next."""
+    value = np.asarray(value)
+    if compression is not None and value.size > 1:
+        return group.create_dataset(key, data=value, compression=compression, shuffle=True)
+    if out is None or value.dtype.kind not in RAW_KINDS:
+        return group.create_dataset(key, data=value)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every byte is written below: zeros first would write it twice
+    ds = group.create_dataset(key, shape=value.shape, dtype=value.dtype, dcpl=dcpl)
+    offset = ds.id.get_offset()
+    if offset is None:  # nothing allocated: no values, or a scalar (h5py allocates those late)
+        if value.size:
+            ds.write_direct(np.ascontiguousarray(value))
+    else:
+        out.put(offset, value)
+    return ds
+
+
+class _Values:
+    """A thread that writes datasets' values into the file at the offsets HDF5 allocated for them, so that the disk
+    (the copy into the page cache) and HDF5's own work for the next datasets (objects, attributes, summaries) run
+    at once, on two cores: h5py holds its lock for the whole of a write, and ``os.pwrite`` releases the GIL.
+
+    HDF5 writes none of those bytes itself (no fill) and nothing else of the file until it closes, which is after
+    ``__exit__``: that waits for every value, and raises the first error writing them (a full disk) there, if none
+    came before at a ``put``. After an error in the writing thread (an interrupt), the values left are dropped.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY)
+        self._queue: queue.SimpleQueue[tuple[int, np.ndarray] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="layerdiff-dump-values", daemon=True)
+        self._thread.start()
+
+    def put(self, offset: int, value: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((offset, value))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._stop or self._error is not None:
+                continue
+            offset, value = item
+            try:
+                data = np.ascontiguousarray(value).reshape(-1).view(np.uint8).data  # a transposed view: copied here
+                while data:
+                    written = os.pwrite(self._fd, data, offset)
+                    data, offset = data[written:], offset + written
+            except BaseException as exc:  # said in the writing thread, at the next put or at the end
+                self._error = exc
+
+    def __enter__(self) -> _Values:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self._stop = kind is not None
+        self._queue.put(None)
+        try:
+            self._thread.join()
+        except BaseException:  # interrupted waiting: the values left are dropped, the one being written finishes
+            self._stop = True
+            with signals.deferred():  # before its file descriptor is closed (and its number given to another file)
+                self._thread.join()
+            raise
+        finally:
+            os.close(self._fd)
+        if kind is None and self._error is not None:
+            raise self._error
 
 
 def _index(group_name: str) -> int:
