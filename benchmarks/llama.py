@@ -37,6 +37,7 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GB = 1e9
 MARGIN_GB = 1.5  # left to the other users of the machine when the limit is taken from what is available
+BLOCK = "model.layers.{last}.*"  # the block side A records when its whole dump does not fit
 
 PLAIN = {
     # One forward+backward of the file's own model, as its author would run it: no layerdiff in the loop.
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--min-free-gb", type=float, default=16.0, help="MemAvailable wanted before each step")
     parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for it before skipping a step")
     parser.add_argument("--skip-run", action="store_true", help="leave out the whole `layerdiff run`")
+    parser.add_argument("--logs", help="a folder for each step's whole output")
+    parser.add_argument("--block", action="store_true", help="the one-block workflow even where the whole one ran")
     args = parser.parse_args()
 
     sys.path.insert(0, str(FIXTURES))
@@ -119,6 +122,8 @@ def main() -> None:
     layerdiff = [python, "-m", "layerdiff.cli"] if not shutil.which("layerdiff") else [shutil.which("layerdiff")]
     folder = Path(tempfile.mkdtemp(prefix="layerdiff-llama-"))
     a, b = folder / "a.h5", folder / "b.h5"
+    b_own, a_block, b_block = folder / "b_own.h5", folder / "a_block.h5", folder / "b_block.h5"
+    block = BLOCK.format(last=config.n_layer - 1)
     numpy_file, torch_file = str(FIXTURES / "llama_numpy.py"), str(FIXTURES / "llama_torch.py")
     steps = [
         ("plain numpy", [python, "-c", PLAIN["numpy"].format(fixtures=str(FIXTURES))]),
@@ -126,6 +131,15 @@ def main() -> None:
         ("dump a", [*layerdiff, "dump", numpy_file, "-o", str(a), "--dtype", "native"]),
         ("dump b", [*layerdiff, "dump", torch_file, "-o", str(b), "--dtype", "native", "--weights-from", str(a)]),
         ("compare", [*layerdiff, "compare", str(a), str(b)]),
+        # Where side A's whole dump does not fit, what does: B's whole dump with its own weights (to give weights:
+        # a --layers dump cannot), then each side with those weights recording one block, then the two blocks
+        # compared (compare pairs a whole dump's parameters with a block's no more than it pairs two models').
+        ("dump b own", [*layerdiff, "dump", torch_file, "-o", str(b_own), "--dtype", "native"]),
+        ("dump a block", [*layerdiff, "dump", numpy_file, "-o", str(a_block), "--dtype", "native", "--weights-from",
+                          str(b_own), "--layers", block]),
+        ("dump b block", [*layerdiff, "dump", torch_file, "-o", str(b_block), "--dtype", "native", "--weights-from",
+                          str(b_own), "--layers", block]),
+        ("compare blk", [*layerdiff, "compare", str(a_block), str(b_block)]),
     ]
     if not args.skip_run:
         steps.append(("run", [*layerdiff, "run", "--once", "--dtype", "native", "--stats-only", numpy_file, torch_file,
@@ -138,7 +152,11 @@ def main() -> None:
     results: dict[str, dict] = {}
     try:
         for name, cmd in steps:
-            needs = {"dump b": a, "compare": b}.get(name)
+            needs = {"dump b": a, "compare": b, "dump a block": b_own, "dump b block": b_own,
+                     "compare blk": b_block}.get(name)
+            if name == "dump b own" and b.exists() and not args.block:
+                print(f"{name}: not needed, dump a and dump b were written")
+                continue
             if needs is not None and not needs.exists():
                 print(f"{name}: skipped, {needs.name} was not written")
                 continue
@@ -152,18 +170,22 @@ def main() -> None:
             print(f"{name}: {free:.1f} GB available, limit {limit:.1f} GB: {shown}", flush=True)
             r = results[name] = timed(cmd, env, limit, folder)
             r["limit"] = limit
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                (Path(args.logs) / f"{name.replace(' ', '_')}.log").write_text(r["output"] + "\n")
             lines = r["output"].splitlines()
             for line in lines[-6:] if r["rc"] in (0, 1) else lines[-12:]:
                 print(f"  | {line}")
             print(f"  rc {r['rc']}, {r['wall']:.1f} s, peak {r['peak']:.2f} GB", flush=True)
-        for dump in (a, b):
+        for dump in (a, b, b_own, a_block, b_block):
             if dump.exists():
                 print(f"{dump.name}: {dump.stat().st_size / GB:.2f} GB")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     plain = {k: results.get(f"plain {k}") for k in ("numpy", "torch")}
-    reference = {"plain numpy": "numpy", "plain torch": "torch", "dump a": "numpy", "dump b": "torch"}
+    reference = {"plain numpy": "numpy", "plain torch": "torch", "dump a": "numpy", "dump b": "torch",
+                 "dump b own": "torch", "dump a block": "numpy", "dump b block": "torch"}
     print()
     print("step          rc   wall s  peak GB  limit GB  wall ratio  peak ratio  against")
     for name, r in results.items():
@@ -174,13 +196,18 @@ def main() -> None:
         peak_ratio = r["peak"] / max(p["peak"] for p in base) if ok else float("nan")
         print(f"{name:12} {r['rc']:3} {r['wall']:8.1f} {r['peak']:8.2f} {r['limit']:9.1f} {wall_ratio:11.2f} "
               f"{peak_ratio:11.2f}  {'plain ' + against if name in reference else against}")
-    workflow = [results.get(k) for k in ("dump a", "dump b", "compare")]
-    if all(r is not None and r["rc"] in (0, 1) for r in workflow) and all(p and p["rc"] == 0 for p in plain.values()):
+    for label, keys in (("workflow", ("dump a", "dump b", "compare")),
+                        ("workflow blk", ("dump b own", "dump a block", "dump b block", "compare blk"))):
+        workflow = [results.get(k) for k in keys]
+        if not all(r is not None and r["rc"] in (0, 1) for r in workflow):
+            continue
+        if not all(p and p["rc"] == 0 for p in plain.values()):
+            continue
         total = sum(r["wall"] for r in workflow)
         plain_total = plain["numpy"]["wall"] + plain["torch"]["wall"]
-        verdict = "match" if workflow[2]["rc"] == 0 else "DIVERGE"
-        print(f"{'workflow':12} {'':3} {total:8.1f} {max(r['peak'] for r in workflow):8.2f} {'':9} "
-              f"{total / plain_total:11.2f} {'':11}  dump a + dump b + compare: {verdict}")
+        verdict = "match" if workflow[-1]["rc"] == 0 else "DIVERGE"
+        print(f"{label:12} {'':4}{total:8.1f} {max(r['peak'] for r in workflow):8.2f} {'':9} "
+              f"{total / plain_total:11.2f} {'':11}  {' + '.join(keys)}: {verdict}")
 
 
 if __name__ == "__main__":
