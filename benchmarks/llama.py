@@ -13,6 +13,9 @@ shared machine down:
   dump a                      layerdiff dump llama_numpy.py -o a.h5 --dtype native
   dump b                      layerdiff dump llama_torch.py -o b.h5 --dtype native --weights-from a.h5
   compare                     layerdiff compare a.h5 b.h5
+  dump a block, dump b block  the same with --layers 'model.layers.15.*' (the last block), each side with its own
+                              weights (the same numbers: llama_config.weights), and
+  compare blk                 layerdiff compare of those two
   run                         layerdiff run --once --dtype native --stats-only: both sides in one process, and
                               native reruns each float32 side as a float64 twin: expected not to fit at 1B
 
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=600.0, help="seconds to wait for it before skipping a step")
     parser.add_argument("--skip-run", action="store_true", help="leave out the whole `layerdiff run`")
     parser.add_argument("--logs", help="a folder for each step's whole output")
-    parser.add_argument("--block", action="store_true", help="the one-block workflow even where the whole one ran")
+    parser.add_argument("--skip-whole", action="store_true", help="leave out the whole dumps and their compare")
     args = parser.parse_args()
 
     sys.path.insert(0, str(FIXTURES))
@@ -122,7 +125,7 @@ def main() -> None:
     layerdiff = [python, "-m", "layerdiff.cli"] if not shutil.which("layerdiff") else [shutil.which("layerdiff")]
     folder = Path(tempfile.mkdtemp(prefix="layerdiff-llama-"))
     a, b = folder / "a.h5", folder / "b.h5"
-    b_own, a_block, b_block = folder / "b_own.h5", folder / "a_block.h5", folder / "b_block.h5"
+    a_block, b_block = folder / "a_block.h5", folder / "b_block.h5"
     block = BLOCK.format(last=config.n_layer - 1)
     numpy_file, torch_file = str(FIXTURES / "llama_numpy.py"), str(FIXTURES / "llama_torch.py")
     steps = [
@@ -131,16 +134,14 @@ def main() -> None:
         ("dump a", [*layerdiff, "dump", numpy_file, "-o", str(a), "--dtype", "native"]),
         ("dump b", [*layerdiff, "dump", torch_file, "-o", str(b), "--dtype", "native", "--weights-from", str(a)]),
         ("compare", [*layerdiff, "compare", str(a), str(b)]),
-        # Where side A's whole dump does not fit, what does: B's whole dump with its own weights (to give weights:
-        # a --layers dump cannot), then each side with those weights recording one block, then the two blocks
-        # compared (compare pairs a whole dump's parameters with a block's no more than it pairs two models').
-        ("dump b own", [*layerdiff, "dump", torch_file, "-o", str(b_own), "--dtype", "native"]),
-        ("dump a block", [*layerdiff, "dump", numpy_file, "-o", str(a_block), "--dtype", "native", "--weights-from",
-                          str(b_own), "--layers", block]),
-        ("dump b block", [*layerdiff, "dump", torch_file, "-o", str(b_block), "--dtype", "native", "--weights-from",
-                          str(b_own), "--layers", block]),
+        # Where a whole dump does not fit, what does: each side with its own weights (both build the same numbers,
+        # from llama_config.weights: a --layers dump cannot give weights) recording one block, then the two compared.
+        ("dump a block", [*layerdiff, "dump", numpy_file, "-o", str(a_block), "--dtype", "native", "--layers", block]),
+        ("dump b block", [*layerdiff, "dump", torch_file, "-o", str(b_block), "--dtype", "native", "--layers", block]),
         ("compare blk", [*layerdiff, "compare", str(a_block), str(b_block)]),
     ]
+    if args.skip_whole:
+        steps = [step for step in steps if step[0] not in ("dump a", "dump b", "compare")]
     if not args.skip_run:
         steps.append(("run", [*layerdiff, "run", "--once", "--dtype", "native", "--stats-only", numpy_file, torch_file,
                               "-o", str(folder / "run")]))
@@ -152,11 +153,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     try:
         for name, cmd in steps:
-            needs = {"dump b": a, "compare": b, "dump a block": b_own, "dump b block": b_own,
-                     "compare blk": b_block}.get(name)
-            if name == "dump b own" and b.exists() and not args.block:
-                print(f"{name}: not needed, dump a and dump b were written")
-                continue
+            needs = {"dump b": a, "compare": b, "compare blk": b_block}.get(name)
             if needs is not None and not needs.exists():
                 print(f"{name}: skipped, {needs.name} was not written")
                 continue
@@ -177,7 +174,7 @@ def main() -> None:
             for line in lines[-6:] if r["rc"] in (0, 1) else lines[-12:]:
                 print(f"  | {line}")
             print(f"  rc {r['rc']}, {r['wall']:.1f} s, peak {r['peak']:.2f} GB", flush=True)
-        for dump in (a, b, b_own, a_block, b_block):
+        for dump in (a, b, a_block, b_block):
             if dump.exists():
                 print(f"{dump.name}: {dump.stat().st_size / GB:.2f} GB")
     finally:
@@ -185,7 +182,7 @@ def main() -> None:
 
     plain = {k: results.get(f"plain {k}") for k in ("numpy", "torch")}
     reference = {"plain numpy": "numpy", "plain torch": "torch", "dump a": "numpy", "dump b": "torch",
-                 "dump b own": "torch", "dump a block": "numpy", "dump b block": "torch"}
+                 "dump a block": "numpy", "dump b block": "torch"}
     print()
     print("step          rc   wall s  peak GB  limit GB  wall ratio  peak ratio  against")
     for name, r in results.items():
@@ -197,7 +194,7 @@ def main() -> None:
         print(f"{name:12} {r['rc']:3} {r['wall']:8.1f} {r['peak']:8.2f} {r['limit']:9.1f} {wall_ratio:11.2f} "
               f"{peak_ratio:11.2f}  {'plain ' + against if name in reference else against}")
     for label, keys in (("workflow", ("dump a", "dump b", "compare")),
-                        ("workflow blk", ("dump b own", "dump a block", "dump b block", "compare blk"))):
+                        ("workflow blk", ("dump a block", "dump b block", "compare blk"))):
         workflow = [results.get(k) for k in keys]
         if not all(r is not None and r["rc"] in (0, 1) for r in workflow):
             continue

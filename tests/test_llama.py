@@ -30,6 +30,14 @@ def test_the_clean_pair_agrees_in_float32(shared_run):
     assert report["forward"]["first_divergence"] is None and report["backward"]["first_divergence"] is None
 
 
+def test_both_sides_build_the_same_weights_so_their_own_weights_agree(tmp_path):
+    """llama_config.weights feeds both files: with --weights own (no copy) the pair still agrees, weights first."""
+    import layerdiff
+
+    report = layerdiff.run(A, B, out=tmp_path / "own", weights="own").json()
+    assert report["match"] is True
+
+
 def test_every_parameter_is_copied_by_name(shared_run):
     _, report = shared_run(A, B, "--dtype", "float64")
     links = report["weights"]["links"]
@@ -63,5 +71,5 @@ def test_the_1b_config_has_about_a_billion_parameters_as_hugging_face_counts_the
 
     big = llama_config.SIZES["1b"]
     with torch.device("meta"):
-        model = llama_torch.build(big)
+        model = llama_torch.build(big, copy_weights=False)  # drawing a billion numbers for meta tensors: no
     assert sum(p.numel() for p in model.parameters()) == big.n_params() == 1_038_682_112
