@@ -153,9 +153,10 @@ def main() -> None:
     results: dict[str, dict] = {}
     try:
         for name, cmd in steps:
-            needs = {"dump b": a, "compare": b, "compare blk": b_block}.get(name)
-            if needs is not None and not needs.exists():
-                print(f"{name}: skipped, {needs.name} was not written")
+            missing = [d for d in {"dump b": [a], "compare": [a, b], "compare blk": [a_block, b_block]}.get(name, [])
+                       if not d.exists()]
+            if missing:
+                print(f"{name}: skipped, {' and '.join(d.name for d in missing)} not written")
                 continue
             free = wait_for_memory(args.min_free_gb, args.wait)
             if free is None:
