@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 
 from layerdiff import api, files, signals, step_store, store
-from layerdiff.errors import LayerdiffError, ReportError, speaking_flags
+from layerdiff.errors import LayerdiffError, ReportError, out_of_memory, speaking_flags
 from layerdiff.gradcheck import SAMPLES
 from layerdiff.health import ACTIVATIONS
 from layerdiff.progress import Progress
@@ -205,6 +205,10 @@ class Commands(click.Group):
                 ctx.exit(EXIT_BROKEN_PIPE)
             except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
                 raise
+            except MemoryError:
+                with speaking_flags():
+                    click.echo(f"error: layerdiff ran out of memory {out_of_memory()}", err=True)
+                ctx.exit(EXIT_ERROR)
             except Exception:
                 traceback.print_exc()
                 click.echo("error: layerdiff itself failed (the traceback above is a bug in layerdiff; please report it).", err=True)

@@ -85,8 +85,20 @@ def raised_line(exc: BaseException) -> str:
     return what + (f" ({os.path.basename(frames[-1].filename)}, line {frames[-1].lineno})" if frames else "")
 
 
+def out_of_memory() -> str:
+    """What to do when the machine's memory runs out: record less, or one side per process."""
+    return (
+        f"(MemoryError): layerdiff holds both sides with every recorded value. Record less ({term('layers', 'GLOB', '[...]')}, "
+        f"{term('stats_only', '', 'True')}, {term('once', '', 'True')}), or dump each side in a process of its own "
+        "(layerdiff dump A.py -o a.h5; layerdiff dump B.py -o b.h5 --weights-from a.h5) and compare the dumps."
+    )
+
+
 def raised_in(source: str, exc: BaseException, doing: str) -> ModelFileError:
-    """A user's exception, turned into our one-line error with their traceback shown above it."""
+    """A user's exception, turned into our one-line error with their traceback shown above it; running out of
+    memory is the machine's limit, not their code's error, and says so without it."""
+    if isinstance(exc, MemoryError):
+        return ModelFileError(f"{source} ran out of memory {doing} {out_of_memory()}")
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return ModelFileError(f"{source} raised {what} {doing} (traceback above).", details=user_traceback(exc))
 

@@ -8,7 +8,7 @@ import pytest
 import layerdiff
 from layerdiff import runner, store
 
-from conftest import FIXTURES
+from conftest import FIXTURES, one_error_line
 
 MLP, MLP_TORCH = FIXTURES / "mlp_numpy.py", FIXTURES / "mlp_torch.py"
 
@@ -51,3 +51,25 @@ def test_randomness_found_after_a_dump_was_written_leaves_no_dump(tmp_path):
     with pytest.raises(layerdiff.ModelFileError, match="dropout_numpy.py is not deterministic: layer 'drop1'"):
         layerdiff.run(FIXTURES / "dropout_numpy.py", MLP_TORCH, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_running_out_of_memory_is_one_line_that_says_what_to_do(cli, tmp_path, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(runner, "weight_links", exhausted)  # in layerdiff's own code
+    code, _, err = cli("run", MLP, MLP_TORCH, "-o", "out")
+    assert code == 2 and "Traceback" not in err
+    assert one_error_line(err).startswith("error: layerdiff ran out of memory (MemoryError): ")
+    assert "--layers GLOB, --stats-only, --once" in one_error_line(err) and not (tmp_path / "out").exists()
+
+
+def test_running_out_of_memory_in_the_models_code_is_not_blamed_on_it(cli, tmp_path):
+    (tmp_path / "big.py").write_text(
+        "import numpy as np\nclass Big:\n    def forward(self, x): raise MemoryError()\n    def backward(self, d): return d\n"
+        "model = [Big()]\ninput_shape = (2, 3)\n"
+    )
+    code, _, err = cli("dump", "big.py", "-o", "big.h5")
+    assert code == 2 and "Traceback" not in err
+    assert one_error_line(err).startswith("error: big.py ran out of memory in the forward pass of layer")
+    assert not (tmp_path / "big.h5").exists()
