@@ -134,16 +134,19 @@ def run(
         return _trained(a, b, options, paths, force, progress)
     # Each side's dump is written as its first run ends (not in stats-only, whose second pass needs the values, nor
     # with --dtype native, whose twins are judged in memory): no two whole runs are held at once.
-    spill = None if stats_only or dtype != "float64" else dumps.spills(paths, force, compression, skip_copied_weights)
+    spills = None if stats_only or dtype != "float64" else dumps.Spills(paths, (a.source, b.source), force, compression, skip_copied_weights)
     with files.together(paths):  # a failure at any point leaves neither dump
         pair = twins.run_pair(a, b, dtype, seed, param_map, twice=not once, progress=progress, layers=layers,
-                              weights=weights, spill=spill)
-        with dumps.recordings(pair, paths if spill else None, a.source, b.source) as (ra, rb):
+                              weights=weights, spill=spills.writers() if spills else None)
+        with dumps.recordings(pair, paths if spills else None, a.source, b.source) as (ra, rb):
             align(ra, rb, layer_map)  # a wrong map is said before any comparison
             asked = _zoom.explicit(pair.live_a, pair.live, pair.feed, _zoom.named(zoom), dtype) if zoom else []
-            with stage(progress, "health"):
-                sides = [_health.inspect(r) for r in (ra, rb)]
-        if spill is None:
+            if spills is None:
+                with stage(progress, "health"):
+                    sides = [_health.inspect(r) for r in (ra, rb)]
+            else:
+                sides = spills.health
+        if spills is None:
             with stage(progress, "write dumps"):
                 dumps.write_pair((pair.a, pair.b), paths, force=force, compression=compression, stats_only=stats_only,
                                  skip_copied_weights=skip_copied_weights, layer_map=layer_map)

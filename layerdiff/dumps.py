@@ -15,7 +15,9 @@ from layerdiff import files, runner, store
 from layerdiff.compare import compare
 from layerdiff.errors import DumpError, term
 from layerdiff.modelfile import Model
+from layerdiff.health import inspect
 from layerdiff.records import InMemory, Recording, Trace
+from layerdiff.results import Health
 
 ROOT = Path("layerdiff-out")
 
@@ -40,17 +42,23 @@ def _next_run_folder(root: Path) -> Path:
     return root / f"run-{n}"
 
 
-def spills(paths: tuple[Path, Path], force: bool, compression: str | None, skip_copied_weights: bool) -> tuple[runner.Spill, runner.Spill]:
-    """Each side's writer of its whole dump, called as its first run ends (``runner.capture``); B's without the
-    parameter values copied from A's, with ``skip_copied_weights``."""
-    return (
-        partial(_spill, path=paths[0], force=force, compression=compression, values=True),
-        partial(_spill, path=paths[1], force=force, compression=compression, values=not skip_copied_weights),
-    )
+class Spills:
+    """Each side's writer of its whole dump, called as its first run ends (``runner.capture``; B's without the
+    parameter values copied from A's, with ``skip_copied_weights``), and each side's health, read from its values
+    as they are written: a dump without B's weights could not give its weight norms after."""
 
+    def __init__(self, paths: tuple[Path, Path], sources: tuple[str, str], force: bool, compression: str | None,
+                 skip_copied_weights: bool) -> None:
+        self.paths, self.sources, self.force, self.compression = paths, sources, force, compression
+        self.values = (True, not skip_copied_weights)
+        self.health: list[Health] = []
 
-def _spill(trace: Trace, *, path: Path, force: bool, compression: str | None, values: bool) -> Path:
-    return store.write(trace, path, force, compression, values=values)
+    def writers(self) -> tuple[runner.Spill, runner.Spill]:
+        return partial(self._write, 0), partial(self._write, 1)
+
+    def _write(self, side: int, trace: Trace) -> Path:
+        self.health.append(inspect(InMemory(trace, self.sources[side])))
+        return store.write(trace, self.paths[side], self.force, self.compression, values=self.values[side])
 
 
 @contextmanager
