@@ -1,12 +1,19 @@
 """Capture a ``torch.nn.Module`` for one iteration with forward hooks and tensor hooks.
 
-Each module call works on its own copies: a pre-hook hands the module clones of its inputs, and the forward hook
-hands the rest of the network a clone of its output. The gradient that reaches an input clone is then this call's
-input gradient alone (not the sum over every consumer of that tensor), the gradient that reaches the module's own
-output is its output gradient, and code after the module may modify what it received in place (a ResNet's
-``out += identity``) without touching what the hooks watch. Clones copy values exactly, so the loss and every
-gradient are bitwise the same as without capture. In-place activation modules are switched to out-of-place for the
-run (same values), since they would overwrite the input a call recorded.
+Each value is copied once, when it is recorded, and only where it can still change:
+- a module's output is copied to NumPy as the forward hook sees it (code after the module may modify it in place, a
+  ResNet's ``out += identity``), and the same tensor is handed on; its gradient hook is registered before anything
+  downstream runs, and autograd hands a hook registered before an in-place change the gradient of the value from
+  before it, so the recorded output gradient is the module's own;
+- a module's input is most often the output the module before it recorded, untouched since (``Recorder.copy``);
+- each call gets an alias of its inputs (``aten.alias``: no copy, and its backward hands the gradient on as it is),
+  so that the gradient reaching it is this call's input gradient alone, not the sum over every consumer of the
+  tensor; a leaf (the model's own input) gets a clone instead, which the module may still modify in place;
+- a gradient is copied as its hook sees it, once for the two records it is most often in (one module's output
+  gradient, the next one's input gradient: the aliases hand the same tensor on).
+Nothing recorded changes the numbers: the loss and every gradient are bitwise the same as without capture.
+In-place activation modules are switched to out-of-place for the run (same values), since they would overwrite
+the input a call recorded.
 """
 
 from __future__ import annotations
@@ -28,9 +35,22 @@ from layerdiff.adapters.torch import compiled
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
-    # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
-    t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t.clone()).numpy()
+    """A NumPy copy of ``t``, the record's own."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
+        return t.float().cpu().numpy()
+    if t.device.type != "cpu":
+        return t.cpu().numpy()  # the copy to the host is already a copy of its own
+    # NumPy's copy runs on one thread: a torch clone splits even a small copy over the intra-op threads, and
+    # waits for all of them on a busy machine.
+    return np.array(t.numpy(), copy=True)
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of its own in the graph for one module call, on the same memory; a leaf is cloned, so that the
+    module may modify it in place (autograd refuses that on a view of a leaf)."""
+    return t.clone() if t.is_leaf else torch.ops.aten.alias.default(t)
 
 
 RECENT = 16  # outputs a recorder remembers having copied
@@ -89,13 +109,13 @@ class Recorder:
         # nested (nn.LSTM's (x, (h, c))) or passed by keyword (a mask).
         given = forms.leaves((args, kwargs))
         self.inputs.setdefault(id(module), []).append([self.copy(t) for t in given])
-        cloned = [t.clone() if t.requires_grad else t for t in given]
-        # The input gradient is read on these clones, upstream of the module's own full backward hooks (which
+        own = [_alias(t) if t.requires_grad else t for t in given]
+        # The input gradient is read on these aliases, upstream of the module's own full backward hooks (which
         # wrap its inputs after every pre-hook): what they make of it is what flows on, and what is recorded.
-        self.given.setdefault(id(module), []).append(cloned)
-        if all(a is b for a, b in zip(cloned, given)):
+        self.given.setdefault(id(module), []).append(own)
+        if all(a is b for a, b in zip(own, given)):
             return None
-        return forms.rebuild((args, kwargs), cloned)
+        return forms.rebuild((args, kwargs), own)
 
     def forward_hook(self, name: str) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
@@ -110,15 +130,16 @@ class Recorder:
             forced = self._forced(record.name, tuple(outs))
             passed = []
             for i, o in enumerate(outs):
-                if any(o is t for t in (*given, *forms.leaves((args, kwargs)))):
-                    # A module that returns its input (an eval-mode Dropout, an Identity): its output gets a tensor
-                    # of its own, so that the forced output gradient reaches the input's hook, not beside it.
-                    o = o.clone()
-                value = record.tensors[tensor_key("output", i)] = _array(o)
+                value = record.tensors[tensor_key("output", i)] = self.copy(o)
+                if any(o is t for t in (*given, *forms.leaves((args, kwargs)))) or self.recorded(o):
+                    # A module that returns its input (an eval-mode Dropout, an Identity), or a child's output that
+                    # its parent returns: its output gets a tensor of its own, downstream of the other's hooks, so
+                    # that its forced output gradient reaches them, not beside them.
+                    o = torch.ops.aten.alias.default(o)
                 force = None if forced is None else forced[i]
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
-                    o_passed = o.clone() if force is None else o + (force - o).detach()
+                    o_passed = o if force is None else o + (force - o).detach()
                 else:
                     o_passed = o if force is None else force
                 if force is None:
@@ -129,6 +150,11 @@ class Recorder:
             return result
 
         return hook
+
+    def recorded(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` is an output already handed on, as it was then."""
+        known = self.handed.get(id(t))
+        return known is not None and known[0] is t
 
     def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor | None] | None:
         """The forced outputs of a layer, as tensors like its own (None for one the other side lacks), or None when
@@ -156,14 +182,18 @@ class Recorder:
         if known is not None and self.outputs.get(known.name) is value:
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
-        record.tensors["output"] = _array(value)
+        copied = record.tensors["output"] = self.copy(value)
         forced = self._forced(record.name, (value,))
         given = None if forced is None else forced[0]
-        if isinstance(value, torch.Tensor) and value.requires_grad:
+        if self.recorded(value):
+            value = torch.ops.aten.alias.default(value)  # a module's output: its own hooks fire after the tap's
+        if value.requires_grad:
             value.register_hook(self._recorder(record, "grad_output", 0))
-            value = value.clone() if given is None else value + (given - value).detach()
+            value = value if given is None else value + (given - value).detach()
         elif given is not None:
             value = given
+        if given is None:
+            self.hand_on(value, copied)
         return value
 
     def tap_grad(self, name: str, grad: Any) -> Any:
@@ -313,9 +343,11 @@ def _iterate(
             torch.autograd.backward(outputs, [_from(u).to(o) for u, o in zip(upstream, outputs)])
             return value, upstream
         logits = outputs[0]
+        grads: list[np.ndarray] = []
         if logits.requires_grad:
-            logits.retain_grad()
-        recorded = _array(logits)
+            # As retain_grad would see it (after the hooks before it), without retain_grad's own copy.
+            logits.register_hook(lambda g: grads.append(recorder.copy(g)))
+        recorded = recorder.copy(logits)  # most often the last module's output, recorded already
         if spec.loss == "model":
             loss, kind = forms.own_loss(out, spec.source), f"{type(net).__name__}.loss"
         else:
@@ -328,7 +360,7 @@ def _iterate(
         raise
     except Exception as exc:
         raise raised_in(spec.source, exc, "in its loss or backward pass") from None
-    grad = None if logits.grad is None else _array(logits.grad)
+    grad = grads[0] if grads else None
     recorder.records.append(loss_record(kind, recorded, _array(loss), grad))
     return float(loss.detach()), []
 
