@@ -1,6 +1,7 @@
 """Capture records without changing the numbers, and keeps its own copy of each value."""
 
 import numpy as np
+import pytest
 import torch
 
 import layerdiff
@@ -182,3 +183,19 @@ def test_torch_records_stay_as_recorded_when_the_model_runs_again():
     kept = {(r.name, k): v.copy() for r in first.layers for k, v in r.tensors.items()}
     side.run(feed_for((3, 5), seed=1))
     assert all(np.array_equal(r.tensors[k], kept[r.name, k]) for r in first.layers for k in r.tensors)
+
+
+def test_torch_refuses_a_hook_that_changes_a_recorded_gradient_in_place():
+    class Clamps(torch.nn.Module):  # breaks PyTorch's contract: a hook must not modify its argument
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(5, 5), torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            h.register_hook(lambda g: g.mul_(0.5))
+            return self.fc2(h)
+
+    model = modelfile.from_object(Clamps().double(), input_shape=(3, 5))
+    with pytest.raises(layerdiff.ModelFileError, match="modified in place"):
+        runner.prepare(model, "native").run(feed_for((3, 5)))

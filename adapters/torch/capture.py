@@ -9,8 +9,9 @@ Each value is copied once, when it is recorded, and only where it can still chan
 - each call gets an alias of its inputs (``aten.alias``: no copy, and its backward hands the gradient on as it is),
   so that the gradient reaching it is this call's input gradient alone, not the sum over every consumer of the
   tensor; a leaf (the model's own input) gets a clone instead, which the module may still modify in place;
-- a gradient is copied as its hook sees it, once for the two records it is most often in (one module's output
-  gradient, the next one's input gradient: the aliases hand the same tensor on).
+- a gradient is not copied: autograd hands each hook a tensor of its own, which nothing writes into afterwards
+  (``Recorder.gradient`` says why, and checks it); one record serves the two layers it is most often in (one
+  module's output gradient, the next one's input gradient: the aliases hand the same tensor on).
 Nothing recorded changes the numbers: the loss and every gradient are bitwise the same as without capture.
 In-place activation modules are switched to out-of-place for the run (same values), since they would overwrite
 the input a call recorded.
@@ -83,6 +84,7 @@ class Recorder:
         self.given: dict[int, list[list[torch.Tensor]]] = {}  # the tensors each of those calls was handed
         self.outputs: dict[str, Any] = {}
         self.handed: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent outputs handed on, with their copy
+        self.watched: list[tuple[torch.Tensor, int, str, str]] = []  # gradients recorded without a copy, as they were
 
     def copy(self, t: torch.Tensor) -> np.ndarray:
         """``t`` as a NumPy copy, made once when it is an output just handed on unchanged (a module's input is most
@@ -91,6 +93,31 @@ class Recorder:
         if known is not None and known[0] is t and known[1] == t._version:
             return known[2]
         return _array(t)
+
+    def gradient(self, g: torch.Tensor, layer: str, key: str) -> np.ndarray:
+        """A gradient autograd hands a hook, recorded without a copy on the CPU: autograd makes each one anew and never
+        writes into one that is still referenced (it accumulates in place only into a gradient nobody else holds),
+        and its hooks and custom backwards must not modify their argument (PyTorch's contract: the same tensor often
+        goes to two branches). ``check`` refuses a run that broke it, since the record would be wrong."""
+        known = self.handed.get(id(g))
+        if known is not None and known[0] is g and known[1] == g._version:
+            return known[2]
+        if g.device.type != "cpu" or g.dtype == torch.bfloat16:
+            return _array(g)
+        self.watched.append((g, g._version, layer, key))
+        return g.detach().numpy()
+
+    def check(self) -> None:
+        """Refuse a run in which the model's own code changed a gradient in place after layerdiff recorded it."""
+        changed = [(layer, key) for g, version, layer, key in self.watched if g._version != version]
+        self.watched.clear()
+        if changed:
+            layer, key = changed[0]
+            raise ModelFileError(
+                f"The {key} of layer '{layer}' was modified in place after autograd handed it on (by a tensor hook or a "
+                "custom autograd Function's backward). PyTorch's hooks and backwards must not modify their argument, "
+                "which autograd may hand to other branches as well: return a new tensor instead."
+            )
 
     def hand_on(self, t: torch.Tensor, value: np.ndarray) -> None:
         # The tensor is held with its copy, so that its id is not another's while remembered.
@@ -167,8 +194,8 @@ class Recorder:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
 
         def hook(g: torch.Tensor) -> torch.Tensor | None:
-            # A clone's backward hands the same gradient tensor on: one copy serves both records.
-            record.tensors[key] = self.copy(g)
+            # An alias's backward hands the same gradient tensor on: one record serves both layers.
+            record.tensors[key] = self.gradient(g, record.name, key)
             self.hand_on(g, record.tensors[key])
             if forced_index is None:
                 return None
@@ -275,6 +302,7 @@ class TorchAdapter:
             # storage, which Python's collector does not see. Let go of them, or each run keeps its records.
             recorder.outputs.clear()
             recorder.handed.clear()
+        recorder.check()
         trace = finish(recorder.records, _param_records(net, spec, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
         if compiled.is_compiled(model) and forcing is None:
             try:
@@ -346,7 +374,7 @@ def _iterate(
         grads: list[np.ndarray] = []
         if logits.requires_grad:
             # As retain_grad would see it (after the hooks before it), without retain_grad's own copy.
-            logits.register_hook(lambda g: grads.append(recorder.copy(g)))
+            logits.register_hook(lambda g: grads.append(recorder.gradient(g, "loss", "grad_input")))
         recorded = recorder.copy(logits)  # most often the last module's output, recorded already
         if spec.loss == "model":
             loss, kind = forms.own_loss(out, spec.source), f"{type(net).__name__}.loss"
