@@ -22,6 +22,14 @@ optimizer step), beside ``layerdiff.run`` of one iteration against one plain for
 one-step ratio, the target); each less the loading of the two model files, which both do once. And the peak
 resident memory of ``layerdiff run --steps K`` (a fresh process each) for two K, which must not grow with K.
 
+Then the peers, on the PyTorch side of each model, in a child process of their own: layerdiff's capture (forward and
+backward, in memory, then with its dump written) beside torchlens (``torchlens.trace`` with every layer's
+activations saved: its forward alone; measured last, since its first call wraps torch's functions for the rest of
+the process, untimed) and a hand-rolled script (``register_forward_hook`` on every leaf module, ``np.save`` of each
+output: the forward alone), each the fastest of a few, with its peak resident memory above what the process held
+before it (``/proc/self/clear_refs``). torchlens is optional (``pip install -e '.[benchmark]'``): without it, or on a
+model it cannot run, the table says so and measures the rest.
+
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which this workplace sets for old OpenBLAS builds and which slow a current
 NumPy, are left out of every process it starts; the BLAS kernel in use is printed.
 """
@@ -219,6 +227,106 @@ def flat(layers: int, width: int) -> dict[str, Any]:
     return {"layers": layers, "dump_bytes": size, "compare_peak": peak, "compare_s": seconds, "largest_tensor": weight.nbytes}
 
 
+def rss(field: str = "VmRSS") -> int:
+    """This process's resident memory now (``VmRSS``) or at its peak since the last ``clear_refs`` (``VmHWM``), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def timed_peak(fn: Any) -> tuple[float, int | None]:
+    """Seconds of one call and its peak resident memory above what the process held before it (None where the peak
+    cannot be reset); what the call returned is dropped after."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # memory freed before stays resident otherwise, hiding a peak in it
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the resident size now
+        base: int | None = rss()
+    except OSError:
+        base = None
+    start = time.perf_counter()
+    kept = fn()
+    seconds = time.perf_counter() - start
+    peak = None if base is None else max(0, rss("VmHWM") - base)
+    del kept
+    return seconds, peak
+
+
+def hooks_and_save(net: Any, x: Any, folder: Path) -> None:
+    """The hand-rolled alternative to layerdiff: a forward hook on every leaf module saving its output with np.save."""
+    import itertools
+
+    count = itertools.count()
+
+    def save(module: Any, args: Any, output: Any) -> None:
+        if hasattr(output, "detach"):
+            np.save(folder / f"{next(count)}.npy", output.detach().numpy())
+
+    handles = [m.register_forward_hook(save) for m in net.modules() if not any(True for _ in m.children())]
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def peers(model_name: str, reps: int) -> dict[str, Any]:
+    """The PyTorch side of a model: plain, layerdiff's capture, the hook script, then torchlens; seconds and peaks."""
+    import torch
+
+    from layerdiff import modelfile, runner, store
+
+    m = runner.prepare(modelfile.load(FIXTURES / MODELS[model_name][1]), "float64")
+    feed, _ = runner.make_feed([m], 0)
+    values = {p.name: p.value for p in m.parameters()}  # as run_pair: the weights' snapshots are the trace's
+    x = torch.from_numpy(feed.inputs[0])
+
+    def capture() -> Any:
+        return runner.capture(m, feed, "float64", 0, "-", twice=False, values=values)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+
+        def dumped() -> Any:
+            return store.write(capture(), folder / "b.h5")
+
+        def saved() -> None:
+            hooks_and_save(m.handle, x, folder)
+
+        tools = {"plain forward": lambda: m.handle(x), "plain forward+backward": lambda: plain_step(m, feed),
+                 "layerdiff capture": capture, "layerdiff capture + dump": dumped, "hooks + np.save": saved}
+        for fn in tools.values():  # a first call of each, untimed (lazy initialisations, the page cache)
+            fn()
+            clean(folder)
+        found: dict[str, list[tuple[float, int | None]]] = {k: [] for k in tools}
+        for _ in range(reps):  # interleaved: all see the same state of the machine
+            for name, fn in tools.items():
+                found[name].append(timed_peak(fn))
+                clean(folder)
+    out: dict[str, Any] = {k: {"s": min(t for t, _ in v), "peak": max((p for _, p in v if p is not None), default=None)}
+                           for k, v in found.items()}
+    try:
+        import torchlens
+        from torchlens.options import CaptureOptions
+
+        def lens() -> Any:
+            return torchlens.trace(m.handle, x, capture=CaptureOptions(layers_to_save="all"))
+
+        lens()  # the first call wraps torch's functions: untimed
+        runs = [timed_peak(lens) for _ in range(reps)]
+        out["torchlens"] = {"s": min(t for t, _ in runs), "peak": max((p for _, p in runs if p is not None), default=None)}
+    except Exception as exc:  # not installed, or it cannot run this model: said, and the rest stands
+        out["torchlens_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    return out
+
+
 def plain_process(path: str) -> None:
     """What the user's own script does: load the model file, one forward+backward."""
     from layerdiff import modelfile, runner
@@ -291,10 +399,13 @@ def main() -> None:
     parser.add_argument("--flat", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--blas", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--training", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peers", help=argparse.SUPPRESS)
     args = parser.parse_args()
     reps = 2 if args.quick else 3
-    if args.measure or args.plain or args.flat or args.blas or args.training:  # a child process
-        if args.training:
+    if args.measure or args.plain or args.flat or args.blas or args.training or args.peers:  # a child process
+        if args.peers:
+            print(json.dumps(peers(args.peers, reps)))
+        elif args.training:
             print(json.dumps(training(1 if args.quick else 2)))
         elif args.measure:
             print(json.dumps(measure(args.measure, reps)))
@@ -330,6 +441,7 @@ def main() -> None:
     trained = child(["--training", *quick], env_mlp)
     with tempfile.TemporaryDirectory() as tmp:
         memory = {k: steps_run(env_mlp, k, Path(tmp)) for k in MEMORY_STEPS}
+    lenses = {model: child(["--peers", model, *quick], child_env(model, args.quick)) for model in models}
 
     print("\nper side: one forward+backward, plain and through layerdiff's capture (dump writing excluded)")
     print(f"{'model':12}{'side':8}{'plain s':>9}{'capture s':>11}{'ratio':>7}")
@@ -363,6 +475,20 @@ def main() -> None:
     print(f"{'steps':>6}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}   (`layerdiff run --steps K`, a fresh process each)")
     for k, r in memory.items():
         print(f"{k:>6}{r['wall']:>8.1f}{r['rss'] / GB:>9.2f}{r['dump_bytes'] / GB:>10.3f}{str(r['match']):>7}")
+    print("\npeers, on the PyTorch side: capture time and peak memory above the loaded model (torchlens and the hook "
+          "script record the forward alone)")
+    print(f"{'model':12}{'tool':28}{'s':>8}{'x fwd+bwd':>11}{'peak MB':>9}")
+    for model, p in lenses.items():
+        for tool in ("plain forward", "plain forward+backward", "layerdiff capture", "layerdiff capture + dump",
+                     "torchlens", "hooks + np.save"):
+            if tool not in p:
+                print(f"{model:12}{tool:28}  not measured: {p.get('torchlens_error', '')}")
+                continue
+            r, peak = p[tool], p[tool]["peak"]
+            shown = "-" if peak is None else f"{peak / 1e6:.0f}"
+            print(f"{model:12}{tool:28}{r['s']:>8.3f}{r['s'] / p['plain forward+backward']['s']:>11.2f}{shown:>9}")
+        if "torchlens" in p:
+            print(f"{model:12}{'layerdiff fwd+bwd / torchlens fwd':40}{p['layerdiff capture']['s'] / p['torchlens']['s']:>7.2f}  (target < 1)")
     print(f"\ndump options: `layerdiff run` on {models[-1]}")
     print(f"{'options':26}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}")
     for options, r in rows[models[-1]][2].items():

@@ -1,6 +1,7 @@
 """Capture records without changing the numbers, and keeps its own copy of each value."""
 
 import numpy as np
+import pytest
 import torch
 
 import layerdiff
@@ -118,3 +119,83 @@ def test_torch_copies_a_tensor_handed_from_module_to_module_once():
     first, tanh, last = (r.tensors for r in trace.layers)
     assert tanh["input"] is first["output"] and last["input"] is tanh["output"]
     assert tanh["grad_output"] is last["grad_input"]
+
+
+class ChangedAfter(torch.nn.Module):
+    """Outputs modified in place after their module returned them: a functional in-place ReLU on fc1's output,
+    and fc2's output added into in place (a ResNet's ``out += identity``), its input h read twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = torch.nn.Linear(5, 5), torch.nn.Linear(5, 5), torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = torch.relu_(self.fc1(x))
+        r = self.fc2(h)
+        r += h
+        return self.fc3(r)
+
+
+def test_torch_records_what_each_module_produced_and_received_though_changed_in_place_after():
+    net = ChangedAfter().double()
+    model = modelfile.from_object(net, input_shape=(3, 5))
+    feed = feed_for((3, 5))
+    trace = runner.prepare(model, "native").run(feed)
+    got = {r.name: r.tensors for r in trace.layers}
+
+    # The same computation without layerdiff, every intermediate its own tensor.
+    x = torch.from_numpy(feed.inputs[0]).requires_grad_(True)
+    h0 = net.fc1(x)
+    h = torch.relu(h0)
+    r0 = net.fc2(h)
+    r = r0 + h
+    y = net.fc3(r)
+    u = torch.from_numpy(trace.upstream[0])
+    gx, gh0, gr0, gr = torch.autograd.grad(y, [x, h0, r0, r], u)
+    want = {
+        "fc1": {"input": x, "output": h0, "grad_output": gh0, "grad_input": gx},
+        "fc2": {"input": h, "output": r0, "grad_output": gr0, "grad_input": gr0 @ net.fc2.weight},  # fc2's share alone
+        "fc3": {"input": r, "output": y, "grad_output": u, "grad_input": gr},
+    }
+    for layer, tensors in want.items():
+        for kind, value in tensors.items():
+            assert np.array_equal(got[layer][kind], value.detach().numpy()), (layer, kind)
+
+
+def test_torch_records_a_linear_output_before_an_inplace_relu_module_and_restores_the_flag():
+    relu = torch.nn.ReLU(inplace=True)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 5), relu, torch.nn.Linear(5, 2)).double()
+    model = modelfile.from_object(net, input_shape=(3, 5))
+    feed = feed_for((3, 5))
+    trace = runner.prepare(model, "native").run(feed)
+    linear, activation, _ = (r.tensors for r in trace.layers)
+    pre = net[0](torch.from_numpy(feed.inputs[0])).detach().numpy()
+    assert (pre < 0).any() and np.array_equal(linear["output"], pre)
+    assert np.array_equal(activation["output"], np.maximum(pre, 0))
+    assert relu.inplace
+
+
+def test_torch_records_stay_as_recorded_when_the_model_runs_again():
+    net = ChangedAfter().double()
+    model = modelfile.from_object(net, input_shape=(3, 5))
+    side = runner.prepare(model, "native")
+    first = side.run(feed_for((3, 5)))
+    kept = {(r.name, k): v.copy() for r in first.layers for k, v in r.tensors.items()}
+    side.run(feed_for((3, 5), seed=1))
+    assert all(np.array_equal(r.tensors[k], kept[r.name, k]) for r in first.layers for k in r.tensors)
+
+
+def test_torch_refuses_a_hook_that_changes_a_recorded_gradient_in_place():
+    class Clamps(torch.nn.Module):  # breaks PyTorch's contract: a hook must not modify its argument
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(5, 5), torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            h.register_hook(lambda g: g.mul_(0.5))
+            return self.fc2(h)
+
+    model = modelfile.from_object(Clamps().double(), input_shape=(3, 5))
+    with pytest.raises(layerdiff.ModelFileError, match="modified in place"):
+        runner.prepare(model, "native").run(feed_for((3, 5)))

@@ -1,12 +1,20 @@
 """Capture a ``torch.nn.Module`` for one iteration with forward hooks and tensor hooks.
 
-Each module call works on its own copies: a pre-hook hands the module clones of its inputs, and the forward hook
-hands the rest of the network a clone of its output. The gradient that reaches an input clone is then this call's
-input gradient alone (not the sum over every consumer of that tensor), the gradient that reaches the module's own
-output is its output gradient, and code after the module may modify what it received in place (a ResNet's
-``out += identity``) without touching what the hooks watch. Clones copy values exactly, so the loss and every
-gradient are bitwise the same as without capture. In-place activation modules are switched to out-of-place for the
-run (same values), since they would overwrite the input a call recorded.
+Each value is copied once, when it is recorded, and only where it can still change:
+- a module's output is copied to NumPy as the forward hook sees it (code after the module may modify it in place, a
+  ResNet's ``out += identity``), and the same tensor is handed on; its gradient hook is registered before anything
+  downstream runs, and autograd hands a hook registered before an in-place change the gradient of the value from
+  before it, so the recorded output gradient is the module's own;
+- a module's input is most often the output the module before it recorded, untouched since (``Recorder.copy``);
+- each call gets an alias of its inputs (``aten.alias``: no copy, and its backward hands the gradient on as it is),
+  so that the gradient reaching it is this call's input gradient alone, not the sum over every consumer of the
+  tensor; a leaf (the model's own input) gets a clone instead, which the module may still modify in place;
+- a gradient is not copied: autograd hands each hook a tensor of its own, which nothing writes into afterwards
+  (``Recorder.gradient`` says why, and checks it); one record serves the two layers it is most often in (one
+  module's output gradient, the next one's input gradient: the aliases hand the same tensor on).
+Nothing recorded changes the numbers: the loss and every gradient are bitwise the same as without capture.
+In-place activation modules are switched to out-of-place for the run (same values), since they would overwrite
+the input a call recorded.
 """
 
 from __future__ import annotations
@@ -28,9 +36,22 @@ from layerdiff.adapters.torch import compiled
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
-    # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
-    t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t.clone()).numpy()
+    """A NumPy copy of ``t``, the record's own."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        # NumPy has no bfloat16: its values are recorded in float32, which holds every one of them exactly.
+        return t.float().cpu().numpy()
+    if t.device.type != "cpu":
+        return t.cpu().numpy()  # the copy to the host is already a copy of its own
+    # NumPy's copy runs on one thread: a torch clone splits even a small copy over the intra-op threads, and
+    # waits for all of them on a busy machine.
+    return np.array(t.numpy(), copy=True)
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of its own in the graph for one module call, on the same memory; a leaf is cloned, so that the
+    module may modify it in place (autograd refuses that on a view of a leaf)."""
+    return t.clone() if t.is_leaf else torch.ops.aten.alias.default(t)
 
 
 RECENT = 16  # outputs a recorder remembers having copied
@@ -63,6 +84,7 @@ class Recorder:
         self.given: dict[int, list[list[torch.Tensor]]] = {}  # the tensors each of those calls was handed
         self.outputs: dict[str, Any] = {}
         self.handed: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent outputs handed on, with their copy
+        self.watched: list[tuple[torch.Tensor, int, str, str]] = []  # gradients recorded without a copy, as they were
 
     def copy(self, t: torch.Tensor) -> np.ndarray:
         """``t`` as a NumPy copy, made once when it is an output just handed on unchanged (a module's input is most
@@ -71,6 +93,31 @@ class Recorder:
         if known is not None and known[0] is t and known[1] == t._version:
             return known[2]
         return _array(t)
+
+    def gradient(self, g: torch.Tensor, layer: str, key: str) -> np.ndarray:
+        """A gradient autograd hands a hook, recorded without a copy on the CPU: autograd makes each one anew and never
+        writes into one that is still referenced (it accumulates in place only into a gradient nobody else holds),
+        and its hooks and custom backwards must not modify their argument (PyTorch's contract: the same tensor often
+        goes to two branches). ``check`` refuses a run that broke it, since the record would be wrong."""
+        known = self.handed.get(id(g))
+        if known is not None and known[0] is g and known[1] == g._version:
+            return known[2]
+        if g.device.type != "cpu" or g.dtype == torch.bfloat16:
+            return _array(g)
+        self.watched.append((g, g._version, layer, key))
+        return g.detach().numpy()
+
+    def check(self) -> None:
+        """Refuse a run in which the model's own code changed a gradient in place after layerdiff recorded it."""
+        changed = [(layer, key) for g, version, layer, key in self.watched if g._version != version]
+        self.watched.clear()
+        if changed:
+            layer, key = changed[0]
+            raise ModelFileError(
+                f"The {key} of layer '{layer}' was modified in place after autograd handed it on (by a tensor hook or a "
+                "custom autograd Function's backward). PyTorch's hooks and backwards must not modify their argument, "
+                "which autograd may hand to other branches as well: return a new tensor instead."
+            )
 
     def hand_on(self, t: torch.Tensor, value: np.ndarray) -> None:
         # The tensor is held with its copy, so that its id is not another's while remembered.
@@ -89,13 +136,13 @@ class Recorder:
         # nested (nn.LSTM's (x, (h, c))) or passed by keyword (a mask).
         given = forms.leaves((args, kwargs))
         self.inputs.setdefault(id(module), []).append([self.copy(t) for t in given])
-        cloned = [t.clone() if t.requires_grad else t for t in given]
-        # The input gradient is read on these clones, upstream of the module's own full backward hooks (which
+        own = [_alias(t) if t.requires_grad else t for t in given]
+        # The input gradient is read on these aliases, upstream of the module's own full backward hooks (which
         # wrap its inputs after every pre-hook): what they make of it is what flows on, and what is recorded.
-        self.given.setdefault(id(module), []).append(cloned)
-        if all(a is b for a, b in zip(cloned, given)):
+        self.given.setdefault(id(module), []).append(own)
+        if all(a is b for a, b in zip(own, given)):
             return None
-        return forms.rebuild((args, kwargs), cloned)
+        return forms.rebuild((args, kwargs), own)
 
     def forward_hook(self, name: str) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
@@ -110,15 +157,16 @@ class Recorder:
             forced = self._forced(record.name, tuple(outs))
             passed = []
             for i, o in enumerate(outs):
-                if any(o is t for t in (*given, *forms.leaves((args, kwargs)))):
-                    # A module that returns its input (an eval-mode Dropout, an Identity): its output gets a tensor
-                    # of its own, so that the forced output gradient reaches the input's hook, not beside it.
-                    o = o.clone()
-                value = record.tensors[tensor_key("output", i)] = _array(o)
+                value = record.tensors[tensor_key("output", i)] = self.copy(o)
+                if any(o is t for t in (*given, *forms.leaves((args, kwargs)))) or self.recorded(o):
+                    # A module that returns its input (an eval-mode Dropout, an Identity), or a child's output that
+                    # its parent returns: its output gets a tensor of its own, downstream of the other's hooks, so
+                    # that its forced output gradient reaches them, not beside them.
+                    o = torch.ops.aten.alias.default(o)
                 force = None if forced is None else forced[i]
                 if o.requires_grad:
                     o.register_hook(self._recorder(record, tensor_key("grad_output", i), i))
-                    o_passed = o.clone() if force is None else o + (force - o).detach()
+                    o_passed = o if force is None else o + (force - o).detach()
                 else:
                     o_passed = o if force is None else force
                 if force is None:
@@ -129,6 +177,11 @@ class Recorder:
             return result
 
         return hook
+
+    def recorded(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` is an output already handed on, as it was then."""
+        known = self.handed.get(id(t))
+        return known is not None and known[0] is t
 
     def _forced(self, name: str, like: tuple[Any, ...]) -> list[torch.Tensor | None] | None:
         """The forced outputs of a layer, as tensors like its own (None for one the other side lacks), or None when
@@ -141,8 +194,8 @@ class Recorder:
         """A tensor hook recording the gradient as it arrives; for an output in a replay, replacing it."""
 
         def hook(g: torch.Tensor) -> torch.Tensor | None:
-            # A clone's backward hands the same gradient tensor on: one copy serves both records.
-            record.tensors[key] = self.copy(g)
+            # An alias's backward hands the same gradient tensor on: one record serves both layers.
+            record.tensors[key] = self.gradient(g, record.name, key)
             self.hand_on(g, record.tensors[key])
             if forced_index is None:
                 return None
@@ -156,14 +209,18 @@ class Recorder:
         if known is not None and self.outputs.get(known.name) is value:
             return value  # the module's own output, tapped under the module's name: recorded (and forced) already
         record = self.add(name, "tap")
-        record.tensors["output"] = _array(value)
+        copied = record.tensors["output"] = self.copy(value)
         forced = self._forced(record.name, (value,))
         given = None if forced is None else forced[0]
-        if isinstance(value, torch.Tensor) and value.requires_grad:
+        if self.recorded(value):
+            value = torch.ops.aten.alias.default(value)  # a module's output: its own hooks fire after the tap's
+        if value.requires_grad:
             value.register_hook(self._recorder(record, "grad_output", 0))
-            value = value.clone() if given is None else value + (given - value).detach()
+            value = value if given is None else value + (given - value).detach()
         elif given is not None:
             value = given
+        if given is None:
+            self.hand_on(value, copied)
         return value
 
     def tap_grad(self, name: str, grad: Any) -> Any:
@@ -245,6 +302,7 @@ class TorchAdapter:
             # storage, which Python's collector does not see. Let go of them, or each run keeps its records.
             recorder.outputs.clear()
             recorder.handed.clear()
+        recorder.check()
         trace = finish(recorder.records, _param_records(net, spec, copies=False), loss_value, upstream, forcer, _settings(net, dtype))
         if compiled.is_compiled(model) and forcing is None:
             try:
@@ -313,9 +371,11 @@ def _iterate(
             torch.autograd.backward(outputs, [_from(u).to(o) for u, o in zip(upstream, outputs)])
             return value, upstream
         logits = outputs[0]
+        grads: list[np.ndarray] = []
         if logits.requires_grad:
-            logits.retain_grad()
-        recorded = _array(logits)
+            # As retain_grad would see it (after the hooks before it), without retain_grad's own copy.
+            logits.register_hook(lambda g: grads.append(recorder.gradient(g, "loss", "grad_input")))
+        recorded = recorder.copy(logits)  # most often the last module's output, recorded already
         if spec.loss == "model":
             loss, kind = forms.own_loss(out, spec.source), f"{type(net).__name__}.loss"
         else:
@@ -328,7 +388,7 @@ def _iterate(
         raise
     except Exception as exc:
         raise raised_in(spec.source, exc, "in its loss or backward pass") from None
-    grad = None if logits.grad is None else _array(logits.grad)
+    grad = grads[0] if grads else None
     recorder.records.append(loss_record(kind, recorded, _array(loss), grad))
     return float(loss.detach()), []
 

@@ -82,6 +82,7 @@ class Attachment:
             h.remove()
         for module in self.inplace:
             module.inplace = True
+        self.recorder.check()
         records = self.recorder.records
         if self.data_parallel:
             for r in records:
