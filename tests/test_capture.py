@@ -199,3 +199,35 @@ def test_torch_refuses_a_hook_that_changes_a_recorded_gradient_in_place():
     model = modelfile.from_object(Clamps().double(), input_shape=(3, 5))
     with pytest.raises(layerdiff.ModelFileError, match="modified in place"):
         runner.prepare(model, "native").run(feed_for((3, 5)))
+
+
+def test_a_numpy_run_shares_the_models_weights_and_gives_them_back_writable():
+    """Each run works on a copy of the model whose weights are the model's own arrays (read-only meanwhile): no
+    copy of every weight per run; the gradients recorded are the copy's own, not copied again."""
+    side = runner.prepare(modelfile.load(FIXTURES / "mlp_numpy.py"), "float64")
+    feed, _ = runner.make_feed([side], 0)
+    own = {p.name: p.value for p in side.adapter.parameters(side.handle, side.spec)}
+    first, second = side.run(feed), side.run(feed)
+    held = {p.name: p for p in first.params}
+    for p in second.params:
+        assert np.shares_memory(p.value, held[p.name].value)  # the model's array, in both runs
+        assert np.array_equal(p.value, own[p.name]) and p.value.flags.writeable
+        assert not np.shares_memory(p.grad, held[p.name].grad) and np.array_equal(p.grad, held[p.name].grad)
+
+
+def test_a_numpy_layer_that_writes_into_its_weights_is_named_with_them_untouched(tmp_path):
+    (tmp_path / "inplace.py").write_text(
+        "import numpy as np\n"
+        "class Dense:\n"
+        "    def __init__(self): self.W = np.full((4, 3), 0.1)\n"
+        "    def forward(self, x): self.x = x; return x @ self.W\n"
+        "    def backward(self, d):\n"
+        "        self.W *= 0.5  # in place, with no learning-rate argument to say so\n"
+        "        return d @ self.W.T\n"
+        "model = [Dense()]\ninput_shape = (2, 4)\n"
+    )
+    model = modelfile.load(tmp_path / "inplace.py")
+    side = runner.prepare(model, "float64")
+    with pytest.raises(layerdiff.ModelFileError, match="layer '0' writes into its weights in backward"):
+        side.run(runner.make_feed([side], 0)[0])
+    assert np.all(side.handle[0].W == 0.1) and side.handle[0].W.flags.writeable

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -100,21 +101,21 @@ class NumpyAdapter:
     def run(self, model: Any, spec: Spec, feed: Feed, forcing: Forcing | None = None) -> Trace:
         positional(feed, spec.source, "NumPy")
         # A file's own update(model, lr) reads the gradients the run left in the layers: it runs the model itself.
-        fresh = model if "update" in spec.glue else _fresh(model)
+        fresh, shared = (model, []) if "update" in spec.glue else _fresh(model, spec)
         net = Network(fresh, spec)
         records: list[LayerRecord] = []
         forcer = Forcer(forcing)
         dtype = _dtype_of(net)
         inputs = [x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x for x in feed.inputs]
         notes: dict[str, str] = {}
-        with _tapping(records, forcer), warnings.catch_warnings():
+        with _tapping(records, forcer), warnings.catch_warnings(), _read_only(shared):
             # Overflow or log(0) in the user's network is a finding, reported from the recorded NaN/Inf,
             # not a reason to stop, even where warnings are errors (pytest -W error).
             warnings.simplefilter("default", RuntimeWarning)
             copies = Copies()
-            outputs, layer_records = _forward(net, inputs, records, forcer, copies)
+            outputs, layer_records = _forward(net, inputs, records, forcer, copies, shared)
             loss, douts = _loss(spec, outputs, feed, records, copies, notes)
-            found, failed = _backward(net, layer_records, douts, forcer, copies)
+            found, failed = _backward(net, layer_records, douts, forcer, copies, shared)
         if fresh is not model:
             _check_unchanged(net, Network(model, spec), spec)
             _keep_buffers(fresh, model, spec)
@@ -122,7 +123,7 @@ class NumpyAdapter:
             if r.name == "model" and net.whole is not None and len(records) > 1:
                 records.remove(r)  # taps inside the network say more than its outer input and output
         unfinished = failed[0].unfinished if failed is not None else ()  # their gradients are not this run's
-        params = [_record(net, p, found, p.layer.name in unfinished) for p in net.params()]
+        params = [_record(net, p, found, p.layer.name in unfinished, private=fresh is not model) for p in net.params()]
         notes.update({f"gradient of {p.name}": p.note for p in params if p.note})
         settings = {f"note.{k}": v for k, v in notes.items()}
         trace = finish(records, gates.packed(spec, params), loss, [] if spec.loss is not None else douts, forcer, settings)
@@ -132,10 +133,11 @@ class NumpyAdapter:
         return trace
 
 
-def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinished: bool = False) -> ParamRecord:
+def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinished: bool = False, private: bool = False) -> ParamRecord:
     """A parameter after the run: its value as it is (forward and backward do not change it) and its gradient,
-    copied, since hand-written layers accumulate into and zero their gradient arrays in place on the next run; none
-    for a layer whose backward never ran (what it holds is not this run's)."""
+    copied, since hand-written layers accumulate into and zero their gradient arrays in place on the next run, unless
+    the run's copy of the model was ``private`` (no later run touches its arrays); none for a layer whose backward
+    never ran (what it holds is not this run's)."""
     if unfinished:
         return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), None)
     grad = net.grad(p)
@@ -143,7 +145,8 @@ def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinish
     stepped = found.get(p.layer.name)
     if grad is None and stepped is not None and p.key in stepped.grads:
         grad, note = stepped.grads[p.key], stepped.notes[p.key]
-    return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), None if grad is None else snapshot(grad), note=note)
+    kept = None if grad is None else np.asarray(grad) if private and grad is net.grad(p) else snapshot(grad)
+    return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), kept, note=note)
 
 
 def _tapping(records: list[LayerRecord], forcer: Forcer) -> Any:
@@ -159,17 +162,59 @@ def _keep_buffers(ran: Any, model: Any, spec: Spec) -> None:
     held.load_buffers(model, spec, {b.name: b.value for b in held.buffers(ran, spec)})
 
 
-def _fresh(model: Any) -> Any:
+def _fresh(model: Any, spec: Spec) -> tuple[Any, list[np.ndarray]]:
     """A copy to run, so that what a run leaves in the layers never reaches the next; the model itself when it
-    cannot be copied (then layers that keep state between calls are the file's to reset)."""
+    cannot be copied (then layers that keep state between calls are the file's to reset). Its weights are the
+    model's own arrays, made read-only for the run (a copy of every weight per run costs as much memory and time as
+    the weights), except those of a layer whose backward updates them (a learning-rate argument): copied, for the
+    update to land on the copy. Returns the copy and the arrays it shares."""
     try:
-        return copy.deepcopy(model)
+        shared = _shareable(model, spec)
+        return copy.deepcopy(model, {id(a): a for a in shared}), shared
     except Exception:
-        return model
+        return model, []
+
+
+def _shareable(model: Any, spec: Spec) -> list[np.ndarray]:
+    net = Network(model, spec)
+    updating = set()
+    for layer in net.layers:
+        try:
+            lr = backward.learning_rate_argument(layer.obj.backward, spec.update_in_backward, layer.name)
+        except Exception:
+            lr = "unknown"  # said when the run calls it; copied meanwhile
+        if lr is not None:
+            updating.add(layer.name)
+    found = [p.slot.get() for p in net.params() if p.layer.name not in updating]
+    return [a for a in found if isinstance(a, np.ndarray) and a.flags.writeable and a.base is None]
+
+
+@contextmanager
+def _read_only(arrays: list[np.ndarray]) -> Iterator[None]:
+    """The model's weights, shared with the run's copy, protected from it: writing into one raises (``_moved``)."""
+    for a in arrays:
+        a.flags.writeable = False
+    try:
+        yield
+    finally:
+        for a in arrays:
+            a.flags.writeable = True
+
+
+def _moved(exc: Exception, shared: list[np.ndarray], source: str, layer: str, where: str) -> ModelFileError | None:
+    """The error for a layer that wrote into a weight during the run (NumPy refused: it was read-only)."""
+    if not (shared and isinstance(exc, ValueError) and "read-only" in str(exc)):
+        return None
+    return ModelFileError(
+        f"{source} changes its parameters during an iteration: layer '{layer}' writes into its weights in {where} "
+        "(an optimizer step inside backward?). layerdiff compares one iteration on fixed weights: if backward takes "
+        "the learning rate as an argument, name it with update_in_backward = \"learning_rate\" in the model file; "
+        "otherwise move the update out of backward."
+    )
 
 
 def _forward(
-    net: Network, inputs: list[np.ndarray], records: list[LayerRecord], forcer: Forcer, copies: Copies
+    net: Network, inputs: list[np.ndarray], records: list[LayerRecord], forcer: Forcer, copies: Copies, shared: list[np.ndarray]
 ) -> tuple[list[np.ndarray], list[LayerRecord]]:
     layer_records = []
     values: Any = inputs if net.whole is not None else inputs[:1]
@@ -182,7 +227,8 @@ def _forward(
         except ModelFileError:
             raise
         except Exception as exc:
-            raise raised_in(net.spec.source, exc, f"in the forward pass of layer '{layer.name}'") from None
+            raise _moved(exc, shared, net.spec.source, layer.name, "forward") or raised_in(
+                net.spec.source, exc, f"in the forward pass of layer '{layer.name}'") from None
         if out is None:
             out = getattr(layer.obj, "output", None)
             if out is None:
@@ -224,7 +270,8 @@ def _loss(
 
 
 def _backward(
-    net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: Copies
+    net: Network, layer_records: list[LayerRecord], douts: list[np.ndarray], forcer: Forcer, copies: Copies,
+    shared: list[np.ndarray],
 ) -> tuple[dict[str, backward.Stepped], tuple[Failure, ModelFileError] | None]:
     """Every layer's backward, from the last: what each step found of its gradients; when one raises, the failure,
     and the error a command stops with."""
@@ -246,6 +293,9 @@ def _backward(
         except ModelFileError:
             raise
         except Exception as exc:
+            moved = _moved(exc, shared, net.spec.source, layer.name, "backward")
+            if moved is not None:
+                raise moved from None
             unfinished = tuple(l.name for l in net.layers[: net.layers.index(layer) + 1])
             return found, (Failure(layer.name, raised_line(exc), unfinished), raised_in(net.spec.source, exc, f"in the backward pass of layer '{layer.name}'"))
         found[layer.name] = stepped
@@ -274,6 +324,8 @@ def _check_unchanged(ran: Network, given: Network, spec: Spec) -> None:
     """Refuse a run that moved the weights: an optimizer step inside backward that layerdiff was not told of."""
     for p, q in zip(ran.params(), given.params()):
         a, b = np.asarray(p.slot.get()), np.asarray(q.slot.get())
+        if a is b:
+            continue  # shared, and read-only for the run
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
             raise ModelFileError(
                 f"{spec.source} changes its parameters during an iteration: '{p.name}' (layer '{p.layer.name}') differs "
