@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the MLP (wide), ResNet-18 and GPT-2 small: about 10 minutes, 10 GB
     python benchmarks/run.py --quick    # the tiny sizes the tests use: a smoke run of about a minute
+    python benchmarks/run.py --llama none   # without the 1B Llama pair (benchmarks/llama.py), which takes 10 minutes
 
 Per model, NumPy (side A) against PyTorch (side B), both in float64:
 - plain: one forward+backward of the fixture's own model, without layerdiff; capture: one iteration through
@@ -15,8 +16,9 @@ Per model, NumPy (side A) against PyTorch (side B), both in float64:
 - run: the whole ``layerdiff run`` (each side twice, the replay, the dumps, the comparison) in a fresh process, wall
   time and peak resident memory (``/usr/bin/time -v``), against the two plain processes (load the model file, one
   forward+backward) plus the ``np.save`` time of the dumps.
-Then the memory of ``compare`` as the number of layers grows 10x, and the effect of each dump option on the last
-model. Then training steps (``--steps``), on the MLP with Adam on both sides (``steps_adam_*``): in one process,
+Then the peak memory of each whole run against both plain sides held in one process (what ``run`` holds at least),
+and the same for the deep_* chain at 10 and 100 layers; the memory of ``compare`` as the number of layers grows
+10x, and the effect of each dump option on the last model. Then training steps (``--steps``), on the MLP with Adam on both sides (``steps_adam_*``): in one process,
 ``layerdiff.run(..., steps=10)`` against ten plain training steps of both sides (forward, backward, the file's own
 optimizer step), beside ``layerdiff.run`` of one iteration against one plain forward+backward of both sides (the
 one-step ratio, the target); each less the loading of the two model files, which both do once. And the peak
@@ -327,12 +329,33 @@ def peers(model_name: str, reps: int) -> dict[str, Any]:
     return out
 
 
-def plain_process(path: str) -> None:
-    """What the user's own script does: load the model file, one forward+backward."""
+def plain_process(paths: str) -> None:
+    """What the user's own script does: load the model file, one forward+backward; for comma-separated files, each
+    of them in this one process (both sides held at once, as ``layerdiff run`` holds them: its memory's baseline)."""
     from layerdiff import modelfile, runner
 
-    side = runner.prepare(modelfile.load(path), "float64")
-    plain_step(side, runner.make_feed([side], 0)[0])
+    sides = [runner.prepare(modelfile.load(path), "float64") for path in paths.split(",")]
+    feed = runner.make_feed(sides, 0)[0]
+    for side in sides:
+        plain_step(side, feed)
+
+
+def chain_env(depth: int, quick: bool) -> dict[str, str]:
+    env = child_env("mlp", quick)
+    return {**env, "LAYERDIFF_DEEP_DEPTH": str(depth), "LAYERDIFF_DEEP_WIDTH": "64" if quick else "1024"}
+
+
+def chain(depth: int, quick: bool, folder: Path) -> dict[str, Any]:
+    """``layerdiff run`` of the deep_* chain at ``depth`` layers, against both plain sides in one process."""
+    env = chain_env(depth, quick)
+    a, b = (str(FIXTURES / f) for f in ("deep_numpy.py", "deep_torch.py"))
+    _, plain_wall, plain_rss = timed([sys.executable, __file__, "--plain", f"{a},{b}"], env)
+    out = Path(tempfile.mkdtemp(dir=folder))
+    proc, wall, rss = timed([layerdiff_exe(), "run", "--json", "-o", str(out), a, b], env)
+    size = sum(p.stat().st_size for p in out.glob("*.h5"))
+    shutil.rmtree(out)
+    return {"depth": depth, "plain_wall": plain_wall, "plain_rss": plain_rss, "wall": wall, "rss": rss,
+            "dump_bytes": size, "match": json.loads(proc.stdout)["match"]}
 
 
 # ---------------------------------------------------------------- processes, timed
@@ -400,6 +423,8 @@ def main() -> None:
     parser.add_argument("--blas", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--training", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peers", help=argparse.SUPPRESS)
+    parser.add_argument("--llama", choices=["1b", "tiny", "none"], help="the Llama pair of benchmarks/llama.py at this "
+                        "size, last (default: 1b; none with --quick): each step a process of its own, some 10 minutes")
     args = parser.parse_args()
     reps = 2 if args.quick else 3
     if args.measure or args.plain or args.flat or args.blas or args.training or args.peers:  # a child process
@@ -430,6 +455,7 @@ def main() -> None:
         env = child_env(model, args.quick)
         m = child(["--measure", model, *quick], env)
         plain_walls = [timed([sys.executable, __file__, "--plain", str(FIXTURES / f)], env)[1] for f in MODELS[model][:2]]
+        m["plain_pair_rss"] = timed([sys.executable, __file__, "--plain", ",".join(str(FIXTURES / f) for f in MODELS[model][:2])], env)[2]
         options = [o + [MODELS[model][5]] if o == ["--layers"] else o for o in OPTIONS]
         with tempfile.TemporaryDirectory() as tmp:
             runs = {" ".join(o): layerdiff_run(model, env, o, Path(tmp)) for o in (options if model == models[-1] else options[:1])}
@@ -437,6 +463,8 @@ def main() -> None:
             runs[""] = min(runs[""], again, key=lambda r: r["wall"])
         rows[model] = (m, plain_walls, runs)
     flats = [child(["--flat", str(n), *quick], env0) for n in (10, 100)]
+    with tempfile.TemporaryDirectory() as tmp:
+        chains = [chain(n, args.quick, Path(tmp)) for n in (10, 100)]
     env_mlp = child_env("mlp", args.quick)
     trained = child(["--training", *quick], env_mlp)
     with tempfile.TemporaryDirectory() as tmp:
@@ -463,6 +491,16 @@ def main() -> None:
         base, run = sum(walls) + m["save_s"], runs[""]
         print(f"{model:12}{sum(walls):>12.1f}{m['save_s']:>11.1f}{run['wall']:>8.1f}{run['wall'] / base:>7.2f}"
               f"{run['rss'] / GB:>9.2f}")
+    print("\npeak memory of the whole `layerdiff run` above both plain sides in one process (load both, one forward+backward each)")
+    print(f"{'model':12}{'plain A+B GB':>13}{'run GB':>8}{'excess GB':>10}{'largest MB':>12}")
+    for model, (m, walls, runs) in rows.items():
+        extra = runs[""]["rss"] - m["plain_pair_rss"]
+        print(f"{model:12}{m['plain_pair_rss'] / GB:>13.2f}{runs['']['rss'] / GB:>8.2f}{extra / GB:>10.2f}{m['largest_tensor'] / 1e6:>12.1f}")
+    print(f"{'':12}{'plain A+B GB':>13}{'run GB':>8}{'excess GB':>10}{'dumps GB':>10}{'run s':>7}{'plain s':>9}   the deep_* chain, width {chain_env(1, args.quick)['LAYERDIFF_DEEP_WIDTH']}")
+    for c in chains:
+        extra = c["rss"] - c["plain_rss"]
+        print(f"{str(c['depth']) + ' layers':12}{c['plain_rss'] / GB:>13.2f}{c['rss'] / GB:>8.2f}{extra / GB:>10.2f}"
+              f"{c['dump_bytes'] / GB:>10.3f}{c['wall']:>7.1f}{c['plain_wall']:>9.1f}")
     print("\ncompare's peak memory as the layers grow 10x (a chain of dense layers, both dumps read from disk)")
     print(f"{'layers':>8}{'dumps MB':>10}{'peak MB':>9}{'largest MB':>12}")
     for f in flats:
@@ -493,6 +531,17 @@ def main() -> None:
     print(f"{'options':26}{'run s':>8}{'peak GB':>9}{'dumps GB':>10}{'match':>7}")
     for options, r in rows[models[-1]][2].items():
         print(f"{options or '(default)':26}{r['wall']:>8.1f}{r['rss'] / GB:>9.2f}{r['dump_bytes'] / GB:>10.3f}{str(r['match']):>7}")
+    size = args.llama or ("none" if args.quick else "1b")
+    if size != "none":
+        llama(size)
+
+
+def llama(size: str) -> None:
+    """benchmarks/llama.py, its table printed as it goes: the 1B decoder's steps, each a process of its own."""
+    print(f"\nthe Llama pair at {size} (benchmarks/llama.py --size {size} --skip-run)", flush=True)
+    script = Path(__file__).with_name("llama.py")
+    if subprocess.run([sys.executable, str(script), "--size", size, "--skip-run"], env=child_env("mlp", False)).returncode:
+        sys.exit("benchmarks/llama.py failed")
 
 
 if __name__ == "__main__":
