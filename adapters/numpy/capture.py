@@ -63,7 +63,9 @@ class NumpyAdapter:
         if not feed.inputs:
             return
         try:
-            probe, pristine = copy.deepcopy(model), copy.deepcopy(model)
+            # What the pristine copy is for (its lists and counters) holds no weight: it shares the model's arrays.
+            weights = [p.slot.get() for p in Network(model, spec).params()]
+            probe, pristine = copy.deepcopy(model), copy.deepcopy(model, {id(w): w for w in weights})
         except Exception:
             return  # cannot be copied: its weights are taken as the file made them
         before = len(Network(model, spec).params())
