@@ -62,6 +62,7 @@ def test_a_signal_swallowed_during_a_write_still_stops_it(cli, tmp_path, monkeyp
         original(*args, **kwargs)
 
     monkeypatch.setattr(store.writer, "_dataset", swallowing)
+    monkeypatch.setattr(signal, "getsignal", lambda s: signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
     code, _, err = cli("dump", "good.py", "-o", "good.h5")
     assert code == 130 and one_error_line(err) == "error: interrupted (SIGINT)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.py"]
