@@ -142,12 +142,12 @@ def _record(net: Network, p: Param, found: dict[str, backward.Stepped], unfinish
     never ran (what it holds is not this run's)."""
     if unfinished:
         return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), None)
-    grad = net.grad(p)
+    held = grad = net.grad(p)  # the run's copy's own array, unless the layer's backward step found it
     note = ""
     stepped = found.get(p.layer.name)
     if grad is None and stepped is not None and p.key in stepped.grads:
         grad, note = stepped.grads[p.key], stepped.notes[p.key]
-    kept = None if grad is None else np.asarray(grad) if private and grad is net.grad(p) else snapshot(grad)
+    kept = None if grad is None else np.asarray(grad) if private and grad is held else snapshot(grad)
     return ParamRecord(p.name, p.owner, net.layout(p), np.asarray(p.slot.get()), kept, note=note)
 
 
